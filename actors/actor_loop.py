@@ -1,0 +1,57 @@
+"""The EnvPool actor loop: a source stage that emits batched RLDS steps.
+
+Each tick the loop asks the policy for actions for all B environments, steps the pool, and emits
+one batched RLDS step (see DESIGN.md, "The data contract"):
+
+    observation o_t, action a_t, reward r_t, discount d_t, is_first, is_last, is_terminal, extras
+
+For a step with is_last the action was ignored by EnvPool (auto-reset) and reward/discount are 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+
+from rillet.actors.envpool_env import BatchedEnv
+
+
+def envpool_actor(
+    env: BatchedEnv,
+    policy: Callable,
+    params_source: Callable[[], Any],
+    actor_state: Any,
+    seed: int,
+    on_first: Callable[[Any, np.ndarray], Any] | None = None,
+    max_ticks: int | None = None,
+) -> Iterator[dict]:
+    """Yields batched steps {"observation": [B, ...], "action": [B], ...} forever or for max_ticks.
+
+    params_source: called every tick for the latest policy parameters (e.g. the learner's).
+    on_first: optional ``(actor_state, is_first[B]) -> actor_state`` hook to reset per-env
+      actor state (recurrent state, episodic memory) at episode starts.
+    """
+    key = jax.random.PRNGKey(seed)
+    out = env.reset()
+    tick = 0
+    while max_ticks is None or tick < max_ticks:
+        if on_first is not None:
+            actor_state = on_first(actor_state, out.first)
+        key, sub = jax.random.split(key)
+        action, extras, actor_state = policy(params_source(), out.observation, actor_state, sub)
+        action = np.asarray(action)
+        nxt = env.step(action)
+        yield {
+            "observation": out.observation,
+            "action": action,
+            "reward": np.where(out.last, 0.0, nxt.reward).astype(np.float32),
+            "discount": np.where(out.last, 0.0, nxt.discount).astype(np.float32),
+            "is_first": out.first,
+            "is_last": out.last,
+            "is_terminal": out.terminal,
+            "extras": jax.tree.map(np.asarray, extras),
+        }
+        out = nxt
+        tick += 1

@@ -1,0 +1,118 @@
+"""EnvPool environments behind one batched interface, whichever API (gymnasium or dm_env) made them.
+
+`make_env` validates the id and builds a synchronous pool (batch_size == num_envs, so env i is
+always row i). `BatchedEnv.reset()/step(action)` return an `EnvOutput` with dm_env-like
+semantics, including EnvPool's auto-reset: the call after an episode's last step ignores its
+action and returns the first observation of the next episode with ``first=True``, reward 0.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from typing import NamedTuple
+
+import numpy as np
+
+from rillet.datasets.specs import StepSpec
+from rillet.errors import ConfigError, EnvironmentIdError
+
+
+class EnvOutput(NamedTuple):
+    """What the pool returned for each of B environments.
+
+    observation [B, ...]; reward [B] float32 (received on arriving here); discount [B] float32
+    (0 on arriving at a terminal state); first/last/terminal [B] bool.
+    """
+
+    observation: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    terminal: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def known_env_ids() -> tuple[str, ...]:
+    import envpool
+
+    return tuple(envpool.list_all_envs())
+
+
+def check_env_id(env_id: str) -> None:
+    """Raises EnvironmentIdError, listing close matches, for an id EnvPool does not know."""
+    ids = known_env_ids()
+    if env_id in ids:
+        return
+    close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise EnvironmentIdError(
+        f"Unknown EnvPool environment id {env_id!r}.{hint} "
+        "See envpool.list_all_envs() for the full list (ids carry a version, e.g. CartPole-v1, Pong-v5)."
+    )
+
+
+def env_step_spec(env_id: str) -> StepSpec:
+    """The StepSpec of an EnvPool environment (the single source of truth for shapes/dtypes)."""
+    import envpool
+
+    check_env_id(env_id)
+    return StepSpec.from_envpool(envpool.make_spec(env_id), env_id=env_id)
+
+
+class BatchedEnv:
+    """A synchronous EnvPool pool of `num_envs` environments with dm_env-like outputs."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, api: str = "gymnasium",
+                 num_threads: int = 0, **env_kwargs):
+        import envpool
+
+        check_env_id(env_id)
+        if num_envs < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}.")
+        if api not in ("gymnasium", "dm"):
+            raise ConfigError(f"api must be 'gymnasium' or 'dm', got {api!r}.")
+        self.env_id, self.num_envs, self.api = env_id, num_envs, api
+        self._env = envpool.make(env_id, env_type=api, num_envs=num_envs, batch_size=num_envs,
+                                 seed=seed, num_threads=num_threads, **env_kwargs)
+        self.spec = StepSpec.from_envpool(self._env.spec, env_id=env_id)
+        self._last = np.zeros(num_envs, bool)
+        self._elapsed = np.zeros(num_envs, np.int64)
+        self._step_limit = int(getattr(self._env.spec.config, "max_episode_steps", 0) or 0)
+
+    def reset(self) -> EnvOutput:
+        n = self.num_envs
+        if self.api == "gymnasium":
+            obs, _ = self._env.reset()
+        else:
+            obs = self._env.reset().observation.obs
+        self._last = np.zeros(n, bool)
+        self._elapsed = np.zeros(n, np.int64)
+        return EnvOutput(obs, np.zeros(n, np.float32), np.ones(n, np.float32),
+                         np.ones(n, bool), np.zeros(n, bool), np.zeros(n, bool))
+
+    def step(self, action: np.ndarray) -> EnvOutput:
+        action = np.asarray(action, self.spec.action.np_dtype)
+        if self.api == "gymnasium":
+            obs, reward, term, trunc, _ = self._env.step(action)
+            last = np.logical_or(term, trunc)
+            first = self._last.copy()
+            discount = np.where(term, 0.0, 1.0).astype(np.float32)
+        else:
+            ts = self._env.step(action)
+            obs, reward = ts.observation.obs, ts.reward
+            first, last = ts.step_type == 0, ts.step_type == 2
+            # EnvPool's dm API reports discount 0 at its step limit too; a last step at the limit is
+            # a truncation (a termination exactly at the limit cannot be told apart in this API).
+            self._elapsed = np.where(first, 0, self._elapsed + 1)
+            truncated = last & (self._step_limit > 0) & (self._elapsed >= self._step_limit)
+            discount = np.where(first | truncated, 1.0, ts.discount).astype(np.float32)
+        terminal = np.logical_and(last, discount == 0.0)
+        self._last = last
+        return EnvOutput(obs, np.asarray(reward, np.float32), discount, first, last, terminal)
+
+    def close(self) -> None:
+        close = getattr(self._env, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,51 @@
+"""Stage composition: sources produce iterators, transforms map iterators to iterators, sinks
+consume them. ``Stream(source) | transform | sink`` reads top to bottom; `run` drains it.
+
+    steps = Stream(envpool_actor(...))
+    run(steps | take(1000) | writer_stage)
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Iterable, Iterator
+
+
+class Stream:
+    """An iterator that composes with ``|``: ``stream | stage`` is ``Stream(stage(stream))``."""
+
+    def __init__(self, source: Iterable):
+        self._it = iter(source)
+
+    def __iter__(self) -> Iterator:
+        return self._it
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+    def __or__(self, stage: Callable[[Iterator], Iterable]) -> "Stream":
+        return Stream(stage(self._it))
+
+
+def take(n: int) -> Callable[[Iterator], Iterator]:
+    """Transform: the first n items."""
+    return lambda it: itertools.islice(it, n)
+
+
+def tap(fn: Callable[[Any], None]) -> Callable[[Iterator], Iterator]:
+    """Transform: calls fn on each item (metrics, counters) and passes it on unchanged."""
+
+    def stage(it):
+        for item in it:
+            fn(item)
+            yield item
+
+    return stage
+
+
+def run(stream: Iterable) -> int:
+    """Sink: drains the stream, returns how many items passed."""
+    count = 0
+    for _ in stream:
+        count += 1
+    return count
