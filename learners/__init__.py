@@ -1,0 +1,1 @@
+"""Learners: pure JAX/Equinox functions over pytrees (no TensorFlow/Reverb imports)."""

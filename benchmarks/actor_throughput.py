@@ -1,0 +1,79 @@
+"""Actor throughput: the actor pipeline (jitted epsilon-greedy Q-network policy + Reverb n-step
+writes) against raw EnvPool random-action stepping, same env and thread count, in one process.
+
+    .venv/bin/python benchmarks/actor_throughput.py --env-id Pong-v5 --num-envs 8
+
+Prints steps/s for each and the ratio pipeline/raw last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+from rillet.actors.actor_loop import envpool_actor
+from rillet.actors.envpool_env import BatchedEnv
+from rillet.actors.exploration import apex_epsilons
+from rillet.actors.policies import epsilon_greedy
+from rillet.datasets import reverb_tables
+from rillet.datasets.reverb_writer import NStepTransitionWriter, reverb_writer
+from rillet.learners import dqn
+from rillet.pipelines.stages import Stream, run, take
+
+
+def raw_envpool(env_id: str, num_envs: int, num_threads: int, ticks: int, seed: int) -> float:
+    """Steps/s of EnvPool alone with uniform random actions."""
+    env = BatchedEnv(env_id, num_envs, seed=seed, num_threads=num_threads)
+    rng = np.random.default_rng(seed)
+    env.reset()
+    actions = rng.integers(0, env.spec.num_actions, size=(ticks, num_envs), dtype=np.int32)
+    start = time.perf_counter()
+    for t in range(ticks):
+        env.step(actions[t])
+    return ticks * num_envs / (time.perf_counter() - start)
+
+
+def actor_pipeline(env_id: str, num_envs: int, num_threads: int, ticks: int, seed: int) -> float:
+    """Steps/s of envpool_actor with the DQN network's epsilon-greedy policy writing to Reverb."""
+    env = BatchedEnv(env_id, num_envs, seed=seed, num_threads=num_threads)
+    spec = env.spec
+    state = dqn.init(jax.random.PRNGKey(seed), spec, dqn.DQNConfig())
+    table = reverb_tables.make_table("bench", reverb_tables.transition_signature(spec),
+                                     max_size=50_000, min_size_to_sample=1)
+    server = reverb_tables.make_server([table])
+    writer = NStepTransitionWriter(f"localhost:{server.port}", "bench", spec, n=3, gamma=0.99)
+    policy = epsilon_greedy(dqn.q_values)
+    actor_state = {"epsilon": apex_epsilons(num_envs)}
+    stream = Stream(envpool_actor(env, policy, lambda: state.online, actor_state, seed=seed)) | reverb_writer(writer)
+    run(stream | take(20))  # compile the policy, open the writers
+    start = time.perf_counter()
+    run(stream | take(ticks))
+    writer.flush()
+    elapsed = time.perf_counter() - start
+    writer.close()
+    server.stop()
+    return ticks * num_envs / elapsed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--env-id", default="Pong-v5")
+    p.add_argument("--num-envs", type=int, default=8)
+    p.add_argument("--num-threads", type=int, default=0)
+    p.add_argument("--ticks", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    raw_envpool(a.env_id, a.num_envs, a.num_threads, 20, a.seed)  # warm up
+    raw = raw_envpool(a.env_id, a.num_envs, a.num_threads, a.ticks, a.seed)
+    pipe = actor_pipeline(a.env_id, a.num_envs, a.num_threads, a.ticks, a.seed)
+    print(f"device: {jax.devices()[0].platform}, env: {a.env_id}, envs: {a.num_envs}, threads: {a.num_threads}")
+    print(f"raw EnvPool random actions: {raw:,.0f} steps/s")
+    print(f"actor pipeline (policy + Reverb writes): {pipe:,.0f} steps/s")
+    print(f"ratio pipeline/raw: {pipe / raw:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Evaluation stage: greedy-policy episode returns in EnvPool."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from rillet.actors.envpool_env import BatchedEnv
+
+
+def episode_returns(env_id: str, policy: Callable, params: Any, num_episodes: int = 20,
+                    seed: int = 10_000, actor_state: Any = None, max_ticks: int = 100_000,
+                    **env_kwargs) -> np.ndarray:
+    """Runs `num_episodes` environments in one pool until each finishes its first episode.
+
+    policy: ``policy(params, observation[B, ...], actor_state, key) -> (action[B], extras, state)``.
+    Returns [num_episodes] float64 undiscounted returns.
+    """
+    env = BatchedEnv(env_id, num_envs=num_episodes, seed=seed, **env_kwargs)
+    out = env.reset()
+    returns = np.zeros(num_episodes)
+    done = np.zeros(num_episodes, bool)
+    key = jax.random.PRNGKey(seed)
+    for _ in range(max_ticks):
+        key, sub = jax.random.split(key)
+        action, _, actor_state = policy(params, out.observation, actor_state, sub)
+        out = env.step(np.asarray(action))
+        returns += np.where(done, 0.0, out.reward)
+        done |= out.last
+        if done.all():
+            break
+    env.close()
+    return returns
+
+
+def greedy_return_stage(env_id: str, policy: Callable, num_episodes: int = 20, seed: int = 10_000,
+                        **env_kwargs) -> Callable[[Any], dict]:
+    """An eval stage ``params -> metrics``: mean/std/min/max greedy return over num_episodes."""
+
+    def stage(params: Any) -> dict:
+        r = episode_returns(env_id, policy, params, num_episodes, seed, **env_kwargs)
+        return {"return_mean": float(r.mean()), "return_std": float(r.std()),
+                "return_min": float(r.min()), "return_max": float(r.max()), "episodes": int(r.size)}
+
+    return stage

@@ -1,0 +1,231 @@
+"""Double DQN with n-step targets, Huber loss and (periodic or Polyak) target networks.
+
+Pure functions over pytrees: `init(key, spec, config) -> LearnerState` and
+`update(state, batch, config) -> (state, metrics)`. A batch is a dict of n-step transitions:
+
+    observation [B, *obs], action [B] int32, reward [B] f32,
+    discount [B] f32 (full bootstrap discount incl. gamma^n; 0 at terminal),
+    next_observation [B, *obs], optional weights [B] f32 (importance weights, default 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import rlax
+
+from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
+from rillet.errors import ConfigError, SpecMismatchError
+from rillet.learners.networks import q_network
+
+__all__ = ["DQNConfig", "LearnerState", "init", "update", "td_targets", "q_values", "check_batch_spec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    """DQN hyper-parameters (defaults suit CartPole). Hashable: it is a static jit argument."""
+
+    learning_rate: float = 1e-3
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 10.0
+    huber_delta: float = 1.0
+    double_q: bool = True
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    target_update_period: int = 500  # hard copy every this many updates (ignored with Polyak)
+    target_polyak_tau: float | None = None  # if set: target <- tau*online + (1-tau)*target each update
+    dueling: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.hidden_sizes, list):  # e.g. from JSON / CLI; keep the config hashable
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+
+    def validate(self) -> "DQNConfig":
+        """Raises ConfigError naming the first bad field; returns self."""
+
+        def positive(name: str, what: str = "> 0"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"DQNConfig.{name}={v!r} is invalid: it must be a finite number {what}. Set {name} {what}.")
+
+        positive("learning_rate", "> 0 (e.g. 1e-3 for CartPole, 6.25e-5 for Atari)")
+        positive("adam_eps", "> 0 (e.g. 1e-8)")
+        positive("max_grad_norm", "> 0 (e.g. 10)")
+        positive("huber_delta", "> 0 (e.g. 1.0)")
+        for name in ("double_q", "dueling"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"DQNConfig.{name}={getattr(self, name)!r} must be True or False.")
+        period = self.target_update_period
+        if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
+            raise ConfigError(
+                f"DQNConfig.target_update_period={period!r} is invalid: it must be an integer >= 1 "
+                "(number of updates between hard target copies, e.g. 500)."
+            )
+        tau = self.target_polyak_tau
+        if tau is not None and (
+            isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < tau <= 1.0)
+        ):
+            raise ConfigError(
+                f"DQNConfig.target_polyak_tau={tau!r} is invalid: it must be None (periodic hard copies) "
+                "or a number in (0, 1] (e.g. 0.005)."
+            )
+        hs = self.hidden_sizes
+        if not isinstance(hs, tuple) or any(
+            isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hs
+        ):
+            raise ConfigError(
+                f"DQNConfig.hidden_sizes={hs!r} is invalid: it must be a tuple of positive integers, "
+                "e.g. (256, 256)."
+            )
+        return self
+
+
+class LearnerState(eqx.Module):
+    """online/target: Q-networks; opt_state: optax state; steps: int32 [] updates done;
+    key: uint32 [2] raw PRNG key data. `eqx.filter(state, eqx.is_array)` is the checkpoint."""
+
+    online: eqx.Module
+    target: eqx.Module
+    opt_state: optax.OptState
+    steps: jax.Array
+    key: jax.Array
+
+
+def _optimizer(config: DQNConfig) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.adam(config.learning_rate, eps=config.adam_eps),
+    )
+
+
+def init(key: jax.Array, spec: StepSpec, config: DQNConfig) -> LearnerState:
+    """Validates `config` and builds online = target network, Adam state, steps = 0."""
+    config.validate()
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)  # store plain uint32 so checkpoints are numeric arrays
+    net_key, state_key = jax.random.split(key)
+    online = q_network(spec, config, net_key)
+    opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
+    return LearnerState(
+        online=online,
+        target=online,
+        opt_state=opt_state,
+        steps=jnp.zeros((), jnp.int32),
+        key=state_key,
+    )
+
+
+def q_values(network: eqx.Module, observation: jax.Array) -> jax.Array:
+    """Q-values: observation [B, *obs] -> [B, A] (float32)."""
+    return network(jnp.asarray(observation))
+
+
+def _targets(online, target, batch, config: DQNConfig) -> jax.Array:
+    """r + D * Q_target(s', a*) with a* = argmax Q_online(s') (double) or Q_target(s') (plain). [B]"""
+    q_t_value = q_values(target, batch["next_observation"])
+    selector = q_values(online, batch["next_observation"]) if config.double_q else q_t_value
+    a_star = jnp.argmax(selector, axis=-1)
+    bootstrap = jnp.take_along_axis(q_t_value, a_star[:, None], axis=-1)[:, 0]
+    reward = jnp.asarray(batch["reward"], jnp.float32)
+    discount = jnp.asarray(batch["discount"], jnp.float32)
+    return jax.lax.stop_gradient(reward + discount * bootstrap)
+
+
+@eqx.filter_jit
+def td_targets(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig) -> jax.Array:
+    """TD targets [B]: r + D * Q_target(s', argmax_a Q_online(s', a)) (double_q=True)."""
+    return _targets(state.online, state.target, batch, config)
+
+
+def _loss(params, static, target, batch, config: DQNConfig):
+    online = eqx.combine(params, static)
+    obs, next_obs = batch["observation"], batch["next_observation"]
+    action = jnp.asarray(batch["action"], jnp.int32)
+    reward = jnp.asarray(batch["reward"], jnp.float32)
+    discount = jnp.asarray(batch["discount"], jnp.float32)
+    q_tm1 = q_values(online, obs)  # [B, A]
+    q_t_value = q_values(target, next_obs)  # [B, A]
+    if config.double_q:
+        q_t_selector = q_values(online, next_obs)
+        td = jax.vmap(rlax.double_q_learning)(q_tm1, action, reward, discount, q_t_value, q_t_selector)
+    else:
+        td = jax.vmap(rlax.q_learning)(q_tm1, action, reward, discount, q_t_value)
+    weights = jnp.asarray(batch.get("weights", jnp.ones_like(reward)), jnp.float32)
+    # Importance-weighted mean over the batch: mean_i w_i * huber(td_i) (= plain mean with w = 1).
+    loss = jnp.mean(weights * rlax.huber_loss(td, config.huber_delta))
+    q_taken = jnp.take_along_axis(q_tm1, action[:, None], axis=-1)[:, 0]
+    return loss, {"mean_q": jnp.mean(q_taken), "td_abs": jnp.abs(td)}
+
+
+@eqx.filter_jit
+def update(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig):
+    """One gradient step. Returns (new_state, metrics) with metrics = {"loss": [], "mean_q": []
+    (mean Q(s, a) over the batch), "grad_norm": [] (before clipping), "td_abs": [B] |TD error|}.
+
+    The target network is a hard copy of the new online network whenever the new step count is
+    a multiple of `target_update_period`, or Polyak-averaged every step if `target_polyak_tau`.
+    """
+    params, static = eqx.partition(state.online, eqx.is_inexact_array)
+    grad_fn = jax.value_and_grad(_loss, has_aux=True)
+    (loss, aux), grads = grad_fn(params, static, state.target, batch, config)
+    updates, opt_state = _optimizer(config).update(grads, state.opt_state, params)
+    online = eqx.apply_updates(state.online, updates)
+    steps = state.steps + 1
+
+    online_arrays, _ = eqx.partition(online, eqx.is_array)
+    target_arrays, target_static = eqx.partition(state.target, eqx.is_array)
+    if config.target_polyak_tau is not None:
+        new_target_arrays = optax.incremental_update(online_arrays, target_arrays, config.target_polyak_tau)
+    else:
+        copy = (steps % config.target_update_period) == 0
+        new_target_arrays = jax.tree.map(lambda o, t: jnp.where(copy, o, t), online_arrays, target_arrays)
+    target = eqx.combine(new_target_arrays, target_static)
+
+    new_state = LearnerState(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key)
+    metrics = {"loss": loss, "mean_q": aux["mean_q"], "grad_norm": optax.global_norm(grads), "td_abs": aux["td_abs"]}
+    return new_state, metrics
+
+
+def transition_spec(spec: StepSpec, weights: bool = False) -> dict[str, ArraySpec]:
+    """The per-example layout of a DQN batch (without the leading [B] axis)."""
+    layout = {
+        "observation": spec.observation,
+        "action": spec.action,
+        "reward": spec.reward,
+        "discount": spec.discount,
+        "next_observation": spec.observation,
+    }
+    if weights:
+        layout["weights"] = ArraySpec((), "float32")
+    return layout
+
+
+def check_batch_spec(spec: StepSpec, batch: Mapping[str, Any]) -> None:
+    """Raises SpecMismatchError unless `batch` is a [B]-batch of transitions for `spec`.
+
+    Checks shapes/dtypes of every field, a common batch size, and 0 <= action < num_actions.
+    Call it on the first batch; `update` itself is jitted and does not check.
+    """
+    if not isinstance(batch, Mapping):
+        raise SpecMismatchError(f"DQN batch must be a dict of arrays, got {type(batch).__name__}.")
+    layout = transition_spec(spec, weights="weights" in batch)
+    check_batch(layout, batch, leading_dims=1, what="DQN transition batch")
+    sizes = {k: np.shape(batch[k])[0] if np.ndim(batch[k]) else None for k in layout}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise SpecMismatchError(
+            f"DQN transition batch: fields must share one leading batch axis [B], got sizes {sizes}. "
+            "Sample all fields of a transition together."
+        )
+    if spec.num_actions is not None:
+        actions = np.asarray(batch["action"])
+        if actions.size and (actions.min() < 0 or actions.max() >= spec.num_actions):
+            raise SpecMismatchError(
+                f"DQN transition batch: field 'action' has values in [{actions.min()}, {actions.max()}], "
+                f"outside [0, {spec.num_actions}) for {spec.env_id or 'this env'}. Check the action encoding."
+            )

@@ -1,0 +1,87 @@
+"""The acting half of an online run: EnvPool actor -> Reverb writer, until a step budget or a stop
+signal. Runs in a thread beside the learner (one process) or alone (`rillet act`, another process
+writing to a Reverb server given by address)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from rillet.actors.actor_loop import envpool_actor
+from rillet.actors.envpool_env import BatchedEnv
+from rillet.actors.exploration import apex_epsilons
+from rillet.actors.policies import epsilon_greedy
+from rillet.datasets.reverb_writer import NStepTransitionWriter, reverb_writer
+from rillet.learners import dqn
+from rillet.pipelines.stages import Stream, tap
+
+TRANSITIONS_TABLE = "transitions"
+
+
+class LatestParams:
+    """Holds the newest policy parameters; the learner sets, actors get (atomic reference swap)."""
+
+    def __init__(self, params: Any):
+        self._params = params
+
+    def set(self, params: Any) -> None:
+        self._params = params
+
+    def get(self) -> Any:
+        return self._params
+
+
+def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_done: int,
+        on_env_steps: Callable[[int], None] = lambda n: None,
+        stop: threading.Event | None = None) -> int:
+    """Acts until config.total_env_steps (counting env_steps_done) or until `stop` is set.
+
+    Writes n-step transitions to the Reverb table at `address`. Returns the env steps it took.
+    """
+    stop = stop or threading.Event()
+    a = config.actor
+    env = BatchedEnv(config.env_id, a.num_envs, seed=config.seed + env_steps_done, num_threads=a.num_threads)
+    writer = NStepTransitionWriter(address, TRANSITIONS_TABLE, spec, n=config.replay.n_step, gamma=config.gamma)
+    policy = epsilon_greedy(dqn.q_values)
+    actor_state = {"epsilon": apex_epsilons(a.num_envs, a.epsilon_base, a.epsilon_alpha)}
+    budget = config.total_env_steps - env_steps_done
+    max_ticks = max(0, -(-budget // a.num_envs))
+    steps = 0
+
+    def count(_):
+        nonlocal steps
+        steps += a.num_envs
+        on_env_steps(a.num_envs)
+
+    stream = (Stream(envpool_actor(env, policy, params_source, actor_state,
+                                   seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks))
+              | reverb_writer(writer) | tap(count))
+    try:
+        for _ in stream:
+            if stop.is_set():
+                break
+    finally:
+        writer.close()
+        env.close()
+    return steps
+
+
+class ActorThread(threading.Thread):
+    """Runs `act` in a daemon thread; the exception, if any, is re-raised by `check`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(daemon=True, name="rillet-actor")
+        self.stop_event = threading.Event()
+        self._args, self._kwargs = args, kwargs
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            act(*self._args, stop=self.stop_event, **self._kwargs)
+        except BaseException as e:  # surfaced to the learner loop by check()
+            if not self.stop_event.is_set():
+                self.error = e
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"The actor thread failed: {self.error!r}") from self.error

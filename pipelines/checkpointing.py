@@ -1,0 +1,67 @@
+"""Checkpoints with orbax-checkpoint: learner state (arrays of an Equinox pytree), counters, RNG
+and the config fingerprint. Orbax writes each step to a temporary directory and renames it when
+complete, so a crash never leaves a checkpoint that looks complete but is not.
+
+Layout: <run_dir>/checkpoints/<step>/{state, meta}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import equinox as eqx
+import jax
+import orbax.checkpoint as ocp
+
+from rillet.errors import CheckpointError
+
+
+class Checkpointer:
+    """Saves and restores ``(learner_state, meta)``; meta is a JSON dict holding counters and
+    the config fingerprint, checked on restore."""
+
+    def __init__(self, directory: str, fingerprint: dict, max_to_keep: int = 3):
+        self.directory = os.path.abspath(directory)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # normalise tuples -> lists
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            item_names=("state", "meta"),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, learner_state: Any, meta: dict) -> None:
+        arrays = eqx.filter(learner_state, eqx.is_array)
+        meta = {**meta, "fingerprint": self.fingerprint}
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
+        self._manager.wait_until_finished()
+
+    def restore(self, template_state: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restores into the structure of `template_state` (e.g. a freshly initialised state).
+
+        Raises CheckpointError if there is none, or if it was written with another config.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"No checkpoint under {self.directory}.")
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if meta.get("fingerprint") != self.fingerprint:
+            raise CheckpointError(
+                f"The checkpoint at {self.directory} (step {step}) was written with a different config:\n"
+                f"  checkpoint: {json.dumps(meta.get('fingerprint'), sort_keys=True)}\n"
+                f"  this run:   {json.dumps(self.fingerprint, sort_keys=True)}\n"
+                "Resume with the same env/agent/learner options, or choose a new --run-dir."
+            )
+        arrays, static = eqx.partition(template_state, eqx.is_array)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, arrays)
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))["state"]
+        return eqx.combine(restored, static), meta
+
+    def close(self) -> None:
+        self._manager.close()
