@@ -1,0 +1,78 @@
+"""The online runner end to end: EnvPool actor -> embedded Reverb -> DQN learner, on CartPole."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from rillet.errors import CheckpointError, ConfigError, EnvironmentIdError
+from rillet.learners.dqn import DQNConfig
+from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
+from rillet.pipelines.metrics import read_jsonl
+from rillet.pipelines.online import train_online
+
+
+def small_config(run_dir, **kw) -> OnlineConfig:
+    base = OnlineConfig(env_id="CartPole-v1", total_env_steps=3_000, eval_every_steps=0, eval_episodes=5,
+                        checkpoint_every_updates=50, run_dir=str(run_dir), progress=False,
+                        learner=DQNConfig(hidden_sizes=(64, 64)),
+                        replay=ReplayConfig(min_size_to_sample=200, batch_size=32),
+                        actor=ActorConfig(num_envs=4))
+    return dataclasses.replace(base, **kw)
+
+
+def test_cartpole_learns_within_ci_budget(tmp_path):
+    """A bounded run must reach a mean greedy return >= 200 (the demo goes on to 475)."""
+    config = dataclasses.replace(
+        small_config(tmp_path / "run"), total_env_steps=60_000, eval_every_steps=5_000, eval_episodes=10,
+        stop_at_return=200.0, learner=DQNConfig(), replay=ReplayConfig(), actor=ActorConfig(),
+        checkpoint_every_updates=2_000)
+    summary = train_online(config)
+    assert summary["best_eval"]["return_mean"] >= 200.0, summary
+    assert os.path.getsize(summary["learning_curve"]) > 1_000
+    records = read_jsonl(summary["metrics"])
+    assert any("learner/loss" in r for r in records) and any("eval/return_mean" in r for r in records)
+    assert os.listdir(os.path.join(config.run_dir, "tb")), "TensorBoard event files are written"
+
+
+def test_resume_continues_from_the_latest_checkpoint(tmp_path):
+    first = train_online(small_config(tmp_path / "run"))
+    assert first["env_steps"] == 3_000 and first["updates"] > 0
+    second = train_online(small_config(tmp_path / "run", total_env_steps=5_000))
+    assert second["env_steps"] == 5_000
+    assert second["updates"] > first["updates"], "update counter continues from the checkpoint"
+    curve = read_jsonl(os.path.join(tmp_path / "run", "curve.jsonl"))
+    assert [c["env_steps"] for c in curve] == [3_000, 5_000]
+
+
+def test_checkpoint_from_a_different_config_is_refused(tmp_path):
+    train_online(small_config(tmp_path / "run", total_env_steps=1_000))
+    other = small_config(tmp_path / "run", total_env_steps=2_000, learner=DQNConfig(hidden_sizes=(32,)))
+    with pytest.raises(CheckpointError, match="different config"):
+        train_online(other)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("total_env_steps", 0, "total-env-steps"),
+    ("gamma", 1.5, "gamma"),
+    ("replay", ReplayConfig(n_step=0), "replay.n-step"),
+    ("replay", ReplayConfig(min_size_to_sample=10, max_size=5), "replay.min-size-to-sample"),
+    ("actor", ActorConfig(num_envs=0), "actor.num-envs"),
+    ("learner", DQNConfig(learning_rate=-1.0), "learning_rate"),
+])
+def test_config_values_out_of_range(tmp_path, field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        train_online(small_config(tmp_path / "run", **{field: value}))
+
+
+def test_unknown_env_id(tmp_path):
+    with pytest.raises(EnvironmentIdError, match="CartPole-v1"):
+        train_online(small_config(tmp_path / "run", env_id="CartPole-v9"))
+
+
+def test_config_is_recorded(tmp_path):
+    config = small_config(tmp_path / "run", total_env_steps=500)
+    train_online(config)
+    with open(tmp_path / "run" / "config.json") as f:
+        assert json.load(f)["env_id"] == "CartPole-v1"
