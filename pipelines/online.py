@@ -145,6 +145,8 @@ def train_online(config: OnlineConfig) -> dict:
                     break
         if actor is not None:
             actor.check()
+        else:
+            on_env_steps(_inserted(address) - counters["env_steps"])
     finally:
         if actor is not None:
             actor.stop_event.set()
