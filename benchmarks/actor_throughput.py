@@ -17,7 +17,7 @@ import numpy as np
 from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
 from rillet.actors.exploration import apex_epsilons
-from rillet.actors.policies import epsilon_greedy
+from rillet.actors.policies import epsilon_greedy, random_policy
 from rillet.datasets import reverb_tables
 from rillet.datasets.reverb_writer import NStepTransitionWriter, reverb_writer
 from rillet.learners import dqn
@@ -36,8 +36,11 @@ def raw_envpool(env_id: str, num_envs: int, num_threads: int, ticks: int, seed: 
     return ticks * num_envs / (time.perf_counter() - start)
 
 
-def actor_pipeline(env_id: str, num_envs: int, num_threads: int, ticks: int, seed: int) -> float:
-    """Steps/s of envpool_actor with the DQN network's epsilon-greedy policy writing to Reverb."""
+def actor_pipeline(env_id: str, num_envs: int, num_threads: int, ticks: int, seed: int,
+                   network_policy: bool = True) -> float:
+    """Steps/s of envpool_actor writing n-step transitions to Reverb, with the DQN network's
+    epsilon-greedy policy (or, network_policy=False, a jitted uniform-random policy: the cost of
+    the loop and the writes alone)."""
     env = BatchedEnv(env_id, num_envs, seed=seed, num_threads=num_threads)
     spec = env.spec
     state = dqn.init(jax.random.PRNGKey(seed), spec, dqn.DQNConfig())
@@ -45,7 +48,7 @@ def actor_pipeline(env_id: str, num_envs: int, num_threads: int, ticks: int, see
                                      max_size=50_000, min_size_to_sample=1)
     server = reverb_tables.make_server([table])
     writer = NStepTransitionWriter(f"localhost:{server.port}", "bench", spec, n=3, gamma=0.99)
-    policy = epsilon_greedy(dqn.q_values)
+    policy = epsilon_greedy(dqn.q_values) if network_policy else random_policy(spec.num_actions)
     actor_state = {"epsilon": apex_epsilons(num_envs)}
     stream = Stream(envpool_actor(env, policy, lambda: state.online, actor_state, seed=seed)) | reverb_writer(writer)
     run(stream | take(20))  # compile the policy, open the writers
@@ -68,10 +71,13 @@ def main() -> None:
     a = p.parse_args()
     raw_envpool(a.env_id, a.num_envs, a.num_threads, 20, a.seed)  # warm up
     raw = raw_envpool(a.env_id, a.num_envs, a.num_threads, a.ticks, a.seed)
+    loop_and_writes = actor_pipeline(a.env_id, a.num_envs, a.num_threads, a.ticks, a.seed, network_policy=False)
     pipe = actor_pipeline(a.env_id, a.num_envs, a.num_threads, a.ticks, a.seed)
     print(f"device: {jax.devices()[0].platform}, env: {a.env_id}, envs: {a.num_envs}, threads: {a.num_threads}")
     print(f"raw EnvPool random actions: {raw:,.0f} steps/s")
-    print(f"actor pipeline (policy + Reverb writes): {pipe:,.0f} steps/s")
+    print(f"actor loop + Reverb writes, jitted random policy: {loop_and_writes:,.0f} steps/s "
+          f"(ratio {loop_and_writes / raw:.3f})")
+    print(f"actor pipeline (jitted Q-network policy + Reverb writes): {pipe:,.0f} steps/s")
     print(f"ratio pipeline/raw: {pipe / raw:.3f}")
 
 

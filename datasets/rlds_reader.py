@@ -1,0 +1,274 @@
+"""Reads rillet RLDS datasets (written by `rillet.datasets.rlds_writer`) without TensorFlow.
+
+    eps = rlds_episodes("/data/cartpole_random")       # random access: len(eps), eps[i]
+    eps[0] == {"steps": {"observation": [T+1, *obs], "action": [T+1, *act], "reward": [T+1],
+                         "discount": [T+1], "is_first": [T+1], "is_last": [T+1],
+                         "is_terminal": [T+1], "extras": {name: [T+1, ...]}}}
+
+Records come from Grain's `ArrayRecordDataSource` over the shard files that dataset_info.json
+lists; each record (a serialized ``tf.train.Example``) is parsed with the TF-free protobuf class
+that tensorflow_datasets ships (`tensorflow_datasets.proto.tf_example_pb2`) and reshaped with the
+layout read from features.json. No TensorFlow import happens in this module.
+
+`episodes_to_transitions` and `windows` are pure-numpy transforms over episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from rillet.datasets.specs import ArraySpec, StepSpec
+from rillet.errors import ConfigError, SpecMismatchError
+
+CARD_FILE = "rillet_card.json"
+INCOMPLETE_MARKER = "RILLET_INCOMPLETE"  # present in a directory a writer has not closed
+INCOMPLETE_INFIX = ".incomplete-"  # temporary directory: <out_dir>.incomplete-<pid>-<hex>
+STEP_FIELDS = ("observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal")
+
+
+class DatasetPathError(ConfigError):
+    """A path that is not a (complete, readable) rillet/TFDS RLDS dataset."""
+
+
+class IncompleteDatasetError(DatasetPathError):
+    """A dataset directory whose writer never closed it (killed or crashed)."""
+
+
+def _recovery_message(tmp: str, out_dir: str) -> str:
+    return (
+        f"'{tmp}' is an incomplete RLDS dataset: its writer was stopped before close() (killed or "
+        f"crashed), so episodes and metadata may be missing. To recover, delete it "
+        f"(rm -rf '{tmp}') and re-run the writer for '{out_dir}'; only a cleanly closed writer "
+        "renames its temporary directory to the final path."
+    )
+
+
+def check_complete(path: str) -> None:
+    """Raises IncompleteDatasetError for an unclosed writer directory (or its missing target)."""
+    path = os.path.abspath(path)
+    if os.path.exists(os.path.join(path, INCOMPLETE_MARKER)) or INCOMPLETE_INFIX in os.path.basename(path):
+        target = os.path.basename(path).split(INCOMPLETE_INFIX)[0]
+        raise IncompleteDatasetError(_recovery_message(path, os.path.join(os.path.dirname(path), target)))
+    if not os.path.exists(path):
+        parent, name = os.path.split(path)
+        leftovers = sorted(
+            n for n in (os.listdir(parent) if os.path.isdir(parent) else ())
+            if n.startswith(name + INCOMPLETE_INFIX)
+        )
+        if leftovers:
+            raise IncompleteDatasetError(
+                f"'{path}' does not exist, but {leftovers} beside it are unfinished writes. "
+                + _recovery_message(os.path.join(parent, leftovers[0]), path)
+            )
+        raise DatasetPathError(f"'{path}' does not exist. Pass the directory an rlds_writer closed.")
+
+
+def _flatten_features(node: Mapping[str, Any], prefix: str, out: dict) -> None:
+    feats = node.get("featuresDict", {}).get("features")
+    if feats is None:
+        raise SpecMismatchError(f"feature '{prefix}' is not a FeaturesDict: {sorted(node)}.")
+    for name, f in feats.items():
+        path = f"{prefix}/{name}" if prefix else name
+        if "featuresDict" in f:
+            _flatten_features(f, path, out)
+        elif "tensor" in f and f["tensor"].get("encoding", "none") == "none":
+            dims = f["tensor"].get("shape", {}).get("dimensions", [])
+            out[path] = ArraySpec(tuple(int(d) for d in dims), f["tensor"]["dtype"])
+        else:
+            raise SpecMismatchError(
+                f"feature 'steps/{path}' ({f.get('pythonClassName')}) is not a plain Tensor; the "
+                "TF-free reader only decodes uncompressed Tensor features."
+            )
+
+
+def read_step_layout(path: str) -> dict[str, ArraySpec]:
+    """Flat {"observation": ArraySpec, ..., "extras/name": ArraySpec} from features.json."""
+    try:
+        with open(os.path.join(path, "features.json")) as f:
+            top = json.load(f)
+        steps = top["featuresDict"]["features"]["steps"]["sequence"]["feature"]
+    except (OSError, KeyError, ValueError) as e:
+        raise DatasetPathError(
+            f"'{path}' has no readable RLDS features.json with a 'steps' Dataset feature ({e!r})."
+        ) from None
+    layout: dict[str, ArraySpec] = {}
+    _flatten_features(steps, "", layout)
+    missing = [k for k in STEP_FIELDS if k not in layout]
+    if missing:
+        raise SpecMismatchError(f"'{path}' steps lack RLDS field(s) {missing}; has {sorted(layout)}.")
+    return layout
+
+
+def _flat_spec(spec: StepSpec) -> dict[str, ArraySpec]:
+    flat = {k: v for k, v in spec.fields().items() if k != "extras"}
+    flat.update({f"extras/{k}": v for k, v in spec.extras.items()})
+    return flat
+
+
+def _shard_paths(path: str, info: Mapping[str, Any], split: str) -> list[str]:
+    splits = {s["name"]: s for s in info.get("splits", [])}
+    if split not in splits:
+        raise ConfigError(f"unknown split {split!r} in '{path}'; available: {sorted(splits)}.")
+    s = splits[split]
+    lengths = [int(n) for n in s.get("shardLengths", [])]
+    template = s.get("filepathTemplate", "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}-of-{NUM_SHARDS}")
+    files = []
+    for i in range(len(lengths)):
+        name = (template.replace("{DATASET}", info["name"]).replace("{SPLIT}", split)
+                .replace("{FILEFORMAT}", info.get("fileFormat", "tfrecord"))
+                .replace("{SHARD_INDEX}", f"{i:05d}").replace("{NUM_SHARDS}", f"{len(lengths):05d}"))
+        full = os.path.join(path, name)
+        if not os.path.exists(full):
+            raise DatasetPathError(f"shard '{full}' listed in dataset_info.json is missing.")
+        files.append(full)
+    return files
+
+
+class RldsEpisodes:
+    """Random-access episodes of one split (a Grain RandomAccessDataSource: len, [i]).
+
+    Attributes: `source` (the grain ArrayRecordDataSource of serialized records), `layout`
+    (flat field -> ArraySpec), `spec` (StepSpec from the card, or None), `card` (dict or {}).
+    """
+
+    def __init__(self, path: str, split: str = "train", spec: StepSpec | None = None):
+        check_complete(path)
+        info_file = os.path.join(path, "dataset_info.json")
+        if not os.path.isdir(path) or not os.path.exists(info_file):
+            raise DatasetPathError(
+                f"'{path}' is not a TFDS dataset directory (no dataset_info.json). Pass the directory "
+                "an rlds_writer closed (or a tfds version directory)."
+            )
+        with open(info_file) as f:
+            info = json.load(f)
+        if info.get("fileFormat", "tfrecord") != "array_record":
+            raise ConfigError(
+                f"'{path}' is stored as {info.get('fileFormat', 'tfrecord')!r}; the TF-free reader needs "
+                "array_record. Read it with tfds.builder_from_directory(path).as_dataset(), or write "
+                "with file_format='array_record'."
+            )
+        self.path, self.split = path, split
+        self.layout = read_step_layout(path)
+        card_file = os.path.join(path, CARD_FILE)
+        self.card: dict = {}
+        if os.path.exists(card_file):
+            with open(card_file) as f:
+                self.card = json.load(f)
+        self.spec = StepSpec.from_json(self.card["spec"]) if "spec" in self.card else None
+        if spec is not None:
+            want, got = _flat_spec(spec), self.layout
+            diffs = [f"{k}: expected {want[k].shape} {want[k].dtype}, dataset has "
+                     + (f"{got[k].shape} {got[k].dtype}" if k in got else "nothing")
+                     for k in sorted(want) if got.get(k) != want[k]]
+            diffs += [f"{k}: not in the spec" for k in sorted(set(got) - set(want))]
+            if diffs:
+                raise SpecMismatchError(
+                    f"dataset '{path}' does not match the given StepSpec ({spec.env_id or 'unnamed env'}): "
+                    + "; ".join(diffs) + ". Use data written for this environment and agent."
+                )
+        files = _shard_paths(path, info, split)
+        import grain.python as grain
+
+        self.source = grain.ArrayRecordDataSource(files) if files else []
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.decode(self.source[index])
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self[i] for i in range(len(self)))
+
+    def decode(self, record: bytes) -> dict:
+        """Serialized tf.train.Example -> {"steps": {field: [T+1, ...], "extras": {...}}}."""
+        from tensorflow_datasets.proto import tf_example_pb2  # TF-free protobuf class
+
+        feats = tf_example_pb2.Example.FromString(record).features.feature
+        steps: dict[str, Any] = {"extras": {}}
+        length = None
+        for name, spec in self.layout.items():
+            key = "steps/" + name
+            if key not in feats:
+                raise SpecMismatchError(f"record in '{self.path}' lacks feature '{key}'.")
+            feat = feats[key]
+            kind = feat.WhichOneof("kind")
+            if kind == "bytes_list":
+                flat = np.frombuffer(b"".join(feat.bytes_list.value), spec.np_dtype)
+            else:
+                src = np.float32 if kind == "float_list" else np.int64
+                flat = np.array(getattr(feat, kind).value if kind else [], src).astype(spec.np_dtype)
+            arr = flat.reshape((-1,) + spec.shape)
+            if length is not None and len(arr) != length:
+                raise SpecMismatchError(f"record in '{self.path}': '{key}' has {len(arr)} steps, not {length}.")
+            length = len(arr)
+            if name.startswith("extras/"):
+                steps["extras"][name[len("extras/"):]] = arr
+            else:
+                steps[name] = arr
+        return {"steps": steps}
+
+
+def rlds_episodes(path: str, split: str = "train", spec: StepSpec | None = None) -> RldsEpisodes:
+    """Source: the episodes of `split` under `path`; checks them against `spec` when given."""
+    return RldsEpisodes(os.fspath(path), split, spec)
+
+
+def episodes_to_transitions(episodes: Iterable[Mapping]) -> Iterator[dict]:
+    """Per episode, its T transitions t -> t+1 as arrays with leading axis T:
+
+    observation [T, *obs], action [T, *act], reward [T], discount [T], next_observation
+    [T, *obs], is_terminal [T] (the next step is terminal), extras {name: [T, ...]} (at t).
+    The last step's action, reward and discount (ignored by EnvPool) are dropped.
+    """
+    for ep in episodes:
+        s = ep["steps"]
+        yield {
+            "observation": s["observation"][:-1],
+            "action": s["action"][:-1],
+            "reward": s["reward"][:-1],
+            "discount": s["discount"][:-1],
+            "next_observation": s["observation"][1:],
+            "is_terminal": s["is_terminal"][1:],
+            "extras": {k: v[:-1] for k, v in s.get("extras", {}).items()},
+        }
+
+
+def windows(length: int, stride: int | None = None, *, pad: bool = True) -> Callable[[Iterable], Iterator[dict]]:
+    """Transform: episodes -> fixed windows {"steps": {field: [length, ...]}, "mask": [length]}.
+
+    Windows start every `stride` (default `length`) steps of each episode and never cross
+    episodes. With pad=True the tail window is zero-padded and mask marks the real steps
+    (False on padding); with pad=False windows shorter than `length` are dropped.
+    """
+    stride = length if stride is None else stride
+    if length < 1 or stride < 1:
+        raise ConfigError(f"windows needs length >= 1 and stride >= 1, got {length}, {stride}.")
+
+    def cut(x: np.ndarray, start: int) -> np.ndarray:
+        piece = x[start:start + length]
+        if len(piece) < length:
+            piece = np.concatenate([piece, np.zeros((length - len(piece),) + x.shape[1:], x.dtype)])
+        return piece
+
+    def stage(episodes: Iterable[Mapping]) -> Iterator[dict]:
+        for ep in episodes:
+            s = ep["steps"]
+            n = len(s["is_first"])
+            for start in range(0, n, stride):
+                if not pad and start + length > n:
+                    break
+                yield {
+                    "steps": {k: ({e: cut(v, start) for e, v in x.items()} if k == "extras" else cut(x, start))
+                              for k, x in s.items()},
+                    "mask": np.arange(start, start + length) < n,
+                }
+                if start + length >= n:  # this window reached the episode's end
+                    break
+
+    return stage
+
