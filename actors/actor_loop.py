@@ -24,21 +24,23 @@ def envpool_actor(
     params_source: Callable[[], Any],
     actor_state: Any,
     seed: int,
-    on_first: Callable[[Any, np.ndarray], Any] | None = None,
+    observe: Callable[[Any, Any], Any] | None = None,
     max_ticks: int | None = None,
 ) -> Iterator[dict]:
     """Yields batched steps {"observation": [B, ...], "action": [B], ...} forever or for max_ticks.
 
     params_source: called every tick for the latest policy parameters (e.g. the learner's).
-    on_first: optional ``(actor_state, is_first[B]) -> actor_state`` hook to reset per-env
-      actor state (recurrent state, episodic memory) at episode starts.
+    observe: optional ``(actor_state, env_output: EnvOutput) -> actor_state`` hook, called every
+      tick before the policy: resets per-env actor state (recurrent state, episodic memory) where
+      ``env_output.first`` and records what the policy needs besides the observation (the
+      previous reward).
     """
     key = jax.random.PRNGKey(seed)
     out = env.reset()
     tick = 0
     while max_ticks is None or tick < max_ticks:
-        if on_first is not None:
-            actor_state = on_first(actor_state, out.first)
+        if observe is not None:
+            actor_state = observe(actor_state, out)
         key, sub = jax.random.split(key)
         action, extras, actor_state = policy(params_source(), out.observation, actor_state, sub)
         action = np.asarray(action)

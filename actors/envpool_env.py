@@ -8,13 +8,14 @@ action and returns the first observation of the next episode with ``first=True``
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 from typing import NamedTuple
 
 import numpy as np
 
-from rillet.datasets.specs import StepSpec
+from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.errors import ConfigError, EnvironmentIdError
 
 
@@ -53,19 +54,39 @@ def check_env_id(env_id: str) -> None:
     )
 
 
-def env_step_spec(env_id: str) -> StepSpec:
-    """The StepSpec of an EnvPool environment (the single source of truth for shapes/dtypes)."""
+def env_step_spec(env_id: str, observation_indices: tuple[int, ...] = ()) -> StepSpec:
+    """The StepSpec of an EnvPool environment (the single source of truth for shapes/dtypes).
+
+    observation_indices: keep only these entries of a vector observation (see `BatchedEnv`).
+    """
     import envpool
 
     check_env_id(env_id)
-    return StepSpec.from_envpool(envpool.make_spec(env_id), env_id=env_id)
+    spec = StepSpec.from_envpool(envpool.make_spec(env_id), env_id=env_id)
+    return _select_observation(spec, observation_indices)
+
+
+def _select_observation(spec: StepSpec, indices: tuple[int, ...]) -> StepSpec:
+    if not indices:
+        return spec
+    shape = spec.observation.shape
+    if len(shape) != 1 or not all(0 <= i < shape[0] for i in indices) or len(set(indices)) != len(indices):
+        raise ConfigError(
+            f"observation_indices={tuple(indices)} does not select entries of {spec.env_id}'s observation "
+            f"of shape {shape}: give distinct indices in [0, {shape[0] if shape else 0}) of a vector observation."
+        )
+    return dataclasses.replace(spec, observation=ArraySpec((len(indices),), spec.observation.dtype))
 
 
 class BatchedEnv:
-    """A synchronous EnvPool pool of `num_envs` environments with dm_env-like outputs."""
+    """A synchronous EnvPool pool of `num_envs` environments with dm_env-like outputs.
+
+    observation_indices: keep only these entries of a vector observation, e.g. (0, 2) hides
+    CartPole's velocities and makes it partially observable. Empty: the whole observation.
+    """
 
     def __init__(self, env_id: str, num_envs: int, seed: int, api: str = "gymnasium",
-                 num_threads: int = 0, **env_kwargs):
+                 num_threads: int = 0, observation_indices: tuple[int, ...] = (), **env_kwargs):
         import envpool
 
         check_env_id(env_id)
@@ -76,7 +97,8 @@ class BatchedEnv:
         self.env_id, self.num_envs, self.api = env_id, num_envs, api
         self._env = envpool.make(env_id, env_type=api, num_envs=num_envs, batch_size=num_envs,
                                  seed=seed, num_threads=num_threads, **env_kwargs)
-        self.spec = StepSpec.from_envpool(self._env.spec, env_id=env_id)
+        self.spec = _select_observation(StepSpec.from_envpool(self._env.spec, env_id=env_id), observation_indices)
+        self._indices = np.asarray(observation_indices, np.int64) if observation_indices else None
         self._last = np.zeros(num_envs, bool)
         self._elapsed = np.zeros(num_envs, np.int64)
         self._step_limit = int(getattr(self._env.spec.config, "max_episode_steps", 0) or 0)
@@ -89,7 +111,7 @@ class BatchedEnv:
             obs = self._env.reset().observation.obs
         self._last = np.zeros(n, bool)
         self._elapsed = np.zeros(n, np.int64)
-        return EnvOutput(obs, np.zeros(n, np.float32), np.ones(n, np.float32),
+        return EnvOutput(self._select(obs), np.zeros(n, np.float32), np.ones(n, np.float32),
                          np.ones(n, bool), np.zeros(n, bool), np.zeros(n, bool))
 
     def step(self, action: np.ndarray) -> EnvOutput:
@@ -110,7 +132,10 @@ class BatchedEnv:
             discount = np.where(first | truncated, 1.0, ts.discount).astype(np.float32)
         terminal = np.logical_and(last, discount == 0.0)
         self._last = last
-        return EnvOutput(obs, np.asarray(reward, np.float32), discount, first, last, terminal)
+        return EnvOutput(self._select(obs), np.asarray(reward, np.float32), discount, first, last, terminal)
+
+    def _select(self, obs: np.ndarray) -> np.ndarray:
+        return obs if self._indices is None else obs[:, self._indices]
 
     def close(self) -> None:
         close = getattr(self._env, "close", None)

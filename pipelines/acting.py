@@ -9,10 +9,8 @@ from typing import Any, Callable
 
 from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
-from rillet.actors.exploration import apex_epsilons
-from rillet.actors.policies import epsilon_greedy
-from rillet.datasets.reverb_writer import NStepTransitionWriter, reverb_writer
-from rillet.learners import dqn
+from rillet.datasets.reverb_writer import reverb_writer
+from rillet.pipelines.agents import actor_epsilons, builder_for
 from rillet.pipelines.stages import Stream, tap
 
 TRANSITIONS_TABLE = "transitions"
@@ -36,14 +34,16 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
         stop: threading.Event | None = None) -> int:
     """Acts until config.total_env_steps (counting env_steps_done) or until `stop` is set.
 
-    Writes n-step transitions to the Reverb table at `address`. Returns the env steps it took.
+    Writes the agent's replay items (n-step transitions, sequences) to the Reverb table at
+    `address`. Returns the env steps it took.
     """
     stop = stop or threading.Event()
     a = config.actor
-    env = BatchedEnv(config.env_id, a.num_envs, seed=config.seed + env_steps_done, num_threads=a.num_threads)
-    writer = NStepTransitionWriter(address, TRANSITIONS_TABLE, spec, n=config.replay.n_step, gamma=config.gamma)
-    policy = epsilon_greedy(dqn.q_values)
-    actor_state = {"epsilon": apex_epsilons(a.num_envs, a.epsilon_base, a.epsilon_alpha)}
+    builder = builder_for(config.agent)
+    env = BatchedEnv(config.env_id, a.num_envs, seed=config.seed + env_steps_done, num_threads=a.num_threads,
+                     observation_indices=config.observation_indices)
+    writer = builder.writer(address, TRANSITIONS_TABLE, spec, config)
+    parts = builder.actor(spec, config, actor_epsilons(config))
     budget = config.total_env_steps - env_steps_done
     max_ticks = max(0, -(-budget // a.num_envs))
     steps = 0
@@ -53,7 +53,7 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
         steps += a.num_envs
         on_env_steps(a.num_envs)
 
-    stream = (Stream(envpool_actor(env, policy, params_source, actor_state,
+    stream = (Stream(envpool_actor(env, parts.policy, params_source, parts.actor_state, observe=parts.observe,
                                    seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks))
               | reverb_writer(writer) | tap(count))
     try:

@@ -59,18 +59,12 @@ def train_online_cmd(config: ConfigArg) -> dict:
 def act_cmd(config: ConfigArg) -> int:
     """Acts in this process only, writing to the Reverb server at --replay.address and taking the
     policy parameters the learner publishes there (run `rillet train-online --no-local-actors`)."""
-    import jax
-
-    from rillet.actors.envpool_env import env_step_spec
-    from rillet.learners import dqn
     from rillet.pipelines.acting import act
     from rillet.pipelines.param_sync import ParamsSubscriber
 
     if not config.replay.address:
         raise ConfigError("rillet act needs --replay.address host:port of a running `rillet replay-server`.")
-    config.validate()
-    spec = env_step_spec(config.env_id)
-    template = dqn.init(jax.random.PRNGKey(0), spec, config.learner).online
+    spec, template = _spec_and_network(config)
     steps = act(config, spec, config.replay.address, ParamsSubscriber(config.replay.address, template), 0)
     print(f"rillet act: wrote {steps} env steps to {config.replay.address}")
     return steps
@@ -78,18 +72,25 @@ def act_cmd(config: ConfigArg) -> int:
 
 def replay_server_cmd(config: ConfigArg, port: int = 0) -> None:
     """Serves the replay and params tables for `config` until interrupted; prints the address."""
-    import jax
-
-    from rillet.actors.envpool_env import env_step_spec
-    from rillet.learners import dqn
     from rillet.pipelines.online import serve_replay
 
-    config.validate()
-    spec = env_step_spec(config.env_id)
-    template = dqn.init(jax.random.PRNGKey(0), spec, config.learner).online
+    spec, template = _spec_and_network(config)
     server = serve_replay(config, spec, template, port=port or None)
     print(f"rillet replay-server: listening on localhost:{server.port}", flush=True)
     server.wait()
+
+
+def _spec_and_network(config: OnlineConfig):
+    """The agent's step spec and a network template (for the params table) of a validated config."""
+    import jax
+
+    from rillet.actors.envpool_env import env_step_spec
+    from rillet.pipelines.agents import builder_for
+
+    config.validate()
+    builder = builder_for(config.agent)
+    spec = builder.spec(env_step_spec(config.env_id, config.observation_indices), config)
+    return spec, builder.network(builder.init(jax.random.PRNGKey(0), spec, config))
 
 
 def _print_summary(summary: dict, target: float | None = None) -> None:

@@ -67,6 +67,8 @@ class OnlineConfig:
     """An online run: EnvPool actors -> Reverb -> a pure learner, with evals and checkpoints."""
 
     env_id: str = "CartPole-v1"
+    observation_indices: tuple[int, ...] = ()
+    """Keep only these entries of a vector observation (e.g. 0 2: CartPole without velocities)."""
     agent: str = "dqn"
     seed: int = 0
     total_env_steps: int = 100_000
@@ -88,7 +90,9 @@ class OnlineConfig:
     writing to replay.address, and this process only learns."""
 
     def validate(self) -> "OnlineConfig":
-        _require(self.agent == "dqn", "agent", self.agent, "only 'dqn' exists so far")
+        from rillet.pipelines.agents import BUILDERS
+
+        _require(self.agent in BUILDERS, "agent", self.agent, f"known agents: {sorted(BUILDERS)}")
         _require(self.total_env_steps >= 1, "total-env-steps", self.total_env_steps, "must be >= 1")
         _require(0 <= self.gamma <= 1, "gamma", self.gamma, "must be in [0, 1]")
         _require(self.eval_every_steps >= 0, "eval-every-steps", self.eval_every_steps, "must be >= 0")
@@ -107,4 +111,5 @@ class OnlineConfig:
 
     def learner_fingerprint(self) -> dict:
         """The parts of the config a checkpoint must agree with to be restored."""
-        return {"env_id": self.env_id, "agent": self.agent, "learner": dataclasses.asdict(self.learner)}
+        return {"env_id": self.env_id, "observation_indices": list(self.observation_indices),
+                "agent": self.agent, "learner": dataclasses.asdict(self.learner)}

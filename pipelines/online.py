@@ -15,12 +15,11 @@ import jax
 import numpy as np
 
 from rillet.actors.envpool_env import env_step_spec
-from rillet.actors.policies import greedy
 from rillet.datasets import reverb_sampler, reverb_tables
 from rillet.evals.plots import learning_curve
 from rillet.evals.returns import greedy_return_stage
-from rillet.learners import dqn
 from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorThread, LatestParams
+from rillet.pipelines.agents import builder_for
 from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines.config import OnlineConfig
 from rillet.pipelines.metrics import MetricsWriter, read_jsonl
@@ -31,10 +30,10 @@ PUBLISH_EVERY_UPDATES = 20  # to actors in other processes, through the Reverb "
 
 
 def replay_table(config: OnlineConfig, spec):
-    """The Reverb table an online DQN run writes to and samples from."""
+    """The Reverb table an online run writes to and samples from (the agent's item signature)."""
     r = config.replay
     return reverb_tables.make_table(
-        TRANSITIONS_TABLE, reverb_tables.transition_signature(spec), sampler=r.sampler,
+        TRANSITIONS_TABLE, builder_for(config.agent).signature(spec, config), sampler=r.sampler,
         priority_exponent=r.priority_exponent, max_size=r.max_size,
         min_size_to_sample=r.min_size_to_sample, samples_per_insert=r.samples_per_insert or None)
 
@@ -48,7 +47,7 @@ def _connect_replay(config: OnlineConfig, spec):
     """Returns (server or None, address). Embedded server unless config.replay.address is set."""
     if config.replay.address:
         reverb_sampler.check_table_matches(config.replay.address, TRANSITIONS_TABLE,
-                                           reverb_tables.transition_signature(spec))
+                                           builder_for(config.agent).signature(spec, config))
         return None, config.replay.address
     server = reverb_tables.make_server([replay_table(config, spec)])
     return server, f"localhost:{server.port}"
@@ -79,13 +78,14 @@ class _Progress:
 def train_online(config: OnlineConfig) -> dict:
     """Runs (or resumes) an online run; returns the final evaluation and where things were written."""
     config.validate()
-    spec = env_step_spec(config.env_id)
+    builder = builder_for(config.agent)
+    spec = builder.spec(env_step_spec(config.env_id, config.observation_indices), config)
     run_dir = os.path.abspath(config.run_dir)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
 
-    state = dqn.init(jax.random.PRNGKey(config.seed), spec, config.learner)
+    state = builder.init(jax.random.PRNGKey(config.seed), spec, config)
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
     counters = {"env_steps": 0, "updates": 0}
     if ckpt.latest_step() is not None:
@@ -94,11 +94,14 @@ def train_online(config: OnlineConfig) -> dict:
         print(f"Resumed from {ckpt.directory} at update {counters['updates']}, env step {counters['env_steps']}.")
 
     metrics = MetricsWriter(run_dir)
-    evaluate = greedy_return_stage(config.env_id, greedy(dqn.q_values), config.eval_episodes, seed=config.seed + 10_000)
+    eval_policy, eval_state_fn, eval_observe = builder.evaluator(spec, config)
+    evaluate = greedy_return_stage(config.env_id, eval_policy, config.eval_episodes, seed=config.seed + 10_000,
+                                   actor_state_fn=eval_state_fn, observe=eval_observe,
+                                   observation_indices=config.observation_indices)
     curve_path = os.path.join(run_dir, "curve.jsonl")
     curve = [(r["env_steps"], r["return_mean"]) for r in read_jsonl(curve_path)]
     server, address = _connect_replay(config, spec)
-    params = LatestParams(state.online)
+    params = LatestParams(builder.network(state))
     progress = _Progress(config, counters["env_steps"])
 
     def on_env_steps(n):
@@ -107,7 +110,7 @@ def train_online(config: OnlineConfig) -> dict:
 
     publisher = ParamsPublisher(address) if config.replay.address else None
     if publisher is not None:
-        publisher.publish(state.online)
+        publisher.publish(builder.network(state))
     actor = None
     if config.local_actors:
         actor = ActorThread(config, spec, address, params.get, counters["env_steps"], on_env_steps=on_env_steps)
@@ -119,14 +122,14 @@ def train_online(config: OnlineConfig) -> dict:
         batches = _batches(config, address, actor)
         for i, batch in enumerate(batches):
             if i == 0:
-                dqn.check_batch_spec(spec, batch["data"])
-            state, m = dqn.update(state, batch["data"], config.learner)
+                builder.check_batch(spec, batch["data"])
+            state, m = builder.update(state, batch["data"], config)
             counters["updates"] += 1
-            params.set(state.online)
+            params.set(builder.network(state))
             if publisher is not None and counters["updates"] % PUBLISH_EVERY_UPDATES == 0:
-                publisher.publish(state.online)
+                publisher.publish(builder.network(state))
             if config.replay.sampler == "prioritized":
-                reverb_sampler.update_priorities(address, TRANSITIONS_TABLE, batch["key"], np.asarray(m["td_abs"]) + 1e-6)
+                reverb_sampler.update_priorities(address, TRANSITIONS_TABLE, batch["key"], builder.priorities(m))
             if counters["updates"] % LOG_EVERY_UPDATES == 0:
                 if actor is None:
                     on_env_steps(_inserted(address) - counters["env_steps"])
@@ -137,7 +140,7 @@ def train_online(config: OnlineConfig) -> dict:
             if counters["updates"] % config.checkpoint_every_updates == 0:
                 ckpt.save(counters["updates"], state, dict(counters))
             if config.eval_every_steps and counters["env_steps"] >= next_eval:
-                result = _evaluate(evaluate, state, counters, metrics, curve, curve_path, progress)
+                result = _evaluate(evaluate, builder.network(state), counters, metrics, curve, curve_path, progress)
                 next_eval = _next_multiple(counters["env_steps"], config.eval_every_steps)
                 if result["return_mean"] > best["return_mean"]:
                     best = result
@@ -157,7 +160,7 @@ def train_online(config: OnlineConfig) -> dict:
         progress.close()
 
     ckpt.save(counters["updates"], state, dict(counters))
-    final = _evaluate(evaluate, state, counters, metrics, curve, curve_path, None)
+    final = _evaluate(evaluate, builder.network(state), counters, metrics, curve, curve_path, None)
     png = learning_curve({f"{config.agent} greedy return": curve}, os.path.join(run_dir, "learning_curve.png"),
                          title=f"{config.agent} on {config.env_id}")
     metrics.close()
@@ -198,8 +201,8 @@ def _inserted(address: str) -> int:
     return int(info.rate_limiter_info.insert_stats.completed)
 
 
-def _evaluate(evaluate, state, counters, metrics, curve, curve_path, progress) -> dict:
-    result = evaluate(state.online)
+def _evaluate(evaluate, network, counters, metrics, curve, curve_path, progress) -> dict:
+    result = evaluate(network)
     metrics.write(counters["env_steps"], result, prefix="eval/")
     curve.append((counters["env_steps"], result["return_mean"]))
     with open(curve_path, "a") as f:

@@ -112,3 +112,16 @@ def test_apex_epsilons_ladder():
     np.testing.assert_allclose(eps[0], 0.4)
     np.testing.assert_allclose(eps[-1], 0.4 ** 8, rtol=1e-5)
     assert np.all(np.diff(eps) < 0)
+
+
+def test_observation_indices_hide_entries():
+    full = BatchedEnv("CartPole-v1", 2, seed=4)
+    part = BatchedEnv("CartPole-v1", 2, seed=4, observation_indices=(0, 2))
+    assert part.spec.observation.shape == (2,) and part.spec == env_step_spec("CartPole-v1", (0, 2))
+    a, b = full.reset(), part.reset()
+    np.testing.assert_array_equal(a.observation[:, [0, 2]], b.observation)
+    for _ in range(5):
+        a, b = full.step(np.array([1, 0])), part.step(np.array([1, 0]))
+        np.testing.assert_array_equal(a.observation[:, [0, 2]], b.observation)
+    with pytest.raises(ConfigError, match="observation_indices"):
+        BatchedEnv("CartPole-v1", 1, seed=0, observation_indices=(7,))

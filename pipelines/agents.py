@@ -1,0 +1,86 @@
+"""Agent builders: what an online run needs from one agent, in one place (the network / actor /
+learner / replay split). The runner (`online.py`) and the acting loop (`acting.py`) are written
+against this interface only; adding an agent means adding a builder here, not a runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from rillet.actors.exploration import apex_epsilons
+from rillet.actors.policies import epsilon_greedy, greedy
+from rillet.datasets import reverb_tables
+from rillet.datasets.reverb_writer import NStepTransitionWriter
+from rillet.datasets.specs import StepSpec
+from rillet.errors import ConfigError
+from rillet.learners import dqn
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorParts:
+    """policy(params, obs, actor_state, key); initial actor_state; observe hook (or None)."""
+
+    policy: Callable
+    actor_state: Any
+    observe: Callable | None = None
+
+
+class DQNBuilder:
+    """Feed-forward DQN: n-step transitions, uniform or prioritized replay, epsilon-greedy actors."""
+
+    name = "dqn"
+
+    def learner_config(self, config) -> dqn.DQNConfig:
+        return config.learner
+
+    def spec(self, env_spec: StepSpec, config) -> StepSpec:
+        return env_spec
+
+    def init(self, key, spec: StepSpec, config):
+        return dqn.init(key, spec, config.learner)
+
+    def update(self, state, batch, config):
+        return dqn.update(state, batch, config.learner)
+
+    def check_batch(self, spec: StepSpec, batch) -> None:
+        dqn.check_batch_spec(spec, batch)
+
+    def signature(self, spec: StepSpec, config):
+        return reverb_tables.transition_signature(spec)
+
+    def writer(self, address: str, table: str, spec: StepSpec, config):
+        return NStepTransitionWriter(address, table, spec, n=config.replay.n_step, gamma=config.gamma)
+
+    def network(self, state):
+        return state.online
+
+    def actor(self, spec: StepSpec, config, epsilons: np.ndarray) -> ActorParts:
+        return ActorParts(epsilon_greedy(dqn.q_values), {"epsilon": epsilons})
+
+    def evaluator(self, spec: StepSpec, config) -> tuple[Callable, Callable[[int], Any], Callable | None]:
+        """(greedy policy, actor_state_fn(num_envs), observe hook) for evaluation."""
+        return greedy(dqn.q_values), lambda n: None, None
+
+    @staticmethod
+    def priorities(metrics) -> np.ndarray:
+        return np.asarray(metrics["td_abs"]) + 1e-6
+
+
+BUILDERS: dict[str, Any] = {"dqn": DQNBuilder()}
+
+
+def builder_for(agent: str):
+    """The builder of an agent name; ConfigError naming the known agents otherwise."""
+    try:
+        return BUILDERS[agent]
+    except KeyError:
+        raise ConfigError(f"unknown agent {agent!r}; known agents: {sorted(BUILDERS)}. Fix --agent.") from None
+
+
+def actor_epsilons(config) -> np.ndarray:
+    """The Ape-X epsilon ladder of config.actor."""
+    a = config.actor
+    return apex_epsilons(a.num_envs, a.epsilon_base, a.epsilon_alpha)

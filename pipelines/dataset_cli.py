@@ -1,0 +1,318 @@
+"""`rillet dataset ...`: generate, inspect, merge, split and convert RLDS datasets.
+
+    python -m rillet.pipelines.dataset_cli generate --env CartPole-v1 --policy random --episodes 100 --out d
+    python -m rillet.pipelines.dataset_cli inspect d
+    python -m rillet.pipelines.dataset_cli split d --out d2 --validation-fraction 0.1
+    python -m rillet.pipelines.dataset_cli merge --inputs d e --out de
+    python -m rillet.pipelines.dataset_cli convert d --out d_tfr --to tfrecord
+
+`dataset_commands()` maps "dataset <name>" to these functions (for `rillet`). Merge, split and
+convert copy serialized episodes record by record (nothing is re-encoded), write the episode index,
+and, like the writer, build the output in ``<out>.incomplete-...`` and rename it when done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from typing import Annotated, Callable, Iterator, Literal
+
+import numpy as np
+import tyro
+
+from rillet.datasets import rlds_transforms as T
+from rillet.datasets.rlds_loader import write_index
+from rillet.datasets.rlds_reader import (CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, check_complete,
+                                         read_step_layout, _shard_paths)
+from rillet.errors import ConfigError, RilletError
+
+Positional = tyro.conf.Positional
+TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}-of-{NUM_SHARDS}"
+
+
+def _info(path: str) -> dict:
+    check_complete(path)
+    try:
+        with open(os.path.join(path, "dataset_info.json")) as f:
+            return json.load(f)
+    except OSError:
+        raise ConfigError(f"'{path}' is not a TFDS dataset directory (no dataset_info.json).") from None
+
+
+def _card(path: str) -> dict:
+    p = os.path.join(path, CARD_FILE)
+    return json.load(open(p)) if os.path.exists(p) else {}
+
+
+def _records(path: str, info: dict, split: str) -> Iterator[bytes]:
+    """Serialized episodes of `split`, in order, from ArrayRecord or TFRecord shards."""
+    files = _shard_paths(path, info, split)
+    if info.get("fileFormat", "tfrecord") == "array_record":
+        from array_record.python.array_record_module import ArrayRecordReader
+
+        for f in files:
+            reader = ArrayRecordReader(f)
+            for i in range(reader.num_records()):
+                yield reader.read([i])[0]
+            reader.close()
+    else:
+        import tensorflow as tf
+
+        for record in tf.data.TFRecordDataset(files):
+            yield record.numpy()
+
+
+def _shard_writer(path: str, file_format: str):
+    if file_format == "array_record":
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        return ArrayRecordWriter(path, "group_size:1")
+    import tensorflow as tf
+
+    return tf.io.TFRecordWriter(path)
+
+
+def _write_split(tmp: str, name: str, split: str, records: list[bytes] | Iterator[bytes], count: int,
+                 file_format: str, per_shard: int, layout) -> tuple[dict, list, list]:
+    """Writes `count` records into ceil(count / per_shard) shards; returns (split info, lengths, returns)."""
+    shards = max(1, -(-count // per_shard))
+    lengths, returns, sizes, total = [], [], [0] * shards, 0
+    it = iter(records)
+    for s in range(shards):
+        fname = (TEMPLATE.replace("{DATASET}", name).replace("{SPLIT}", split).replace("{FILEFORMAT}", file_format)
+                 .replace("{SHARD_INDEX}", f"{s:05d}").replace("{NUM_SHARDS}", f"{shards:05d}"))
+        writer = _shard_writer(os.path.join(tmp, fname), file_format)
+        for _ in range(min(per_shard, count - s * per_shard)):
+            rec = next(it)
+            steps = T.decode_episode(rec, layout, tmp)
+            lengths.append(len(steps["is_first"]))
+            returns.append(float(steps["reward"].sum(dtype=np.float64)))
+            writer.write(rec)
+            sizes[s] += 1
+            total += len(rec)
+        writer.close()
+    write_index(tmp, split, lengths, returns)
+    return ({"name": split, "numBytes": str(total), "shardLengths": [str(n) for n in sizes],
+             "filepathTemplate": TEMPLATE}, lengths, returns)
+
+
+def _build(out: str, base: str, splits: dict[str, tuple[Callable[[], Iterator[bytes]], int]], file_format: str,
+           card_extra: dict, per_shard: int) -> dict:
+    """Writes a dataset with `splits` {name: (records factory, count)} like `base`; returns its card."""
+    out = os.path.abspath(out)
+    if os.path.exists(out):
+        raise ConfigError(f"'{out}' already exists; choose a new --out.")
+    if file_format not in ("array_record", "tfrecord"):
+        raise ConfigError(f"file format must be 'array_record' or 'tfrecord', got {file_format!r}.")
+    info, layout = _info(base), read_step_layout(base)
+    tmp = f"{out}{INCOMPLETE_INFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.makedirs(tmp)
+    try:
+        open(os.path.join(tmp, INCOMPLETE_MARKER), "w").close()
+        shutil.copy(os.path.join(base, "features.json"), tmp)
+        split_infos, all_lengths, all_returns = [], [], []
+        for split, (factory, count) in splits.items():
+            s, lengths, returns = _write_split(tmp, info["name"], split, factory(), count, file_format, per_shard, layout)
+            split_infos.append(s)
+            all_lengths += lengths
+            all_returns += returns
+        info = {**info, "fileFormat": file_format, "splits": split_infos}
+        r = np.asarray(all_returns, np.float64)
+        card = {**_card(base), **card_extra, "file_format": file_format,
+                "num_episodes": len(r), "num_steps": int(sum(all_lengths)),
+                "return_mean": float(r.mean()) if len(r) else None,
+                "return_min": float(r.min()) if len(r) else None, "return_max": float(r.max()) if len(r) else None,
+                "splits": {s["name"]: sum(int(n) for n in s["shardLengths"]) for s in split_infos}}
+        for fname, obj in (("dataset_info.json", info), (CARD_FILE, card), ("metadata.json", card)):
+            with open(os.path.join(tmp, fname), "w") as f:
+                json.dump(obj, f, indent=2, sort_keys=True)
+        os.remove(os.path.join(tmp, INCOMPLETE_MARKER))
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return card
+
+
+def _split_counts(path: str, info: dict) -> dict[str, int]:
+    return {s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in info.get("splits", [])}
+
+
+def generate(env: str, out: str, policy: str = "random", episodes: int = 100, num_envs: int = 8, seed: int = 0,
+             max_episode_steps: int = 0, file_format: Literal["array_record", "tfrecord"] = "array_record",
+             progress: bool = True) -> dict:
+    """Generates `episodes` episodes of EnvPool `env` into a new RLDS dataset `out`.
+
+    policy: "random" (uniform actions) or "checkpoint:PATH" (greedy DQN restored from a
+    `rillet train-online` run directory: its config.json and checkpoints/).
+    """
+    from tqdm import tqdm
+
+    from rillet.actors.actor_loop import envpool_actor
+    from rillet.actors.envpool_env import BatchedEnv
+    from rillet.datasets.rlds_writer import RldsWriter
+
+    if episodes < 1 or num_envs < 1:
+        raise ConfigError(f"--episodes and --num-envs must be >= 1, got {episodes} and {num_envs}.")
+    kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
+    pool = BatchedEnv(env, num_envs, seed=seed, **kwargs)
+    act, params = _policy(policy, pool.spec)
+    bar = tqdm(total=episodes, unit="episode", disable=not progress, file=sys.stderr)
+    with RldsWriter(out, pool.spec, env_id=env, policy_name=policy, seed=seed, file_format=file_format,
+                    max_episodes=episodes) as writer:
+        for step in envpool_actor(pool, act, lambda: params, None, seed=seed):
+            writer.write(step)
+            bar.update(writer.num_episodes - bar.n)
+            if writer.num_episodes >= episodes:
+                break
+    bar.close()
+    pool.close()
+    print(f"wrote {writer.card['num_episodes']} episodes, {writer.card['num_steps']} steps to {writer.out_dir}")
+    return writer.card
+
+
+def _policy(policy: str, spec):
+    from rillet.actors.policies import greedy, random_policy
+
+    if policy == "random":
+        return random_policy(spec.num_actions), None
+    if not policy.startswith("checkpoint:"):
+        raise ConfigError(f"--policy must be 'random' or 'checkpoint:RUN_DIR', got {policy!r}.")
+    import jax
+
+    from rillet.learners import dqn
+    from rillet.pipelines.checkpointing import Checkpointer
+    from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
+
+    run_dir = os.path.abspath(policy[len("checkpoint:"):])
+    if os.path.basename(run_dir).isdigit():  # .../checkpoints/<step>
+        run_dir = os.path.dirname(os.path.dirname(run_dir))
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"'{run_dir}' is not a `rillet train-online` run directory ({e}).") from None
+    config = OnlineConfig(**{**raw, "learner": dqn.DQNConfig(**raw["learner"]),
+                             "replay": ReplayConfig(**raw["replay"]), "actor": ActorConfig(**raw["actor"])})
+    if config.env_id != spec.env_id:
+        raise ConfigError(f"the checkpoint in '{run_dir}' was trained on {config.env_id}, not {spec.env_id}.")
+    template = dqn.init(jax.random.PRNGKey(0), spec, config.learner)
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
+    state, _ = ckpt.restore(template)
+    ckpt.close()
+    return greedy(dqn.q_values), state.online
+
+
+def inspect(path: Annotated[str, Positional], split: str = "train", histogram: str = "", steps: int = 3) -> dict:
+    """Prints the spec, counts, per-split sizes and the first `steps` steps of the first episode;
+    saves a return histogram PNG to `histogram` (default: <path>-returns.png)."""
+    from rillet.datasets.rlds_loader import RldsRecords
+
+    info, card = _info(path), _card(path)
+    counts = _split_counts(path, info)
+    records = RldsRecords(path, split)
+    lengths, returns = records.lengths, records.returns
+    summary = {"path": os.path.abspath(path), "file_format": info.get("fileFormat"), "splits": counts,
+               "layout": {k: [list(v.shape), v.dtype] for k, v in records.episodes.layout.items()},
+               "env_id": card.get("env_id"), "policy": card.get("policy"), "split": split,
+               "episodes": len(lengths), "steps": int(lengths.sum()),
+               "length_min_mean_max": [int(lengths.min()), float(lengths.mean()), int(lengths.max())],
+               "return_min_mean_max": [float(returns.min()), float(returns.mean()), float(returns.max())]}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary["histogram"] = histogram or os.path.abspath(path).rstrip("/") + "-returns.png"
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(returns, bins=min(50, max(5, len(returns) // 5)))
+    ax.set(xlabel="episode return", ylabel="episodes", title=f"{card.get('env_id', '')} ({split})")
+    fig.tight_layout()
+    fig.savefig(summary["histogram"])
+    plt.close(fig)
+    first = T.decode_episode(records.episodes.source[0], records.episodes.layout, path)
+    print(json.dumps(summary, indent=2))
+    print(f"first {steps} steps of episode 0:")
+    for t in range(min(steps, len(first["is_first"]))):
+        print({k: (first[k][t].tolist() if k != "extras" else {e: v[t].tolist() for e, v in first[k].items()})
+               for k in first})
+    return summary
+
+
+def merge(inputs: list[str], out: str, file_format: Literal["array_record", "tfrecord"] = "array_record",
+          episodes_per_shard: int = 1000) -> dict:
+    """Concatenates datasets with identical features, split by split, into `out`."""
+    infos = [_info(p) for p in inputs]
+    layouts = [read_step_layout(p) for p in inputs]
+    for p, lay in zip(inputs[1:], layouts[1:]):
+        if lay != layouts[0]:
+            raise ConfigError(f"'{p}' has features {sorted(lay.items())}, unlike '{inputs[0]}' "
+                              f"{sorted(layouts[0].items())}; only datasets of one spec can be merged.")
+    names = sorted({s for info in infos for s in _split_counts("", info)})
+    splits = {}
+    for name in names:
+        parts = [(p, info) for p, info in zip(inputs, infos) if name in _split_counts(p, info)]
+        splits[name] = ((lambda parts=parts, name=name: (r for p, i in parts for r in _records(p, i, name))),
+                        sum(_split_counts(p, i)[name] for p, i in parts))
+    card = _build(out, inputs[0], splits, file_format, {"merged_from": [os.path.abspath(p) for p in inputs]},
+                  episodes_per_shard)
+    print(f"merged {len(inputs)} datasets into {out}: {card['splits']}")
+    return card
+
+
+def split(path: Annotated[str, Positional], out: str, validation_fraction: float = 0.1, seed: int = 0,
+          source_split: str = "train", episodes_per_shard: int = 1000) -> dict:
+    """Splits `source_split` by episode into "train" and "validation" (a seeded random choice)."""
+    info = _info(path)
+    counts = _split_counts(path, info)
+    if source_split not in counts:
+        raise ConfigError(f"unknown split {source_split!r} in '{path}'; available: {sorted(counts)}.")
+    n = counts[source_split]
+    n_val = int(round(n * validation_fraction))
+    if not 0 < validation_fraction < 1 or n_val in (0, n):
+        raise ConfigError(f"--validation-fraction {validation_fraction} of {n} episodes leaves an empty split; "
+                          "use a fraction in (0, 1) and a dataset with enough episodes.")
+    is_val = np.zeros(n, bool)
+    is_val[np.random.default_rng(seed).choice(n, n_val, replace=False)] = True
+
+    def part(val: bool):
+        return lambda: (r for r, v in zip(_records(path, info, source_split), is_val) if v == val)
+
+    card = _build(out, path, {"train": (part(False), n - n_val), "validation": (part(True), n_val)},
+                  info.get("fileFormat", "tfrecord"), {"split_from": os.path.abspath(path), "split_seed": seed},
+                  episodes_per_shard)
+    print(f"split {path} into {out}: {card['splits']}")
+    return card
+
+
+def convert(path: Annotated[str, Positional], out: str, to: Literal["array_record", "tfrecord"] = "array_record",
+            episodes_per_shard: int = 1000) -> dict:
+    """Copies every split into `to` shards (TFRecord <-> ArrayRecord) with the episode index."""
+    info = _info(path)
+    splits = {s: ((lambda s=s: _records(path, info, s)), n) for s, n in _split_counts(path, info).items()}
+    card = _build(out, path, splits, to, {"converted_from": os.path.abspath(path)}, episodes_per_shard)
+    print(f"converted {path} ({info.get('fileFormat', 'tfrecord')}) to {out} ({to}): {card['splits']}")
+    return card
+
+
+def dataset_commands() -> dict[str, Callable]:
+    """{"dataset generate": generate, ...} for `tyro.extras.subcommand_cli_from_dict`."""
+    return {"dataset generate": generate, "dataset inspect": inspect, "dataset merge": merge,
+            "dataset split": split, "dataset convert": convert}
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = {k.split(" ", 1)[1]: v for k, v in dataset_commands().items()}
+    try:
+        tyro.extras.subcommand_cli_from_dict(commands, args=argv)
+    except RilletError as e:
+        print(f"rillet dataset: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
