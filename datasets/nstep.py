@@ -51,3 +51,16 @@ def nstep_targets(
         total[valid] *= g[idx[valid]]
     bootstrap_index = np.minimum(t + n, size).astype(np.int64)
     return returns.astype(np.float32), total.astype(np.float32), bootstrap_index
+
+
+def window_return(rewards, discounts, gamma: float) -> tuple[float, float]:
+    """R and D of one window (the scalar case of `nstep_targets`, for writers in the hot path).
+
+    rewards, discounts: the m <= n rewards r_t..r_{t+m-1} and env discounts of one start t.
+    Returns (R_t, D_t) as Python floats; plain-Python arithmetic beats numpy at this size.
+    """
+    ret, total = 0.0, 1.0
+    for r, d in zip(rewards, discounts):
+        ret += total * r
+        total *= gamma * d
+    return ret, total

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import reverb
 
-from rillet.datasets.nstep import check_nstep_args, nstep_targets
+from rillet.datasets.nstep import check_nstep_args, nstep_targets, window_return
 from rillet.datasets.specs import StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
 
@@ -190,8 +190,8 @@ class NStepTransitionWriter(_BatchedWriter):
         if last:
             returns, totals, _ = nstep_targets(np.asarray(rewards), np.asarray(discounts), self.n, self.gamma)
         elif len(rewards) == self.n:
-            returns, totals, _ = nstep_targets(np.asarray(rewards), np.asarray(discounts), self.n, self.gamma)
-            returns, totals = returns[:1], totals[:1]
+            ret, tot = window_return(rewards, discounts, self.gamma)
+            returns, totals = [ret], [tot]
         else:
             returns = totals = np.zeros(0, np.float32)
         writer = self._writers[i]

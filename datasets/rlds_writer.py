@@ -17,7 +17,9 @@ The stage passes steps on and closes when its input ends (or the consumer stops 
 an exception upstream aborts the write. Crash safety: everything goes to a sibling temporary
 directory ``<out_dir>.incomplete-<pid>-<hex>`` holding a RILLET_INCOMPLETE marker; only a clean
 close() removes the marker and renames it atomically to out_dir. Episodes still running at
-close() are dropped and counted in the card (``rillet_card.json``, also metadata.json).
+close() are dropped and counted in the card (``rillet_card.json``, also metadata.json). Episode
+lengths and returns go to ``rillet_index-<split>.npz`` for the Grain loader (`rlds_loader`);
+``max_episodes`` stops writing after that many episodes (later ones are counted, not written).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from rillet.datasets.rlds_loader import write_index
 from rillet.datasets.rlds_reader import CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, STEP_FIELDS
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
@@ -57,7 +60,7 @@ class RldsWriter:
 
     def __init__(self, out_dir: str, spec: StepSpec, *, env_id: str, policy_name: str, seed: int,
                  file_format: str = "array_record", max_episodes_per_shard: int = 1000,
-                 split: str = "train", flush_every: int = 32):
+                 split: str = "train", flush_every: int = 32, max_episodes: int | None = None):
         import tensorflow_datasets as tfds
 
         if file_format not in FILE_FORMATS:
@@ -69,7 +72,7 @@ class RldsWriter:
         if os.path.exists(self.out_dir):
             raise ConfigError(f"'{self.out_dir}' already exists; rlds_writer never overwrites a dataset. "
                               "Choose a new out_dir or delete the old one.")
-        self.spec, self.split, self.flush_every = spec, split, flush_every
+        self.spec, self.split, self.flush_every, self.max_episodes = spec, split, flush_every, max_episodes
         self.tmp_dir = f"{self.out_dir}{INCOMPLETE_INFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.makedirs(self.tmp_dir)
         with open(os.path.join(self.tmp_dir, INCOMPLETE_MARKER), "w") as f:
@@ -93,7 +96,8 @@ class RldsWriter:
         self._open: list[list[dict] | None] | None = None  # per env: steps of its running episode
         self._pending: list[dict] = []
         self._returns: list[float] = []
-        self.num_steps = self.episodes_abandoned = self.steps_outside_episodes = 0
+        self._lengths: list[int] = []
+        self.num_steps = self.episodes_abandoned = self.steps_outside_episodes = self.episodes_over_limit = 0
         self.closed = False
 
     def write(self, step: Mapping[str, Any]) -> None:
@@ -123,12 +127,21 @@ class RldsWriter:
         if len(self._pending) >= self.flush_every:
             self._flush()
 
+    @property
+    def num_episodes(self) -> int:
+        """Episodes finished so far (written or queued)."""
+        return len(self._lengths)
+
     def _finish(self, steps: list[dict]) -> None:
+        if self.max_episodes is not None and len(self._lengths) >= self.max_episodes:
+            self.episodes_over_limit += 1
+            return
         stacked = {k: np.stack([s[k] for s in steps]) for k in STEP_FIELDS}
         if self.spec.extras:
             stacked["extras"] = {k: np.stack([s["extras"][k] for s in steps]) for k in self.spec.extras}
         self._pending.append({"steps": stacked})
         self._returns.append(float(stacked["reward"].sum()))
+        self._lengths.append(len(steps))
         self.num_steps += len(steps)
 
     def _flush(self) -> None:
@@ -151,8 +164,11 @@ class RldsWriter:
             "episodes_dropped_unfinished": dropped, "episodes_abandoned": self.episodes_abandoned,
             "steps_outside_episodes": self.steps_outside_episodes, "closed_unix": time.time(),
         })
+        if self.max_episodes is not None:
+            self.card["episodes_over_limit"] = self.episodes_over_limit
         self._info.metadata.update(self.card)
         self._writer.close_all()  # closes the shards and rewrites dataset_info.json + metadata
+        write_index(self.tmp_dir, self.split, self._lengths, r)
         with open(os.path.join(self.tmp_dir, CARD_FILE), "w") as f:
             json.dump(self.card, f, indent=2, sort_keys=True)
         os.remove(os.path.join(self.tmp_dir, INCOMPLETE_MARKER))

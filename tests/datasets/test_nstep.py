@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rillet.datasets.nstep import nstep_targets
+from rillet.datasets.nstep import nstep_targets, window_return
 from rillet.errors import ConfigError, SpecMismatchError
 
 
@@ -96,3 +96,14 @@ def test_no_tensorflow_import():
 
     code = "import sys, rillet.datasets.nstep; assert 'tensorflow' not in sys.modules and 'reverb' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_window_return_is_the_scalar_case_of_nstep_targets():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 6))
+        rewards = rng.normal(size=n)
+        discounts = rng.choice([0.0, 0.5, 1.0], size=n)
+        returns, totals, _ = nstep_targets(rewards, discounts, n, 0.9)
+        ret, tot = window_return(rewards, discounts, 0.9)
+        np.testing.assert_allclose([ret, tot], [returns[0], totals[0]], rtol=1e-6, atol=1e-6)

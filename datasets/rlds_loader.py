@@ -1,0 +1,198 @@
+"""`rlds(path, ...)`: a Grain loader over an RLDS dataset (random access to ArrayRecord, no TF).
+
+    it = rlds("/data/cartpole", transform="windows", window=32, batch_size=64, seed=0)
+    batch = next(it)     # {"steps": {"observation": [64, 32, 4], ...}, "mask": [64, 32]}
+    state = it.get_state(); ...; it.set_state(state)   # resume mid-epoch, exactly
+
+Records are transitions ([B, ...] per field plus next_observation), n-step transitions or padded
+windows. Record i maps to (episode, offset) through the episode lengths alone, read from the
+small index file the writer leaves (``rillet_index-<split>.npz``: lengths [E], returns [E]) or,
+for datasets without one (plain TFDS RLDS), from one streaming pass over the records. A record
+decodes just its episode, so memory is bounded by the loader's buffers, not by the dataset.
+Sampling is `grain.IndexSampler` (shuffle with a seed, epochs, sharding by JAX process), batching
+`grain.Batch`, parallelism `worker_count` processes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from rillet.datasets import rlds_transforms as T
+from rillet.datasets.rlds_reader import DatasetPathError, RldsEpisodes
+from rillet.datasets.specs import StepSpec
+from rillet.errors import ConfigError
+
+INDEX_FILE = "rillet_index-{split}.npz"
+
+
+class CorruptDatasetError(DatasetPathError):
+    """A shard that cannot be read (truncated, overwritten, or not ArrayRecord)."""
+
+
+def write_index(path: str, split: str, lengths, returns) -> str:
+    """Writes the per-episode index (lengths [E] int64, returns [E] float64) for `split`."""
+    out = os.path.join(path, INDEX_FILE.format(split=split))
+    with open(out, "wb") as f:
+        np.savez(f, lengths=np.asarray(lengths, np.int64), returns=np.asarray(returns, np.float64))
+    return out
+
+
+def _open_shards(episodes: RldsEpisodes) -> None:
+    """Checks every shard opens and holds the records dataset_info.json promises."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    import json
+
+    with open(os.path.join(episodes.path, "dataset_info.json")) as f:
+        info = {s["name"]: s for s in json.load(f).get("splits", [])}
+    want = [int(n) for n in info[episodes.split].get("shardLengths", [])]
+    for path, n in zip(episodes.source_paths, want):
+        try:
+            reader = ArrayRecordReader(path)
+            got = reader.num_records()
+            reader.close()
+        except Exception as e:  # array_record raises RuntimeError/ValueError with C++ status text
+            raise CorruptDatasetError(f"shard '{path}' cannot be read ({str(e)[:200]}); it is truncated or "
+                                      "corrupt. Restore it from the source, or regenerate the dataset.") from None
+        if got != n:
+            raise CorruptDatasetError(f"shard '{path}' holds {got} records but dataset_info.json lists {n}; "
+                                      "it is truncated or was replaced. Regenerate the dataset.")
+
+
+def read_index(episodes: RldsEpisodes) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths [E] int64, returns [E] float64): the index file, else one pass over the records."""
+    index = os.path.join(episodes.path, INDEX_FILE.format(split=episodes.split))
+    if os.path.exists(index):
+        with np.load(index) as z:
+            lengths, returns = z["lengths"], z["returns"]
+        if len(lengths) != len(episodes):
+            raise CorruptDatasetError(f"'{index}' lists {len(lengths)} episodes but the shards hold "
+                                      f"{len(episodes)}; delete the index file to rebuild it.")
+        return lengths, returns
+    lengths, returns = np.zeros(len(episodes), np.int64), np.zeros(len(episodes), np.float64)
+    for i in range(len(episodes)):
+        steps = T.decode_episode(_record(episodes, i), episodes.layout, episodes.path)
+        lengths[i] = len(steps["is_first"])
+        returns[i] = float(steps["reward"].sum(dtype=np.float64))
+    return lengths, returns
+
+
+def _record(episodes: RldsEpisodes, i: int) -> bytes:
+    try:
+        return episodes.source[int(i)]
+    except Exception as e:
+        raise CorruptDatasetError(f"episode {i} of '{episodes.path}' cannot be read ({str(e)[:200]}); a shard "
+                                  "is corrupt. Regenerate or re-download the dataset.") from None
+
+
+class RldsRecords:
+    """Grain RandomAccessDataSource of transformed records (transitions, n-step or windows).
+
+    len() = records over the kept episodes; [i] = one record dict of numpy arrays (no batch axis).
+    Attributes: episodes (RldsEpisodes), lengths/returns [E], kept [K] episode ids, offsets [K+1].
+    """
+
+    def __init__(self, path: str, split: str = "train", *, transform: str = "transitions", n: int = 3,
+                 gamma: float = 0.99, window: int = 16, stride: int | None = None, pad: bool = True,
+                 min_return: float | None = None, spec: StepSpec | None = None):
+        T.check_transform(transform, n=n, gamma=gamma, window=window, stride=stride)
+        self.path, self.split = os.fspath(path), split
+        self.transform, self.n, self.gamma = transform, n, gamma
+        self.window, self.stride, self.pad = window, (window if stride is None else stride), pad
+        self.episodes = RldsEpisodes(self.path, split, spec)
+        self.episodes.source_paths = _shard_files(self.episodes)
+        _open_shards(self.episodes)
+        if len(self.episodes) == 0:
+            raise ConfigError(f"split {split!r} of '{self.path}' holds no episodes; nothing to load. Generate "
+                              "more data or pick another split.")
+        self.lengths, self.returns = read_index(self.episodes)
+        keep = np.ones(len(self.lengths), bool) if min_return is None else self.returns >= min_return
+        if not keep.any():
+            raise ConfigError(f"no episode of '{self.path}' ({split}) has return >= {min_return}; returns "
+                              f"range {self.returns.min():g}..{self.returns.max():g}.")
+        if transform == "windows" and window > self.lengths[keep].max():
+            raise ConfigError(f"window={window} is longer than every episode of '{self.path}' ({split}; "
+                              f"longest {int(self.lengths[keep].max())} steps). Use a shorter window.")
+        counts = T.record_counts(self.lengths, transform, window, self.stride, pad) * keep
+        self.kept = np.flatnonzero(counts)
+        self.offsets = np.concatenate([[0], np.cumsum(counts[self.kept])])
+        if self.offsets[-1] == 0:
+            raise ConfigError(f"'{self.path}' ({split}) yields no {transform} records (episodes of one step).")
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Record index -> (episode id, step t or window start)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} out of range [0, {len(self)}).")
+        j = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        k = int(index - self.offsets[j])
+        return int(self.kept[j]), k * self.stride if self.transform == "windows" else k
+
+    def __getitem__(self, index: int) -> dict:
+        episode, k = self.locate(int(index))
+        steps = T.decode_episode(_record(self.episodes, episode), self.episodes.layout, self.path)
+        if self.transform == "transitions":
+            return T.transition(steps, k)
+        if self.transform == "nstep":
+            return T.nstep(steps, k, self.n, self.gamma)
+        return T.window(steps, k, self.window)
+
+    def __repr__(self) -> str:  # grain puts the source's repr into checkpoint states
+        return (f"RldsRecords(path={self.path!r}, split={self.split!r}, transform={self.transform!r}, "
+                f"records={len(self)})")
+
+
+def _shard_files(episodes: RldsEpisodes) -> list[str]:
+    import json
+
+    from rillet.datasets.rlds_reader import _shard_paths
+
+    with open(os.path.join(episodes.path, "dataset_info.json")) as f:
+        return _shard_paths(episodes.path, json.load(f), episodes.split)
+
+
+def rlds_loader(path: str, *, split: str = "train", transform: str = "transitions", batch_size: int = 32,
+                seed: int = 0, shuffle: bool = True, num_epochs: int | None = 1, worker_count: int = 0,
+                worker_buffer_size: int = 2, n: int = 3, gamma: float = 0.99, window: int = 16,
+                stride: int | None = None, pad: bool = True, min_return: float | None = None,
+                spec: StepSpec | None = None, drop_remainder: bool = True, shard_index: int | None = None,
+                shard_count: int | None = None) -> Any:
+    """The `grain.python.DataLoader` (iterable; see `rlds` for the arguments)."""
+    import grain.python as grain
+
+    if batch_size < 1 or worker_count < 0:
+        raise ConfigError(f"batch_size must be >= 1 and worker_count >= 0, got {batch_size}, {worker_count}.")
+    source = RldsRecords(path, split, transform=transform, n=n, gamma=gamma, window=window, stride=stride,
+                         pad=pad, min_return=min_return, spec=spec)
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    sampler = grain.IndexSampler(
+        len(source), shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                                                      drop_remainder=True),
+        shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+    loader = grain.DataLoader(data_source=source, sampler=sampler,
+                              operations=[grain.Batch(batch_size, drop_remainder=drop_remainder)],
+                              worker_count=worker_count, worker_buffer_size=worker_buffer_size)
+    loader.records = source
+    return loader
+
+
+def rlds(path: str, **kwargs) -> Any:
+    """Batches of records of the RLDS dataset at `path`: an iterator with get_state()/set_state().
+
+    transform: "transitions" -> observation [B, *obs], action [B, *act], reward [B], discount [B],
+      next_observation [B, *obs], is_terminal [B], extras {name: [B, ...]};
+      "nstep" (n, gamma) -> the same with n-step reward and bootstrap discount gamma^m * prod d;
+      "windows" (window, stride=window, pad) -> {"steps": {field: [B, window, ...]}, "mask": [B, window]}.
+    split, min_return (keep episodes with return >= it), spec (checked against the features),
+    batch_size, drop_remainder, seed, shuffle, num_epochs (None: forever), worker_count (processes;
+    0: in this one), shard_index/shard_count (default: jax.process_index()/process_count()).
+    """
+    return iter(rlds_loader(path, **kwargs))
