@@ -53,3 +53,53 @@ def random_policy(num_actions: int) -> Callable:
         return jax.random.randint(key, (b,), 0, num_actions, jnp.int32), {}, actor_state
 
     return policy
+
+
+def recurrent_epsilon_greedy(step_fn: Callable) -> Callable:
+    """Epsilon-greedy over a recurrent Q-network, jitted over the batch of environments.
+
+    step_fn(params, obs [B, ...], prev_action [B], prev_reward [B], is_first [B], core) -> (q [B, A], core).
+    actor_state: {"epsilon": [B], "core": (h, c) [B, H], "prev_action": [B], "prev_reward": [B],
+    "is_first": [B], "policy_index": [B]} (see `recurrent_observe`). Extras record the core state
+    entering the step, the behaviour probability of the taken action, the network's previous
+    action/reward inputs and the policy index j.
+    """
+
+    @eqx.filter_jit
+    def policy(params, observation, actor_state, key):
+        s = actor_state
+        q, core = step_fn(params, observation, s["prev_action"], s["prev_reward"], s["is_first"], s["core"])
+        num_actions = q.shape[-1]
+        greedy_action = jnp.argmax(q, axis=-1).astype(s["prev_action"].dtype)
+        k_explore, k_action = jax.random.split(key)
+        eps = s["epsilon"]
+        explore = jax.random.uniform(k_explore, eps.shape) < eps
+        random_action = jax.random.randint(k_action, greedy_action.shape, 0, num_actions, greedy_action.dtype)
+        action = jnp.where(explore, random_action, greedy_action)
+        prob = eps / num_actions + (1.0 - eps) * (action == greedy_action)
+        h, c = s["core"]
+        extras = {"recurrent_state_h": h, "recurrent_state_c": c, "behaviour_prob": prob.astype(jnp.float32),
+                  "prev_action": s["prev_action"], "prev_reward": s["prev_reward"],
+                  "policy_index": s["policy_index"]}
+        return action, extras, {**s, "core": core, "prev_action": action}
+
+    return policy
+
+
+def recurrent_actor_state(epsilon, lstm_size: int, action_dtype: str = "int32") -> dict:
+    """The initial actor state of `recurrent_epsilon_greedy` for len(epsilon) environments."""
+    b = len(epsilon)
+    zeros = jnp.zeros((b, lstm_size), jnp.float32)
+    return {"epsilon": jnp.asarray(epsilon, jnp.float32), "core": (zeros, zeros),
+            "prev_action": jnp.zeros(b, action_dtype), "prev_reward": jnp.zeros(b, jnp.float32),
+            "is_first": jnp.ones(b, bool), "policy_index": jnp.zeros(b, jnp.int32)}
+
+
+def recurrent_observe(actor_state: dict, env_output) -> dict:
+    """The actor loop's observe hook: at an episode start (EnvPool auto-reset included) the previous
+    action and reward inputs are 0 and the network resets its core; otherwise the previous reward
+    is the one received on arriving at this observation."""
+    first = jnp.asarray(env_output.first)
+    return {**actor_state, "is_first": first,
+            "prev_reward": jnp.where(first, 0.0, jnp.asarray(env_output.reward, jnp.float32)),
+            "prev_action": jnp.where(first, jnp.zeros_like(actor_state["prev_action"]), actor_state["prev_action"])}

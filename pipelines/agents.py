@@ -11,12 +11,13 @@ from typing import Any, Callable
 import numpy as np
 
 from rillet.actors.exploration import apex_epsilons
-from rillet.actors.policies import epsilon_greedy, greedy
+from rillet.actors.policies import (epsilon_greedy, greedy, recurrent_actor_state, recurrent_epsilon_greedy,
+                                    recurrent_observe)
 from rillet.datasets import reverb_tables
-from rillet.datasets.reverb_writer import NStepTransitionWriter
-from rillet.datasets.specs import StepSpec
+from rillet.datasets.reverb_writer import NStepTransitionWriter, SequenceWriter
+from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.errors import ConfigError
-from rillet.learners import dqn
+from rillet.learners import dqn, r2d2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,58 @@ class DQNBuilder:
         return np.asarray(metrics["td_abs"]) + 1e-6
 
 
-BUILDERS: dict[str, Any] = {"dqn": DQNBuilder()}
+class R2D2Builder:
+    """Recurrent R2D2: stored-state sequences of burn_in + trace + 1 steps written every
+    replay.sequence_period steps, prioritized by eta*max|td| + (1-eta)*mean|td|."""
+
+    name = "r2d2"
+
+    def learner_config(self, config) -> r2d2.R2D2Config:
+        return config.r2d2
+
+    def spec(self, env_spec: StepSpec, config) -> StepSpec:
+        return r2d2.spec_extras(env_spec, config.r2d2).with_extras(policy_index=ArraySpec((), "int32"))
+
+    def init(self, key, spec: StepSpec, config):
+        return r2d2.init(key, spec, config.r2d2)
+
+    def update(self, state, batch, config):
+        return r2d2.update(state, batch, config.r2d2)
+
+    def check_batch(self, spec: StepSpec, batch) -> None:
+        from rillet.datasets.specs import check_batch
+
+        check_batch({**spec.fields(), "mask": ArraySpec((), "bool")}, batch, leading_dims=2, what="sequence batch")
+
+    def signature(self, spec: StepSpec, config):
+        return reverb_tables.sequence_signature(spec, config.r2d2.sequence_length)
+
+    def writer(self, address: str, table: str, spec: StepSpec, config):
+        return SequenceWriter(address, table, spec, length=config.r2d2.sequence_length,
+                              period=config.replay.sequence_period)
+
+    def network(self, state):
+        return state.online
+
+    def actor(self, spec: StepSpec, config, epsilons: np.ndarray) -> ActorParts:
+        state = recurrent_actor_state(epsilons, config.r2d2.lstm_size, spec.action.dtype)
+        return ActorParts(recurrent_epsilon_greedy(_recurrent_step), state, recurrent_observe)
+
+    def evaluator(self, spec: StepSpec, config):
+        policy = recurrent_epsilon_greedy(_recurrent_step)
+        state_fn = lambda n: recurrent_actor_state(np.zeros(n, np.float32), config.r2d2.lstm_size, spec.action.dtype)
+        return policy, state_fn, recurrent_observe
+
+    @staticmethod
+    def priorities(metrics) -> np.ndarray:
+        return np.asarray(metrics["priorities"]) + 1e-6
+
+
+def _recurrent_step(network, obs, prev_action, prev_reward, is_first, core):
+    return network.step(obs, prev_action, prev_reward, is_first, core)
+
+
+BUILDERS: dict[str, Any] = {"dqn": DQNBuilder(), "r2d2": R2D2Builder()}
 
 
 def builder_for(agent: str):

@@ -8,6 +8,7 @@ import json
 
 from rillet.errors import ConfigError
 from rillet.learners.dqn import DQNConfig
+from rillet.learners.r2d2 import R2D2Config
 
 
 def _require(ok: bool, field: str, value, rule: str) -> None:
@@ -29,6 +30,9 @@ class ReplayConfig:
     """'uniform' or 'prioritized'."""
     priority_exponent: float = 0.6
     n_step: int = 3
+    """n of the n-step transitions (feed-forward agents)."""
+    sequence_period: int = 40
+    """Steps between the starts of overlapping sequences (recurrent agents)."""
     batch_size: int = 128
     address: str = ""
     """host:port of a Reverb server in another process; empty: an embedded in-process server."""
@@ -42,6 +46,7 @@ class ReplayConfig:
                  "must be 'uniform' or 'prioritized'")
         _require(0 <= self.priority_exponent <= 1, "replay.priority-exponent", self.priority_exponent, "must be in [0, 1]")
         _require(1 <= self.n_step <= 100, "replay.n-step", self.n_step, "must be in [1, 100]")
+        _require(self.sequence_period >= 1, "replay.sequence-period", self.sequence_period, "must be >= 1")
         _require(1 <= self.batch_size <= 65536, "replay.batch-size", self.batch_size, "must be in [1, 65536]")
 
 
@@ -75,6 +80,9 @@ class OnlineConfig:
     """Environment steps (summed over all envs) after which acting stops."""
     gamma: float = 0.99
     learner: DQNConfig = DQNConfig()
+    """Learner options of --agent dqn."""
+    r2d2: R2D2Config = R2D2Config()
+    """Learner options of --agent r2d2 (its gamma is r2d2.gamma)."""
     replay: ReplayConfig = ReplayConfig()
     actor: ActorConfig = ActorConfig()
     eval_every_steps: int = 10_000
@@ -101,7 +109,7 @@ class OnlineConfig:
                  self.checkpoint_every_updates, "must be >= 1")
         _require(self.local_actors or bool(self.replay.address), "no-local-actors", not self.local_actors,
                  "a learner without local actors needs --replay.address of a shared Reverb server")
-        self.learner.validate()
+        self.learner.validate() if self.agent == "dqn" else self.r2d2.validate()
         self.replay.validate()
         self.actor.validate()
         return self
@@ -112,4 +120,4 @@ class OnlineConfig:
     def learner_fingerprint(self) -> dict:
         """The parts of the config a checkpoint must agree with to be restored."""
         return {"env_id": self.env_id, "observation_indices": list(self.observation_indices),
-                "agent": self.agent, "learner": dataclasses.asdict(self.learner)}
+                "agent": self.agent, "learner": dataclasses.asdict(self.learner if self.agent == "dqn" else self.r2d2)}
