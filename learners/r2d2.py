@@ -67,6 +67,9 @@ class R2D2Config:
     hidden_sizes: tuple[int, ...] = (512,)  # MLP torso for vector observations only
     dueling: bool = True
     use_prev_action_reward: bool = True
+    target_epsilon: float = 0.0
+    """Target policy pi = (1 - e) * greedy(online Q) + e / A. With e = 0 (R2D2's greedy target)
+    Retrace, Watkins and tree-backup coincide; e > 0 makes their trace cuts differ."""
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):
@@ -101,6 +104,7 @@ class R2D2Config:
         number("lambda_", 0.0, 1.0)
         number("gamma", 0.0, 1.0)
         number("priority_eta", 0.0, 1.0)
+        number("target_epsilon", 0.0, 1.0)
         number("learning_rate", 0.0, math.inf, low_open=True)
         number("adam_eps", 0.0, math.inf, low_open=True)
         if self.max_grad_norm is not None:
@@ -211,7 +215,9 @@ def sequence_loss(online: RecurrentQNetwork, target: RecurrentQNetwork, batch: M
     discount = config.gamma * jnp.asarray(batch["discount"], jnp.float32)[:, step]
     mu = jnp.asarray(ex["behaviour_prob"], jnp.float32)[:, step]
     greedy = jnp.argmax(jax.lax.stop_gradient(q_online), axis=-1)  # double Q: online argmax
-    pi = jax.nn.one_hot(greedy, q_online.shape[-1], dtype=jnp.float32)
+    num_actions = q_online.shape[-1]
+    pi = ((1.0 - config.target_epsilon) * jax.nn.one_hot(greedy, num_actions, dtype=jnp.float32)
+          + config.target_epsilon / num_actions)
 
     def targets(q, a, r, d, p, m, v):
         return returns.returns_for(config.estimator, q, a, r, d, p, m, v, lambda_=config.lambda_,

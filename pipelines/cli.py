@@ -105,10 +105,18 @@ def _print_summary(summary: dict, target: float | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rillet.pipelines.experiments import EXPERIMENTS
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    groups = {"experiment": EXPERIMENTS}
     commands = {"demo": demo, "train-online": train_online_cmd, "act": act_cmd,
                 "replay-server": replay_server_cmd}
     try:
-        tyro.extras.subcommand_cli_from_dict(commands, args=argv)
+        if argv and argv[0] in groups:  # nested groups: `rillet experiment po-cartpole ...`
+            tyro.extras.subcommand_cli_from_dict(groups[argv[0]], args=argv[1:], prog=f"rillet {argv[0]}")
+        else:
+            tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog="rillet",
+                                                 description="rillet: " + " | ".join([*commands, *groups]))
     except RilletError as e:
         print(f"rillet: error: {e}", file=sys.stderr)
         return 2

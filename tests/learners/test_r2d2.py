@@ -210,3 +210,19 @@ def test_determinism_and_target_copy():
     assert not trees_equal(a.online, a.target)  # step 1: no copy yet
     a, _ = r2d2.update(a, batch, cfg)
     assert trees_equal(a.online, a.target)  # step 2: hard copy
+
+
+def test_target_epsilon_separates_the_trace_estimators(state):
+    """With a greedy target policy Retrace, Watkins and tree-backup coincide; a soft one separates them."""
+    batch = make_batch(3)
+
+    def loss(estimator, eps):
+        cfg = dataclasses.replace(CFG, estimator=estimator, target_epsilon=eps, lambda_=0.9)
+        return float(loss_fn(state.online, state.target, batch, cfg)[0])
+
+    greedy = [loss(e, 0.0) for e in ("retrace", "watkins", "tree_backup")]
+    np.testing.assert_allclose(greedy, greedy[0], rtol=1e-6)
+    soft = [loss(e, 0.2) for e in ("retrace", "watkins", "tree_backup")]
+    assert len({round(x, 6) for x in soft}) == 3, soft
+    with pytest.raises(ConfigError, match="target_epsilon"):
+        dataclasses.replace(CFG, target_epsilon=1.5).validate()

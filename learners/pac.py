@@ -1,0 +1,328 @@
+"""Offline Perceiver actor-critic (PAC; Springenberg et al., ICML 2024), multi-task, data parallel.
+
+Per sample the loss is (1 - alpha) KL(pi_imp || pi) + alpha KL(b || pi) + beta KL(Gamma' || p):
+pi_imp ∝ pi'(a|s) exp(Q'(s, a) / eta) is represented by M actions sampled from the target policy pi'
+with self-normalised weights softmax(Q'/eta); b is the dataset action (alpha = 1: behaviour cloning);
+Gamma' is the categorical projection of r + discount * z, z ~ p'(.|s', a'), a' ~ pi'(s') (M samples,
+mixture of their distributions). Continuous actions in [-1, 1] are discretised per dim into K bins.
+
+Batch (one row per transition, tasks padded to obs_max = max obs size, D_max = max action size):
+
+    observation      [B, obs_max] f32   entries past the task's obs size are ignored (may be anything)
+    next_observation [B, obs_max] f32
+    task_id          [B] int32          index into `task_specs`
+    action           [B, D_max] f32     in [-1, 1]; entries past the task's action size are ignored
+    reward           [B] f32
+    discount         [B] f32            gamma * (1 - terminal); use gamma**n for n-step rewards
+    image, next_image [B, C, H, W] uint8  only with PerceiverConfig.image_shape
+    obs_mask [B, obs_max], action_mask [B, D_max] bool   optional, ANDed with the task-derived masks
+
+Defaults (the paper does not fix all of them): K = 21 bins (0.1 resolution, 0 is a bin centre);
+C = 101 atoms on [-100, 100] (returns of |r| <= 1 rewards at gamma = 0.99); eta = 1.0 (fixed
+temperature: a Q gap of 1, half the atom spacing of 2, multiplies a sample's weight by e);
+M = 16 samples (the critic decoder is cheap); alpha = 0.75 (mostly BC, as for mixed-quality data);
+beta = 1.0 (KL terms are on comparable nat scales); Polyak tau = 0.005 (or hard copies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import rlax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from rillet.datasets.specs import StepSpec
+from rillet.errors import ConfigError, SpecMismatchError
+from rillet.learners.networks import perceiver
+
+__all__ = ["PACConfig", "PACState", "init", "update", "improvement_weights", "categorical_projection",
+           "policy_loss", "critic_loss", "actions_to_bins", "bins_to_actions", "make_mesh", "shard_batch",
+           "replicate", "task_sizes"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PACConfig:
+    """PAC hyper-parameters (see the module docstring for the reasons behind the defaults)."""
+
+    alpha: float = 0.75  # weight of behaviour cloning; 1 - alpha on the policy-improvement KL
+    beta: float = 1.0  # weight of the critic's distributional TD KL
+    eta: float = 1.0  # temperature of the improvement weights softmax(Q / eta)
+    num_action_samples: int = 16  # M: target-policy samples per state (improvement and TD target)
+    gamma: float = 0.99  # documentation only: the batch's "discount" already holds gamma * (1 - done)
+    num_bins: int = 21  # K per action dimension
+    num_atoms: int = 101  # C
+    v_min: float = -100.0
+    v_max: float = 100.0
+    learning_rate: float = 1e-4
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    target_update_period: int = 100  # hard copy every this many updates (ignored with Polyak)
+    target_polyak_tau: float | None = 0.005
+    compute_dtype: str = "float32"  # or "bfloat16": bf16 compute, float32 master weights
+    network: str | perceiver.PerceiverConfig = "xs"
+
+    def validate(self) -> "PACConfig":
+        """Raises ConfigError naming the first bad field; returns self."""
+
+        def number(name, lo, hi, lo_open=False, hi_open=False):
+            v = getattr(self, name)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not ok:
+                lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+                raise ConfigError(f"PACConfig.{name}={v!r} is invalid: it must be a number in {lb}{lo}, {hi}{rb}.")
+
+        number("alpha", 0.0, 1.0)
+        number("beta", 0.0, math.inf, hi_open=True)
+        number("eta", 0.0, math.inf, lo_open=True, hi_open=True)
+        number("gamma", 0.0, 1.0)
+        number("learning_rate", 0.0, math.inf, lo_open=True, hi_open=True)
+        number("adam_eps", 0.0, math.inf, lo_open=True, hi_open=True)
+        number("max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
+        for name, lo in (("num_action_samples", 1), ("num_bins", 2), ("num_atoms", 2), ("target_update_period", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ConfigError(f"PACConfig.{name}={v!r} is invalid: it must be an integer >= {lo}.")
+        number("v_min", -math.inf, math.inf, True, True)
+        number("v_max", -math.inf, math.inf, True, True)
+        if not self.v_min < self.v_max:
+            raise ConfigError(f"PACConfig.v_min={self.v_min} must be < v_max={self.v_max}.")
+        if self.target_polyak_tau is not None:
+            number("target_polyak_tau", 0.0, 1.0, lo_open=True)
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"PACConfig.compute_dtype={self.compute_dtype!r} must be 'float32' or 'bfloat16'.")
+        perceiver.get_config(self.network)
+        return self
+
+    @property
+    def support(self) -> jax.Array:
+        """The C atoms [C] of the return distribution."""
+        return jnp.linspace(self.v_min, self.v_max, self.num_atoms, dtype=jnp.float32)
+
+
+class PACState(eqx.Module):
+    """online/target: PerceiverActorCritic (float32 master weights); opt_state: Adam state;
+    steps: int32 [] updates applied; skipped: int32 [] updates skipped for non-finite values;
+    key: uint32 [2] raw PRNG key data."""
+
+    online: perceiver.PerceiverActorCritic
+    target: perceiver.PerceiverActorCritic
+    opt_state: optax.OptState
+    steps: jax.Array
+    skipped: jax.Array
+    key: jax.Array
+
+
+def task_sizes(task_specs: StepSpec | Sequence[StepSpec]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(obs_sizes, action_sizes) per task; raises SpecMismatchError unless vector obs / continuous actions."""
+    specs = [task_specs] if isinstance(task_specs, StepSpec) else list(task_specs)
+    if not specs:
+        raise SpecMismatchError("PAC needs at least one task spec.")
+    for s in specs:
+        if len(s.observation.shape) != 1 or len(s.action.shape) != 1 or s.num_actions is not None:
+            raise SpecMismatchError(
+                f"PAC task '{s.env_id or 'unnamed'}' has observation {s.observation.shape} and action "
+                f"{s.action.shape} (num_actions={s.num_actions}); it needs vector observations [D] and "
+                "continuous vector actions [A] in [-1, 1]. Flatten observations / rescale actions."
+            )
+    return tuple(s.observation.shape[0] for s in specs), tuple(s.action.shape[0] for s in specs)
+
+
+def _optimizer(config: PACConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                       optax.adam(config.learning_rate, eps=config.adam_eps))
+
+
+def init(key: jax.Array, task_specs: StepSpec | Sequence[StepSpec], config: PACConfig) -> PACState:
+    """Validates `config`, builds online = target Perceiver, Adam state, counters at 0."""
+    config.validate()
+    obs_sizes, action_sizes = task_sizes(task_specs)
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    net_key, state_key = jax.random.split(key)
+    build = lambda k: perceiver.PerceiverActorCritic(  # noqa: E731  (jitted: one compile, not one per op)
+        perceiver.get_config(config.network), obs_sizes, action_sizes, config.num_bins, config.num_atoms, k)
+    online = eqx.filter_jit(build)(net_key)
+    opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
+    zero = jnp.zeros((), jnp.int32)
+    return PACState(online=online, target=online, opt_state=opt_state, steps=zero, skipped=zero, key=state_key)
+
+
+def actions_to_bins(actions: jax.Array, num_bins: int) -> jax.Array:
+    """[...] in [-1, 1] -> nearest bin index [...] int32 (bin centres linspace(-1, 1, K))."""
+    return jnp.round((jnp.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (num_bins - 1)).astype(jnp.int32)
+
+
+def bins_to_actions(bins: jax.Array, num_bins: int) -> jax.Array:
+    """bin index [...] -> bin centre [...] f32 in [-1, 1]."""
+    return bins.astype(jnp.float32) * (2.0 / (num_bins - 1)) - 1.0
+
+
+def improvement_weights(q_values: jax.Array, eta: float) -> jax.Array:
+    """Self-normalised weights of M actions sampled from pi': q_values [..., M] -> softmax(q / eta) [..., M].
+
+    The pi'(a|s) factor of pi_imp is accounted for by sampling the actions from pi'.
+    """
+    return jax.nn.softmax(q_values.astype(jnp.float32) / eta, axis=-1)
+
+
+def categorical_projection(probs: jax.Array, rewards: jax.Array, discounts: jax.Array,
+                           support: jax.Array) -> jax.Array:
+    """Projects r + discount * z onto `support`: probs [B, C] over support [C], rewards/discounts [B]
+    -> target probs [B, C] (mass beyond the ends goes to the end atoms)."""
+    atoms = rewards[:, None] + discounts[:, None] * support[None, :]
+    return jax.vmap(rlax.categorical_l2_project, in_axes=(0, 0, None))(atoms, probs, support)
+
+
+def _log_probs(logits: jax.Array, bins: jax.Array, action_mask: jax.Array) -> jax.Array:
+    """logits [B, D, K], bins [B, *S, D], mask [B, D] -> log pi(a|s) [B, *S] summed over real dims."""
+    logp = jax.nn.log_softmax(logits, axis=-1)  # [B, D, K]
+    extra = bins.ndim - 2
+    logp = logp.reshape(logp.shape[:1] + (1,) * extra + logp.shape[1:])
+    per_dim = jnp.take_along_axis(jnp.broadcast_to(logp, bins.shape + logp.shape[-1:]), bins[..., None], -1)[..., 0]
+    mask = action_mask.reshape(action_mask.shape[:1] + (1,) * extra + action_mask.shape[1:])
+    return jnp.sum(jnp.where(mask, per_dim, 0.0), axis=-1)
+
+
+def policy_loss(logits: jax.Array, action_mask: jax.Array, data_bins: jax.Array, sample_bins: jax.Array,
+                weights: jax.Array, alpha: float) -> tuple[jax.Array, dict]:
+    """(1 - alpha) * CE(pi_imp, pi) + alpha * CE(b, pi), batch-averaged (= the KLs up to constants).
+
+    logits [B, D, K]; action_mask [B, D] bool; data_bins [B, D] int; sample_bins [B, M, D] int;
+    weights [B, M] (improvement weights, rows sum to 1). Returns (loss [], {"bc_loss", "improvement_loss"}).
+    """
+    bc = -jnp.mean(_log_probs(logits, data_bins, action_mask))
+    imp = -jnp.mean(jnp.sum(jax.lax.stop_gradient(weights) * _log_probs(logits, sample_bins, action_mask), -1))
+    return (1.0 - alpha) * imp + alpha * bc, {"bc_loss": bc, "improvement_loss": imp}
+
+
+def critic_loss(logits: jax.Array, target_probs: jax.Array) -> jax.Array:
+    """Mean KL(target || softmax(logits)): logits, target_probs [B, C] -> []."""
+    t = jax.lax.stop_gradient(target_probs)
+    log_t = jnp.where(t > 0, jnp.log(jnp.where(t > 0, t, 1.0)), 0.0)
+    return jnp.mean(jnp.sum(t * (log_t - jax.nn.log_softmax(logits, -1)), -1))
+
+
+def _masks(model, batch):
+    obs_mask, act_mask = model.masks(jnp.asarray(batch["task_id"], jnp.int32))
+    if "obs_mask" in batch:
+        obs_mask = obs_mask & jnp.asarray(batch["obs_mask"], bool)
+    if "action_mask" in batch:
+        act_mask = act_mask & jnp.asarray(batch["action_mask"], bool)
+    return obs_mask, act_mask
+
+
+def _sample(key, logits, num, act_mask, num_bins):
+    """logits [B, D, K] -> (bins [B, M, D], actions [B, M, D] masked to 0 in padded dims)."""
+    bins = jax.random.categorical(key, logits[:, None], axis=-1, shape=(logits.shape[0], num) + logits.shape[1:2])
+    return bins, jnp.where(act_mask[:, None], bins_to_actions(bins, num_bins), 0.0)
+
+
+def _loss(params, static, target, batch, key, config: PACConfig):
+    dtype = jnp.dtype(config.compute_dtype)
+    online = perceiver.cast_floating(eqx.combine(params, static), dtype)
+    target = perceiver.cast_floating(target, dtype)
+    task = jnp.asarray(batch["task_id"], jnp.int32)
+    obs_mask, act_mask = _masks(online, batch)
+    obs = jnp.where(obs_mask, jnp.asarray(batch["observation"], jnp.float32), 0.0)
+    next_obs = jnp.where(obs_mask, jnp.asarray(batch["next_observation"], jnp.float32), 0.0)
+    action = jnp.where(act_mask, jnp.clip(jnp.asarray(batch["action"], jnp.float32), -1.0, 1.0), 0.0)
+    reward, discount = (jnp.asarray(batch[k], jnp.float32) for k in ("reward", "discount"))
+    m, k_bins, support = config.num_action_samples, config.num_bins, config.support
+
+    # Targets from the target network (no gradient); s and s' go through it as one [2B] batch.
+    b = obs.shape[0]
+    image = batch.get("image")
+    images = None if image is None else jnp.concatenate([jnp.asarray(image), jnp.asarray(batch["next_image"])])
+    t_lat = target.encode(jnp.concatenate([obs, next_obs]), jnp.concatenate([task, task]), images)
+    mask2 = jnp.concatenate([act_mask, act_mask])
+    bins2, actions2 = _sample(key, target.policy_logits(t_lat), m, mask2, k_bins)  # [2B, M, D]
+    probs2 = jax.nn.softmax(target.critic_logits(t_lat, actions2, mask2), -1)  # [2B, M, C]
+    sample_bins, q_samples = bins2[:b], probs2[:b] @ support  # [B, M, D], [B, M]
+    weights = improvement_weights(q_samples, config.eta)
+    next_probs = jnp.mean(probs2[b:], axis=1)  # mixture over a' ~ pi'(s')
+    target_probs = categorical_projection(next_probs, reward, discount, support)
+    weights, target_probs, sample_bins = jax.lax.stop_gradient((weights, target_probs, sample_bins))
+
+    lat = online.encode(obs, task, batch.get("image"))
+    pol_logits = online.policy_logits(lat)
+    q_logits = online.critic_logits(lat, action[:, None], act_mask)[:, 0]
+    pol, aux = policy_loss(pol_logits, act_mask, actions_to_bins(action, k_bins), sample_bins, weights, config.alpha)
+    crit = critic_loss(q_logits, target_probs)
+    entropy = -jnp.sum(jax.nn.softmax(pol_logits) * jax.nn.log_softmax(pol_logits), -1)
+    metrics = {
+        **aux, "policy_loss": pol, "critic_loss": crit,
+        "q_data": jnp.mean(jax.nn.softmax(q_logits) @ support), "q_samples": jnp.mean(q_samples),
+        "weights_max": jnp.mean(jnp.max(weights, -1)),
+        "policy_entropy": jnp.sum(jnp.where(act_mask, entropy, 0.0)) / jnp.maximum(jnp.sum(act_mask), 1),
+    }
+    finite = [jnp.where(obs_mask, batch[k], 0.0) for k in ("observation", "next_observation")]
+    finite += [jnp.where(act_mask, batch["action"], 0.0), reward, discount]
+    metrics["batch_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in finite]))
+    return pol + config.beta * crit, metrics
+
+
+@eqx.filter_jit
+def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tuple[PACState, dict]:
+    """One gradient step. metrics: loss, policy_loss, bc_loss, improvement_loss, critic_loss, q_data,
+    q_samples, weights_max, policy_entropy, grad_norm, skipped_nonfinite (int32 0/1), skipped_total.
+
+    If the batch (unpadded entries), the loss or the gradients hold NaN/inf, the new state equals the
+    old one except `skipped` += 1. Inputs may be sharded over a "data" mesh axis (see shard_batch).
+    """
+    key, loss_key = jax.random.split(state.key)
+    params, static = eqx.partition(state.online, eqx.is_inexact_array)
+    (loss, metrics), grads = jax.value_and_grad(_loss, has_aux=True)(params, static, state.target, batch,
+                                                                      loss_key, config)
+    grad_norm = optax.global_norm(grads)
+    ok = metrics.pop("batch_finite") & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    grads = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grads)
+    updates, opt_state = _optimizer(config).update(grads, state.opt_state, params)
+    online = eqx.apply_updates(state.online, updates)
+    steps = state.steps + 1
+    online_arrays, _ = eqx.partition(online, eqx.is_array)
+    target_arrays, target_static = eqx.partition(state.target, eqx.is_array)
+    if config.target_polyak_tau is not None:
+        new_target = optax.incremental_update(online_arrays, target_arrays, config.target_polyak_tau)
+    else:
+        copy = (steps % config.target_update_period) == 0
+        new_target = jax.tree.map(lambda o, t: jnp.where(copy, o, t), online_arrays, target_arrays)
+    new = PACState(online=online, target=eqx.combine(new_target, target_static), opt_state=opt_state,
+                   steps=steps, skipped=state.skipped, key=key)
+    new_arrays, new_static = eqx.partition(new, eqx.is_array)
+    old_arrays, _ = eqx.partition(state, eqx.is_array)
+    kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_arrays, old_arrays)
+    skip = (~ok).astype(jnp.int32)
+    state = eqx.tree_at(lambda s: s.skipped, eqx.combine(kept, new_static), state.skipped + skip)
+    metrics.update(loss=loss, grad_norm=grad_norm, skipped_nonfinite=skip, skipped_total=state.skipped)
+    return state, metrics
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis "data" over `devices` (default: all devices)."""
+    return Mesh(np.asarray(list(jax.devices() if devices is None else devices)), ("data",))
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict:
+    """Splits every field's leading [B] axis over the "data" axis; B must divide by the mesh size."""
+    n = mesh.shape["data"]
+    out = {}
+    for k, v in batch.items():
+        if np.shape(v)[:1] == () or np.shape(v)[0] % n:
+            raise SpecMismatchError(f"shard_batch: field '{k}' has shape {np.shape(v)}; its leading batch "
+                                    f"axis must be divisible by the {n} devices of the mesh.")
+        out[k] = jax.device_put(v, NamedSharding(mesh, PartitionSpec("data")))
+    return out
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places every array of `tree` (e.g. a PACState) on all devices of `mesh`, replicated."""
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.device_put(arrays, NamedSharding(mesh, PartitionSpec())), static)
