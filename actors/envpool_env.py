@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rillet.datasets.specs import ArraySpec, StepSpec
+from rillet.datasets.specs import ArraySpec, StepSpec, flatten_observation
 from rillet.errors import ConfigError, EnvironmentIdError
 
 
@@ -108,7 +108,7 @@ class BatchedEnv:
         if self.api == "gymnasium":
             obs, _ = self._env.reset()
         else:
-            obs = self._env.reset().observation.obs
+            obs = _dm_observation(self._env.reset().observation)
         self._last = np.zeros(n, bool)
         self._elapsed = np.zeros(n, np.int64)
         return EnvOutput(self._select(obs), np.zeros(n, np.float32), np.ones(n, np.float32),
@@ -123,7 +123,7 @@ class BatchedEnv:
             discount = np.where(term, 0.0, 1.0).astype(np.float32)
         else:
             ts = self._env.step(action)
-            obs, reward = ts.observation.obs, ts.reward
+            obs, reward = _dm_observation(ts.observation), ts.reward
             first, last = ts.step_type == 0, ts.step_type == 2
             # EnvPool's dm API reports discount 0 at its step limit too; a last step at the limit is
             # a truncation (a termination exactly at the limit cannot be told apart in this API).
@@ -134,10 +134,18 @@ class BatchedEnv:
         self._last = last
         return EnvOutput(self._select(obs), np.asarray(reward, np.float32), discount, first, last, terminal)
 
-    def _select(self, obs: np.ndarray) -> np.ndarray:
+    def _select(self, obs) -> np.ndarray:
+        obs = flatten_observation(obs)
         return obs if self._indices is None else obs[:, self._indices]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: D102
         close = getattr(self._env, "close", None)
         if close is not None:
             close()
+
+
+def _dm_observation(state):
+    """The observation inside EnvPool's dm_env State: its `obs` field, or a dict of the others."""
+    if hasattr(state, "obs"):
+        return state.obs
+    return {k: v for k, v in state._asdict().items() if k not in ("env_id", "players", "elapsed_step")}

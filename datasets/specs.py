@@ -100,17 +100,22 @@ class StepSpec:
         """Derives the spec from an EnvPool spec (``envpool.make_spec(...)`` or ``env.spec``).
 
         Works for both APIs: gymnasium-style ``observation_space``/``action_space`` and
-        dm_env-style ``observation_spec()``/``action_spec()``.
+        dm_env-style ``observation_spec()``/``action_spec()``. Dict observations of vectors (DM
+        Control: position, velocity, ...) become one float32 vector, keys in sorted order (see
+        `flatten_observation`); continuous actions are float32.
         """
         if hasattr(env_spec, "observation_space"):
             obs, act = env_spec.observation_space, env_spec.action_space
             num_actions = int(act.n) if hasattr(act, "n") else None
+            if hasattr(obs, "spaces") and isinstance(obs.spaces, Mapping):
+                size = sum(int(np.prod(space.shape)) for space in obs.spaces.values())
+                obs = ArraySpec((size,), "float32")
         else:
             obs = env_spec.observation_spec()
             obs = getattr(obs, "obs", obs)  # dm_env API nests the array under State.obs
             act = env_spec.action_spec()
             num_actions = int(act.num_values) if hasattr(act, "num_values") else None
-        action_dtype = "int32" if num_actions is not None else np.dtype(act.dtype).name
+        action_dtype = "int32" if num_actions is not None else "float32"
         return cls(
             observation=ArraySpec(tuple(obs.shape), np.dtype(obs.dtype).name),
             action=ArraySpec(() if num_actions is not None else tuple(act.shape), action_dtype),
@@ -164,3 +169,11 @@ def check_batch(spec_tree: Any, batch: Mapping[str, Any], leading_dims: int, wha
             )
 
     walk(spec_tree, batch, "")
+
+
+def flatten_observation(obs: Any) -> np.ndarray:
+    """A dict of per-env arrays {name: [B, ...]} -> [B, D] float32, keys sorted (as `from_envpool`)."""
+    if not isinstance(obs, Mapping):
+        return obs
+    parts = [np.asarray(obs[k], np.float32).reshape(len(obs[k]), -1) for k in sorted(obs)]
+    return np.concatenate(parts, axis=1)

@@ -8,6 +8,7 @@ from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv, check_env_id, env_step_spec
 from rillet.actors.exploration import apex_epsilons
 from rillet.actors.policies import random_policy
+from rillet.datasets.specs import ArraySpec
 from rillet.errors import ConfigError, EnvironmentIdError
 
 
@@ -125,3 +126,17 @@ def test_observation_indices_hide_entries():
         np.testing.assert_array_equal(a.observation[:, [0, 2]], b.observation)
     with pytest.raises(ConfigError, match="observation_indices"):
         BatchedEnv("CartPole-v1", 1, seed=0, observation_indices=(7,))
+
+
+def test_dm_control_dict_observations_are_flattened_in_both_apis():
+    spec = env_step_spec("PointMassEasy-v1")
+    assert spec.observation == ArraySpec((4,), "float32") and spec.action == ArraySpec((2,), "float32")
+    assert spec.num_actions is None
+    outs = []
+    for api in ("gymnasium", "dm"):
+        env = BatchedEnv("PointMassEasy-v1", 2, seed=1, api=api)
+        env.reset()
+        out = env.step(np.full((2, 2), 0.5, np.float32))
+        assert out.observation.shape == (2, 4) and out.observation.dtype == np.float32
+        outs.append(out.observation)
+    np.testing.assert_array_equal(outs[0], outs[1])
