@@ -40,16 +40,28 @@ def write_index(path: str, split: str, lengths, returns) -> str:
     return out
 
 
-def _open_shards(episodes: RldsEpisodes) -> None:
-    """Checks every shard opens and holds the records dataset_info.json promises."""
-    from array_record.python.array_record_module import ArrayRecordReader
+def open_episodes(path: str, split: str, spec: StepSpec | None) -> RldsEpisodes:
+    """RldsEpisodes, after checking every shard opens and holds the records dataset_info.json lists."""
+    try:
+        episodes = RldsEpisodes(path, split, spec)
+    except RuntimeError:  # grain's ArrayRecordDataSource on an unreadable shard
+        _check_shards(path, split)
+        raise
+    _check_shards(path, split)
+    return episodes
 
+
+def _check_shards(path: str, split: str) -> None:
     import json
 
-    with open(os.path.join(episodes.path, "dataset_info.json")) as f:
-        info = {s["name"]: s for s in json.load(f).get("splits", [])}
-    want = [int(n) for n in info[episodes.split].get("shardLengths", [])]
-    for path, n in zip(episodes.source_paths, want):
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    from rillet.datasets.rlds_reader import _shard_paths
+
+    with open(os.path.join(path, "dataset_info.json")) as f:
+        info = json.load(f)
+    want = {s["name"]: [int(n) for n in s.get("shardLengths", [])] for s in info.get("splits", [])}[split]
+    for path, n in zip(_shard_paths(path, info, split), want):
         try:
             reader = ArrayRecordReader(path)
             got = reader.num_records()
@@ -102,9 +114,7 @@ class RldsRecords:
         self.path, self.split = os.fspath(path), split
         self.transform, self.n, self.gamma = transform, n, gamma
         self.window, self.stride, self.pad = window, (window if stride is None else stride), pad
-        self.episodes = RldsEpisodes(self.path, split, spec)
-        self.episodes.source_paths = _shard_files(self.episodes)
-        _open_shards(self.episodes)
+        self.episodes = open_episodes(self.path, split, spec)
         if len(self.episodes) == 0:
             raise ConfigError(f"split {split!r} of '{self.path}' holds no episodes; nothing to load. Generate "
                               "more data or pick another split.")
@@ -147,21 +157,12 @@ class RldsRecords:
                 f"records={len(self)})")
 
 
-def _shard_files(episodes: RldsEpisodes) -> list[str]:
-    import json
-
-    from rillet.datasets.rlds_reader import _shard_paths
-
-    with open(os.path.join(episodes.path, "dataset_info.json")) as f:
-        return _shard_paths(episodes.path, json.load(f), episodes.split)
-
-
 def rlds_loader(path: str, *, split: str = "train", transform: str = "transitions", batch_size: int = 32,
                 seed: int = 0, shuffle: bool = True, num_epochs: int | None = 1, worker_count: int = 0,
                 worker_buffer_size: int = 2, n: int = 3, gamma: float = 0.99, window: int = 16,
                 stride: int | None = None, pad: bool = True, min_return: float | None = None,
                 spec: StepSpec | None = None, drop_remainder: bool = True, shard_index: int | None = None,
-                shard_count: int | None = None) -> Any:
+                shard_count: int | None = None, read_threads: int = 16, prefetch: int = 500) -> Any:
     """The `grain.python.DataLoader` (iterable; see `rlds` for the arguments)."""
     import grain.python as grain
 
@@ -179,7 +180,9 @@ def rlds_loader(path: str, *, split: str = "train", transform: str = "transition
         shuffle=shuffle, num_epochs=num_epochs, seed=seed)
     loader = grain.DataLoader(data_source=source, sampler=sampler,
                               operations=[grain.Batch(batch_size, drop_remainder=drop_remainder)],
-                              worker_count=worker_count, worker_buffer_size=worker_buffer_size)
+                              worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+                              read_options=grain.ReadOptions(num_threads=read_threads,
+                                                             prefetch_buffer_size=prefetch))
     loader.records = source
     return loader
 
@@ -193,6 +196,8 @@ def rlds(path: str, **kwargs) -> Any:
       "windows" (window, stride=window, pad) -> {"steps": {field: [B, window, ...]}, "mask": [B, window]}.
     split, min_return (keep episodes with return >= it), spec (checked against the features),
     batch_size, drop_remainder, seed, shuffle, num_epochs (None: forever), worker_count (processes;
-    0: in this one), shard_index/shard_count (default: jax.process_index()/process_count()).
+    0: in this one), worker_buffer_size, read_threads/prefetch (grain's per-process record reading
+    threads and buffer: memory ~ prefetch records + worker_buffer_size batches per worker),
+    shard_index/shard_count (default: jax.process_index()/process_count()).
     """
     return iter(rlds_loader(path, **kwargs))

@@ -151,11 +151,12 @@ def record_counts(lengths: np.ndarray, transform: str, window: int = 1, stride: 
 def transition(steps: Mapping, t: int) -> dict:
     """One transition t -> t+1: observation [*obs], action, reward [], discount [], next_observation,
     is_terminal [] (of step t+1), extras at t."""
+    c = np.array  # copies: a buffered record must not pin its whole decoded episode
     return {
-        "observation": steps["observation"][t], "action": steps["action"][t],
-        "reward": steps["reward"][t], "discount": steps["discount"][t],
-        "next_observation": steps["observation"][t + 1], "is_terminal": steps["is_terminal"][t + 1],
-        "extras": {k: v[t] for k, v in steps["extras"].items()},
+        "observation": c(steps["observation"][t]), "action": c(steps["action"][t]),
+        "reward": c(steps["reward"][t]), "discount": c(steps["discount"][t]),
+        "next_observation": c(steps["observation"][t + 1]), "is_terminal": c(steps["is_terminal"][t + 1]),
+        "extras": {k: c(v[t]) for k, v in steps["extras"].items()},
     }
 
 
@@ -170,13 +171,13 @@ def nstep(steps: Mapping, t: int, n: int, gamma: float) -> dict:
     out = transition(steps, t)
     out["reward"] = np.float32(np.dot(weights[:m], steps["reward"][t:t + m].astype(np.float64)))
     out["discount"] = np.float32(weights[m])
-    out["next_observation"] = steps["observation"][t + m]
-    out["is_terminal"] = steps["is_terminal"][t + m]
+    out["next_observation"] = np.array(steps["observation"][t + m])
+    out["is_terminal"] = np.array(steps["is_terminal"][t + m])
     return out
 
 
 def _cut(x: np.ndarray, start: int, length: int) -> np.ndarray:
-    piece = x[start:start + length]
+    piece = np.array(x[start:start + length])  # a copy, not a view pinning the episode
     if len(piece) < length:
         piece = np.concatenate([piece, np.zeros((length - len(piece),) + x.shape[1:], x.dtype)])
     return piece

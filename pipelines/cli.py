@@ -105,10 +105,11 @@ def _print_summary(summary: dict, target: float | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rillet.pipelines.dataset_cli import dataset_commands
     from rillet.pipelines.experiments import EXPERIMENTS
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    groups = {"experiment": EXPERIMENTS}
+    groups = {"experiment": EXPERIMENTS, "dataset": dataset_commands()}
     commands = {"demo": demo, "train-online": train_online_cmd, "act": act_cmd,
                 "replay-server": replay_server_cmd}
     try:

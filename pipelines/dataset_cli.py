@@ -299,13 +299,12 @@ def convert(path: Annotated[str, Positional], out: str, to: Literal["array_recor
 
 
 def dataset_commands() -> dict[str, Callable]:
-    """{"dataset generate": generate, ...} for `tyro.extras.subcommand_cli_from_dict`."""
-    return {"dataset generate": generate, "dataset inspect": inspect, "dataset merge": merge,
-            "dataset split": split, "dataset convert": convert}
+    """{"generate": generate, ...}: the `rillet dataset ...` subcommands (tyro)."""
+    return {"generate": generate, "inspect": inspect, "merge": merge, "split": split, "convert": convert}
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {k.split(" ", 1)[1]: v for k, v in dataset_commands().items()}
+    commands = dataset_commands()
     try:
         tyro.extras.subcommand_cli_from_dict(commands, args=argv)
     except RilletError as e:

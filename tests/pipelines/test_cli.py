@@ -34,3 +34,10 @@ def test_unknown_env_id_is_one_clear_error(tmp_path):
 def test_act_without_replay_address_is_refused():
     r = rillet("act")
     assert r.returncode == 2 and "--replay.address" in r.stderr
+
+
+def test_dataset_commands_are_wired_into_rillet(tmp_path):
+    r = rillet("dataset", "generate", "--help")
+    assert r.returncode == 0 and "--episodes" in r.stdout
+    r = rillet("dataset", "inspect", str(tmp_path / "nothing-here"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
