@@ -1,0 +1,147 @@
+"""PAC learner throughput per Perceiver size: update steps/s, samples/s, tokens/s, TFLOP/s and MFU.
+
+    .venv/bin/python benchmarks/pac_step.py --sizes xs s --batch 64 --steps 10
+
+tokens/s counts encoder input tokens of the observation s: batch * (num_obs_tokens + 1 task token)
+per step. FLOPs are counted analytically from the update's jaxpr: every dot_general / convolution
+of the forward, backward and target passes (2 FLOPs per multiply-add; elementwise ops ignored;
+scan bodies times their length). MFU = achieved FLOP/s / the device's dense bf16 peak, for devices
+in PEAK_BF16_FLOPS. Sizes whose estimated memory exceeds the device's are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from rillet.datasets.specs import ArraySpec, StepSpec
+from rillet.learners import pac
+from rillet.learners.networks import perceiver
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, SXM parts
+
+
+def peak_flops(device) -> float | None:
+    if device.platform != "gpu":
+        return None
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in device.device_kind), None)
+
+
+def _subjaxprs(value):
+    """Jaxprs held in an equation parameter (duck-typed: works across JAX versions)."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for v in items:
+        if hasattr(v, "eqns"):
+            yield v
+        elif hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
+            yield v.jaxpr
+
+
+def jaxpr_flops(jaxpr) -> float:
+    """Matmul/conv FLOPs of a jaxpr, recursing into sub-jaxprs (scan: x length; cond: max branch)."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in lhs_contract)
+        elif name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape  # [out, in / groups, *window] (default dimension numbers)
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs[1:])
+        subs = [j for v in eqn.params.values() for j in _subjaxprs(v)]
+        if name == "cond":
+            total += max((jaxpr_flops(j) for j in subs), default=0.0)
+        else:
+            total += sum(jaxpr_flops(j) for j in subs) * (eqn.params.get("length", 1) if name == "scan" else 1)
+    return total
+
+
+def available_bytes(device) -> float:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return float(stats["bytes_limit"])
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) * 0.5
+
+
+def make_batch(batch: int, obs: int, act: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "observation": rng.normal(size=(batch, obs)).astype(np.float32),
+        "next_observation": rng.normal(size=(batch, obs)).astype(np.float32),
+        "task_id": rng.integers(0, 2, batch).astype(np.int32),
+        "action": rng.uniform(-1, 1, (batch, act)).astype(np.float32),
+        "reward": rng.normal(size=batch).astype(np.float32),
+        "discount": np.full(batch, 0.99, np.float32),
+    }
+
+
+def bench(size: str, args) -> dict | None:
+    device = jax.devices()[0]
+    net = perceiver.get_config(size)
+    specs = [StepSpec(ArraySpec((args.obs,), "float32"), ArraySpec((args.act,), "float32")),
+             StepSpec(ArraySpec((args.obs // 2,), "float32"), ArraySpec((args.act // 2,), "float32"))]
+    config = pac.PACConfig(network=size, compute_dtype=args.dtype, num_action_samples=args.samples)
+    abstract = jax.eval_shape(lambda k: pac.init(k, specs, config), jax.random.PRNGKey(0))
+    params = perceiver.count_params(abstract.online)
+    # fp32 online + target + Adam mu, nu + grads, plus a rough activation allowance.
+    act_bytes = 4 * args.batch * 3 * (net.num_latents + net.num_obs_tokens) * net.d_model * net.mlp_ratio * (net.num_layers + 3)
+    need = 20 * params + act_bytes
+    if need > 0.8 * available_bytes(device):
+        print(f"{size:>4}: skipped, needs ~{need / 2**30:.1f} GiB, device has {available_bytes(device) / 2**30:.1f} GiB")
+        return None
+    state = pac.init(jax.random.PRNGKey(0), specs, config)
+    batch = jax.device_put(make_batch(args.batch, args.obs, args.act))
+    flops = jaxpr_flops(jax.make_jaxpr(lambda s, b: pac.update(s, b, config))(state, batch).jaxpr)
+    t0 = time.perf_counter()
+    state, metrics = pac.update(state, batch, config)
+    jax.block_until_ready(metrics["loss"])
+    compile_s = time.perf_counter() - t0
+    for _ in range(args.warmup):
+        state, metrics = pac.update(state, batch, config)
+    jax.block_until_ready(state.steps)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        state, metrics = pac.update(state, batch, config)
+    jax.block_until_ready((state.steps, metrics["loss"]))
+    sps = args.steps / (time.perf_counter() - t0)
+    peak = peak_flops(device)
+    row = {
+        "size": size, "params_M": params / 1e6, "compile_s": compile_s, "steps_s": sps,
+        "samples_s": sps * args.batch, "tokens_s": sps * args.batch * (net.num_obs_tokens + 1),
+        "gflop_step": flops / 1e9, "tflops": flops * sps / 1e12,
+        "mfu": None if peak is None else flops * sps / peak, "loss": float(metrics["loss"]),
+    }
+    mfu = "n/a" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
+    print(f"{size:>4}: {row['params_M']:8.1f}M params  {sps:8.2f} steps/s  {row['samples_s']:10.0f} samples/s  "
+          f"{row['tokens_s']:10.0f} tokens/s  {row['gflop_step']:9.2f} GFLOP/step  {row['tflops']:7.3f} TFLOP/s  "
+          f"MFU {mfu}  (compile {compile_s:.1f}s, loss {row['loss']:.3f})", flush=True)
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["xs", "s", "m", "l"], choices=sorted(perceiver.PRESETS))
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=16, help="num_action_samples M")
+    parser.add_argument("--obs", type=int, default=64, help="largest task's observation size")
+    parser.add_argument("--act", type=int, default=16, help="largest task's action size")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                        help="compute dtype (default: bfloat16 on GPU, float32 elsewhere)")
+    args = parser.parse_args(argv)
+    device = jax.devices()[0]
+    args.dtype = args.dtype or ("bfloat16" if device.platform == "gpu" else "float32")
+    print(f"device: {device.device_kind} ({device.platform}), batch {args.batch}, M={args.samples}, "
+          f"dtype {args.dtype}, jax {jax.__version__}")
+    return [bench(size, args) for size in args.sizes]
+
+
+if __name__ == "__main__":
+    main()
