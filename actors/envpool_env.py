@@ -83,6 +83,8 @@ class BatchedEnv:
 
     observation_indices: keep only these entries of a vector observation, e.g. (0, 2) hides
     CartPole's velocities and makes it partially observable. Empty: the whole observation.
+    Continuous actions follow rillet's convention: agents act in [-1, 1]^A; `step` rescales
+    linearly to the environment's bounds (e.g. [-2, 2] for Pendulum-v1).
     """
 
     def __init__(self, env_id: str, num_envs: int, seed: int, api: str = "gymnasium",
@@ -99,6 +101,11 @@ class BatchedEnv:
                                  seed=seed, num_threads=num_threads, **env_kwargs)
         self.spec = _select_observation(StepSpec.from_envpool(self._env.spec, env_id=env_id), observation_indices)
         self._indices = np.asarray(observation_indices, np.int64) if observation_indices else None
+        self._action_low = self._action_high = None
+        if self.spec.num_actions is None:
+            space = self._env.spec.action_space
+            self._action_low = np.asarray(space.low, np.float32)
+            self._action_high = np.asarray(space.high, np.float32)
         self._last = np.zeros(num_envs, bool)
         self._elapsed = np.zeros(num_envs, np.int64)
         self._step_limit = int(getattr(self._env.spec.config, "max_episode_steps", 0) or 0)
@@ -116,6 +123,9 @@ class BatchedEnv:
 
     def step(self, action: np.ndarray) -> EnvOutput:
         action = np.asarray(action, self.spec.action.np_dtype)
+        if self._action_low is not None:  # [-1, 1] -> [low, high]
+            unit = np.clip(action, -1.0, 1.0)
+            action = self._action_low + (unit + 1.0) * 0.5 * (self._action_high - self._action_low)
         if self.api == "gymnasium":
             obs, reward, term, trunc, _ = self._env.step(action)
             last = np.logical_or(term, trunc)

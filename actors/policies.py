@@ -12,6 +12,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from rillet.learners.pac import bins_to_actions
+
 
 def epsilon_greedy(q_fn: Callable) -> Callable:
     """Wraps ``q_fn(params, observation[B, ...]) -> q[B, A]`` into a jitted epsilon-greedy policy.
@@ -103,3 +105,27 @@ def recurrent_observe(actor_state: dict, env_output) -> dict:
     return {**actor_state, "is_first": first,
             "prev_reward": jnp.where(first, 0.0, jnp.asarray(env_output.reward, jnp.float32)),
             "prev_action": jnp.where(first, jnp.zeros_like(actor_state["prev_action"]), actor_state["prev_action"])}
+
+
+def discretised_policy(task_id: int, num_bins: int, sample: bool = True) -> Callable:
+    """The acting policy of a Perceiver actor-critic (PAC) for one task, jitted over the batch.
+
+    params: a network with ``encode(obs [B, obs_max], task_id [B]) -> latents``,
+    ``policy_logits(latents) -> [B, D_max, K]``, and ``obs_sizes``/``action_sizes`` per task.
+    Observations are zero-padded to obs_max; each action dimension's bin is sampled (or, with
+    sample=False, the most likely bin) and mapped to its centre in [-1, 1]; the task's first
+    action_sizes[task_id] dims are returned, [B, A] float32. Extras: {"task_id": [B] int32}.
+    """
+
+    @eqx.filter_jit
+    def policy(params, observation, actor_state, key):
+        b, size = observation.shape
+        obs_max = max(params.obs_sizes)
+        obs = jnp.pad(observation.astype(jnp.float32), ((0, 0), (0, obs_max - size)))
+        tasks = jnp.full((b,), task_id, jnp.int32)
+        logits = params.policy_logits(params.encode(obs, tasks)).astype(jnp.float32)
+        bins = jax.random.categorical(key, logits) if sample else jnp.argmax(logits, axis=-1)
+        actions = bins_to_actions(bins, num_bins)
+        return actions[:, : params.action_sizes[task_id]], {"task_id": tasks}, actor_state
+
+    return policy

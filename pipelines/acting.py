@@ -10,6 +10,7 @@ from typing import Any, Callable
 from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
 from rillet.datasets.reverb_writer import reverb_writer
+from rillet.datasets.rlds_writer import rlds_writer
 from rillet.pipelines.agents import actor_epsilons, builder_for
 from rillet.pipelines.stages import Stream, tap
 
@@ -56,10 +57,15 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
     stream = (Stream(envpool_actor(env, parts.policy, params_source, parts.actor_state, observe=parts.observe,
                                    seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks))
               | reverb_writer(writer) | tap(count))
+    if config.record_dir:  # every episode the actors finish, as an RLDS dataset (closed on exit)
+        record_dir = f"{config.record_dir.rstrip('/')}-{env_steps_done}" if env_steps_done else config.record_dir
+        stream = stream | rlds_writer(record_dir, spec, env_id=config.env_id, policy_name=f"{config.agent} (online)",
+                                      seed=config.seed)
     try:
         for _ in stream:
             if stop.is_set():
                 break
+        stream.close()
     finally:
         writer.close()
         env.close()

@@ -11,13 +11,13 @@ from typing import Any, Callable
 import numpy as np
 
 from rillet.actors.exploration import apex_epsilons
-from rillet.actors.policies import (epsilon_greedy, greedy, recurrent_actor_state, recurrent_epsilon_greedy,
-                                    recurrent_observe)
+from rillet.actors.policies import (discretised_policy, epsilon_greedy, greedy, recurrent_actor_state,
+                                    recurrent_epsilon_greedy, recurrent_observe)
 from rillet.datasets import reverb_tables
 from rillet.datasets.reverb_writer import NStepTransitionWriter, SequenceWriter
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.errors import ConfigError
-from rillet.learners import dqn, r2d2
+from rillet.learners import dqn, pac, r2d2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +121,59 @@ def _recurrent_step(network, obs, prev_action, prev_reward, is_first, core):
     return network.step(obs, prev_action, prev_reward, is_first, core)
 
 
-BUILDERS: dict[str, Any] = {"dqn": DQNBuilder(), "r2d2": R2D2Builder()}
+class PACBuilder:
+    """Perceiver actor-critic online (config.pac.alpha = 0: pure policy improvement from the
+    distributional critic) on one continuous-control task: n-step transitions, actions sampled
+    per dimension from the discretised policy (the exploration), task id 0 recorded as an extra."""
+
+    name = "pac"
+
+    def learner_config(self, config) -> pac.PACConfig:
+        return config.pac
+
+    def spec(self, env_spec: StepSpec, config) -> StepSpec:
+        return env_spec.with_extras(task_id=ArraySpec((), "int32"))
+
+    def init(self, key, spec: StepSpec, config):
+        return pac.init(key, spec, config.pac)
+
+    def update(self, state, batch, config):
+        return pac.update(state, self._learner_batch(batch), config.pac)
+
+    def check_batch(self, spec: StepSpec, batch) -> None:
+        from rillet.datasets.specs import check_batch
+
+        check_batch({"observation": spec.observation, "action": spec.action, "reward": spec.reward,
+                     "discount": spec.discount, "next_observation": spec.observation}, batch,
+                    leading_dims=1, what="PAC transition batch")
+
+    @staticmethod
+    def _learner_batch(batch) -> dict:
+        keys = ("observation", "action", "reward", "discount", "next_observation")
+        return {**{k: batch[k] for k in keys}, "task_id": batch["extras"]["task_id"]}
+
+    def signature(self, spec: StepSpec, config):
+        return reverb_tables.transition_signature(spec)
+
+    def writer(self, address: str, table: str, spec: StepSpec, config):
+        return NStepTransitionWriter(address, table, spec, n=config.replay.n_step, gamma=config.gamma)
+
+    def network(self, state):
+        return state.online
+
+    def actor(self, spec: StepSpec, config, epsilons: np.ndarray) -> ActorParts:
+        del epsilons  # PAC explores by sampling its own stochastic policy
+        return ActorParts(discretised_policy(0, config.pac.num_bins, sample=True), None)
+
+    def evaluator(self, spec: StepSpec, config):
+        return discretised_policy(0, config.pac.num_bins, sample=False), lambda n: None, None
+
+    @staticmethod
+    def priorities(metrics) -> np.ndarray:
+        raise ConfigError("PAC trains from uniform replay; use --replay.sampler uniform.")
+
+
+BUILDERS: dict[str, Any] = {"dqn": DQNBuilder(), "r2d2": R2D2Builder(), "pac": PACBuilder()}
 
 
 def builder_for(agent: str):

@@ -8,6 +8,7 @@ import json
 
 from rillet.errors import ConfigError
 from rillet.learners.dqn import DQNConfig
+from rillet.learners.pac import PACConfig
 from rillet.learners.r2d2 import R2D2Config
 
 
@@ -83,6 +84,10 @@ class OnlineConfig:
     """Learner options of --agent dqn."""
     r2d2: R2D2Config = R2D2Config()
     """Learner options of --agent r2d2 (its gamma is r2d2.gamma)."""
+    pac: PACConfig = PACConfig(alpha=0.0, network="test")
+    """Learner options of --agent pac (online: alpha 0, a small Perceiver)."""
+    record_dir: str = ""
+    """Also write every actor episode to this RLDS dataset directory (empty: do not record)."""
     replay: ReplayConfig = ReplayConfig()
     actor: ActorConfig = ActorConfig()
     eval_every_steps: int = 10_000
@@ -109,7 +114,7 @@ class OnlineConfig:
                  self.checkpoint_every_updates, "must be >= 1")
         _require(self.local_actors or bool(self.replay.address), "no-local-actors", not self.local_actors,
                  "a learner without local actors needs --replay.address of a shared Reverb server")
-        self.learner.validate() if self.agent == "dqn" else self.r2d2.validate()
+        self.learner_config().validate()
         self.replay.validate()
         self.actor.validate()
         return self
@@ -120,4 +125,8 @@ class OnlineConfig:
     def learner_fingerprint(self) -> dict:
         """The parts of the config a checkpoint must agree with to be restored."""
         return {"env_id": self.env_id, "observation_indices": list(self.observation_indices),
-                "agent": self.agent, "learner": dataclasses.asdict(self.learner if self.agent == "dqn" else self.r2d2)}
+                "agent": self.agent, "learner": dataclasses.asdict(self.learner_config())}
+
+    def learner_config(self):
+        """The learner options of the chosen agent."""
+        return {"dqn": self.learner, "r2d2": self.r2d2, "pac": self.pac}.get(self.agent, self.learner)

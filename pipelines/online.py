@@ -136,7 +136,7 @@ def train_online(config: OnlineConfig) -> dict:
                 metrics.write(counters["env_steps"], {**m, "updates": counters["updates"],
                                                       "updates_per_s": counters["updates"] / (time.time() - started)},
                               prefix="learner/")
-                progress.note(loss=f"{float(m['loss']):.3f}", q=f"{float(m['mean_q']):.1f}")
+                progress.note(loss=f"{float(m['loss']):.3f}")
             if counters["updates"] % config.checkpoint_every_updates == 0:
                 ckpt.save(counters["updates"], state, dict(counters))
             if config.eval_every_steps and counters["env_steps"] >= next_eval:

@@ -26,6 +26,13 @@ class Stream:
     def __or__(self, stage: Callable[[Iterator], Iterable]) -> "Stream":
         return Stream(stage(self._it))
 
+    def close(self) -> None:
+        """Closes the underlying generator chain, so that sinks finish cleanly (e.g. a dataset
+        writer closes its files) when the consumer stops early."""
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
 
 def take(n: int) -> Callable[[Iterator], Iterator]:
     """Transform: the first n items."""

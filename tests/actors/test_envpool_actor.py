@@ -140,3 +140,17 @@ def test_dm_control_dict_observations_are_flattened_in_both_apis():
         assert out.observation.shape == (2, 4) and out.observation.dtype == np.float32
         outs.append(out.observation)
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_continuous_actions_are_rescaled_from_unit_box():
+    """Pendulum's torque lies in [-2, 2]: action 1.0 must act like torque 2.0 in raw EnvPool."""
+    import envpool
+
+    ours = BatchedEnv("Pendulum-v1", 1, seed=3)
+    raw = envpool.make("Pendulum-v1", env_type="gymnasium", num_envs=1, batch_size=1, seed=3)
+    ours.reset()
+    raw.reset()
+    for a in (1.0, -1.0, 0.5):
+        out = ours.step(np.array([[a]], np.float32))
+        obs, *_ = raw.step(np.array([[2.0 * a]], np.float32))
+        np.testing.assert_allclose(out.observation, obs, rtol=1e-6)
