@@ -17,9 +17,11 @@ from rillet.pipelines.metrics import read_jsonl
 HIDE_VELOCITIES = (0, 2)  # CartPole observation: cart position, pole angle (velocities hidden)
 
 # R2D2 scaled to CartPole: short sequences (10 burn-in + 20 trace), small LSTM, prioritized
-# sequence replay with the paper's exponent 0.9, one sampled sequence per inserted one.
+# sequence replay with the paper's exponent 0.9, one sampled sequence per inserted one. Chosen
+# from three tries on the partially observable task (lr 1e-3 / target 500 and a uniform-replay
+# variant were less stable).
 R2D2_CARTPOLE = R2D2Config(burn_in=10, trace_length=20, lstm_size=64, hidden_sizes=(64,), gamma=0.99,
-                           learning_rate=1e-3, adam_eps=1e-6, target_update_period=500)
+                           learning_rate=3e-4, adam_eps=1e-6, target_update_period=1000)
 R2D2_REPLAY = ReplayConfig(sequence_period=10, sampler="prioritized", priority_exponent=0.9, batch_size=32,
                            min_size_to_sample=100, samples_per_insert=32.0, max_size=20_000)
 
@@ -47,7 +49,7 @@ def _finish(out: str, name: str, runs: dict, title: str, target: float | None) -
     return table
 
 
-def po_cartpole(out: str = "runs/po-cartpole", total_env_steps: int = 100_000, seed: int = 0) -> dict:
+def po_cartpole(out: str = "runs/po-cartpole", total_env_steps: int = 150_000, seed: int = 0) -> dict:
     """CartPole with the velocities hidden: R2D2 against the feed-forward DQN, same env-step budget.
     R2D2 stops once a periodic 20-episode greedy eval reaches 400; DQN uses the whole budget."""
     base = OnlineConfig(env_id="CartPole-v1", observation_indices=HIDE_VELOCITIES, total_env_steps=total_env_steps,
