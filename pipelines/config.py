@@ -30,6 +30,9 @@ class ReplayConfig:
     sampler: str = "uniform"
     """'uniform' or 'prioritized'."""
     priority_exponent: float = 0.6
+    importance_exponent: float = 0.0
+    """Prioritized replay: weight each sample's loss by (N * P(i)) ** -beta / max over the batch
+    (beta = this value; 0 disables the correction)."""
     n_step: int = 3
     """n of the n-step transitions (feed-forward agents)."""
     sequence_period: int = 40
@@ -46,6 +49,8 @@ class ReplayConfig:
         _require(self.sampler in ("uniform", "prioritized"), "replay.sampler", self.sampler,
                  "must be 'uniform' or 'prioritized'")
         _require(0 <= self.priority_exponent <= 1, "replay.priority-exponent", self.priority_exponent, "must be in [0, 1]")
+        _require(0 <= self.importance_exponent <= 1, "replay.importance-exponent", self.importance_exponent,
+                 "must be in [0, 1]")
         _require(1 <= self.n_step <= 100, "replay.n-step", self.n_step, "must be in [1, 100]")
         _require(self.sequence_period >= 1, "replay.sequence-period", self.sequence_period, "must be >= 1")
         _require(1 <= self.batch_size <= 65536, "replay.batch-size", self.batch_size, "must be in [1, 65536]")

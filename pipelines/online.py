@@ -118,12 +118,19 @@ def train_online(config: OnlineConfig) -> dict:
     next_eval = _next_multiple(counters["env_steps"], config.eval_every_steps)
     best = {"return_mean": -np.inf}
     started = time.time()
+    table_size = None
     try:
         batches = _batches(config, address, actor)
         for i, batch in enumerate(batches):
             if i == 0:
                 builder.check_batch(spec, batch["data"])
-            state, m = builder.update(state, batch["data"], config)
+            data = batch["data"]
+            if config.replay.sampler == "prioritized" and config.replay.importance_exponent > 0:
+                if counters["updates"] % LOG_EVERY_UPDATES == 0 or table_size is None:
+                    table_size = _table_size(address)
+                data = {**data, "weights": importance_weights(batch["probability"], table_size,
+                                                              config.replay.importance_exponent)}
+            state, m = builder.update(state, data, config)
             counters["updates"] += 1
             params.set(builder.network(state))
             if publisher is not None and counters["updates"] % PUBLISH_EVERY_UPDATES == 0:
@@ -191,6 +198,21 @@ def _batches(config: OnlineConfig, address: str, actor: ActorThread | None):
         if now == inserted and now > 0:
             return
         inserted = now
+
+
+def importance_weights(probability: np.ndarray, table_size: int, beta: float) -> np.ndarray:
+    """Prioritized-replay correction: (N * P(i)) ** -beta normalised by the batch maximum.
+
+    probability [B] (sampling probabilities from Reverb), table_size N -> weights [B] float32 in (0, 1].
+    """
+    w = (max(table_size, 1) * np.asarray(probability, np.float64)) ** (-beta)
+    return (w / w.max()).astype(np.float32)
+
+
+def _table_size(address: str) -> int:
+    import reverb
+
+    return int(reverb.Client(address).server_info()[TRANSITIONS_TABLE].current_size)
 
 
 def _inserted(address: str) -> int:

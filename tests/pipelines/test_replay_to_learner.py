@@ -102,3 +102,13 @@ def test_replay_items_that_do_not_fit_the_learner_are_refused(tmp_path):
              "next_observation": np.zeros((4, 4), np.float32)}
     with pytest.raises(SpecMismatchError, match="observation"):
         dqn.check_batch_spec(env_step_spec("Acrobot-v1"), batch)
+
+
+def test_importance_weights_correct_prioritized_sampling():
+    from rillet.pipelines.online import importance_weights
+
+    p = np.array([0.5, 0.25, 0.25])
+    w = importance_weights(p, table_size=3, beta=1.0)
+    # (3 * p) ** -1 = [2/3, 4/3, 4/3], normalised by the max 4/3.
+    np.testing.assert_allclose(w, [0.5, 1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(importance_weights(p, 3, 0.0), [1.0, 1.0, 1.0])
