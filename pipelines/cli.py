@@ -110,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     groups = {"experiment": EXPERIMENTS, "dataset": dataset_commands()}
-    commands = {"demo": demo, "train-online": train_online_cmd, "act": act_cmd,
-                "replay-server": replay_server_cmd}
+    from rillet.pipelines.offline import train_offline_cmd
+
+    commands = {"demo": demo, "train-online": train_online_cmd, "train-offline": train_offline_cmd,
+                "act": act_cmd, "replay-server": replay_server_cmd}
     try:
         if argv and argv[0] in groups:  # nested groups: `rillet experiment po-cartpole ...`
             tyro.extras.subcommand_cli_from_dict(groups[argv[0]], args=argv[1:], prog=f"rillet {argv[0]}")

@@ -22,8 +22,9 @@ HIDE_VELOCITIES = (0, 2)  # CartPole observation: cart position, pole angle (vel
 # variant were less stable).
 R2D2_CARTPOLE = R2D2Config(burn_in=10, trace_length=20, lstm_size=64, hidden_sizes=(64,), gamma=0.99,
                            learning_rate=3e-4, adam_eps=1e-6, target_update_period=1000)
-R2D2_REPLAY = ReplayConfig(sequence_period=10, sampler="prioritized", priority_exponent=0.9, batch_size=32,
-                           min_size_to_sample=100, samples_per_insert=32.0, max_size=20_000)
+R2D2_REPLAY = ReplayConfig(sequence_period=10, sampler="prioritized", priority_exponent=0.9,
+                           importance_exponent=0.6, batch_size=32, min_size_to_sample=100,
+                           samples_per_insert=32.0, max_size=20_000)
 
 
 def _run(config: OnlineConfig) -> dict:
@@ -93,4 +94,108 @@ def pong_smoke(out: str = "runs/pong-smoke", total_env_steps: int = 4_000, seed:
     return _finish(out, "pong_smoke", runs, "R2D2 on Pong-v5 (smoke test)", target=None)
 
 
-EXPERIMENTS = {"po-cartpole": po_cartpole, "estimators": estimators, "pong-smoke": pong_smoke}
+# PAC offline. alpha = 0.1 is "PAC": mostly policy improvement against the distributional critic, with
+# a small behaviour-cloning term that keeps the policy near the data's support (where the critic was
+# trained); alpha = 1 is behaviour cloning (the critic is still trained but never used by the policy).
+PAC_ALPHA, BC_ALPHA = 0.1, 1.0
+
+
+def _offline(data, run_dir: str, **kw) -> dict:
+    from rillet.pipelines.offline import OfflineConfig, train_offline
+
+    return train_offline(OfflineConfig(data=tuple(data), run_dir=run_dir, progress=False, **kw))
+
+
+def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int = 2_000, size: str = "cpu-d32",
+              batch_size: int = 64, eval_episodes: int = 10, eval_max_episode_steps: int = 0, seed: int = 0) -> dict:
+    """The same Perceiver, data, batches and updates with alpha = 0.1 (PAC) and alpha = 1 (BC); per task
+    the final greedy return of each next to the dataset's mean episode return (table, JSON, PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    common = dict(num_steps=num_steps, size=size, batch_size=batch_size, eval_episodes=eval_episodes,
+                  eval_max_episode_steps=eval_max_episode_steps, seed=seed,
+                  eval_every_steps=max(1, num_steps // 5), checkpoint_every_steps=num_steps)
+    runs = {f"PAC (alpha {PAC_ALPHA:g})": _offline(data, os.path.join(out, "pac"), alpha=PAC_ALPHA, **common),
+            f"BC (alpha {BC_ALPHA:g})": _offline(data, os.path.join(out, "bc"), alpha=BC_ALPHA, **common)}
+    tasks = [t["name"] for t in next(iter(runs.values()))["tasks"]]
+    table = {t: {"data_mean": next(iter(runs.values()))["tasks"][i]["data_return_mean"],
+                 **{name: r["tasks"][i].get("eval", {}).get("return_mean") for name, r in runs.items()}}
+             for i, t in enumerate(tasks)}
+    results = {"table": table, "num_steps": num_steps, "size": size, "params": next(iter(runs.values()))["params"],
+               "final_validation": {name: r["final_validation"] for name, r in runs.items()}}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "pac_vs_bc.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    fig, ax = plt.subplots(figsize=(max(5, 2.5 * len(tasks)), 4), dpi=100)
+    columns = [*runs, "data_mean"]
+    width = 0.8 / len(columns)
+    for j, col in enumerate(columns):
+        ys = [np.nan if table[t][col] is None else table[t][col] for t in tasks]
+        ax.bar(np.arange(len(tasks)) + (j - (len(columns) - 1) / 2) * width, ys, width,
+               label="dataset mean" if col == "data_mean" else col)
+    ax.set_xticks(np.arange(len(tasks)), tasks)
+    ax.set(ylabel="episode return", title=f"PAC vs BC offline ({size}, {num_steps} updates)")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "pac_vs_bc.png"))
+    plt.close(fig)
+    print(f"{'task':>24} " + " ".join(f"{c:>16}" for c in columns))
+    for t in tasks:
+        print(f"{t:>24} " + " ".join(f"{'-' if table[t][c] is None else f'{table[t][c]:.2f}':>16}" for c in columns))
+    print(f"figure: {os.path.join(out, 'pac_vs_bc.png')}")
+    return results
+
+
+def pac_scaling(data: tuple[str, ...], out: str = "runs/pac-scaling",
+                sizes: tuple[str, ...] = ("test", "cpu-d32", "cpu-d64", "cpu-d128"), num_steps: int = 2_000,
+                batch_size: int = 64, validation_fraction: float = 0.1, seed: int = 0) -> dict:
+    """The final validation loss (PAC loss terms on held-out episodes, no update) per model size, same
+    data and updates (table, JSON, PNG of loss against parameters). No environment evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {}
+    for size in sizes:
+        r = _offline(data, os.path.join(out, size), size=size, num_steps=num_steps, batch_size=batch_size,
+                     eval_episodes=0, eval_every_steps=max(1, num_steps // 5), checkpoint_every_steps=num_steps,
+                     validation_fraction=validation_fraction, seed=seed)
+        if r["final_validation"] is None:
+            from rillet.errors import ConfigError
+
+            raise ConfigError("pac_scaling needs validation data: datasets with a 'validation' split or "
+                              "validation_fraction > 0.")
+        rows[size] = {"params": r["params"], **r["final_validation"], "wall_s": r["wall_s"]}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "pac_scaling.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    xs = [rows[s]["params"] for s in sizes]
+    for key in ("loss", "bc_loss", "critic_loss"):
+        ax.plot(xs, [rows[s][key] for s in sizes], marker="o", label=f"validation {key}")
+    for s in sizes:
+        ax.annotate(s, (rows[s]["params"], rows[s]["loss"]), fontsize=7)
+    ax.set(xscale="log", xlabel="parameters", ylabel="validation loss",
+           title=f"PAC validation loss vs size ({num_steps} updates)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "pac_scaling.png"))
+    plt.close(fig)
+    print(f"{'size':>10} {'params':>10} {'val loss':>10} {'bc':>10} {'critic':>10} {'wall s':>8}")
+    for s in sizes:
+        r = rows[s]
+        print(f"{s:>10} {r['params']:>10} {r['loss']:>10.4f} {r['bc_loss']:>10.4f} {r['critic_loss']:>10.4f} "
+              f"{r['wall_s']:>8}")
+    print(f"figure: {os.path.join(out, 'pac_scaling.png')}")
+    return rows
+
+
+EXPERIMENTS = {"po-cartpole": po_cartpole, "estimators": estimators, "pong-smoke": pong_smoke,
+               "pac-vs-bc": pac_vs_bc, "pac-scaling": pac_scaling}

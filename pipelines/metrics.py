@@ -37,3 +37,26 @@ def read_jsonl(path: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+    """A tqdm progress bar (or nothing when disabled): ``add(n)``, ``note(key=value)``, ``close()``."""
+
+    def __init__(self, enabled: bool, total: int, initial: int = 0, unit: str = "step", desc: str = ""):
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True)
+
+    def add(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def note(self, **kv) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(**kv)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -22,7 +22,7 @@ from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorThread, LatestParams
 from rillet.pipelines.agents import builder_for
 from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines.config import OnlineConfig
-from rillet.pipelines.metrics import MetricsWriter, read_jsonl
+from rillet.pipelines.metrics import MetricsWriter, Progress, read_jsonl
 from rillet.pipelines.param_sync import ParamsPublisher, params_table
 
 LOG_EVERY_UPDATES = 100
@@ -53,28 +53,6 @@ def _connect_replay(config: OnlineConfig, spec):
     return server, f"localhost:{server.port}"
 
 
-class _Progress:
-    def __init__(self, config: OnlineConfig, initial: int):
-        self._bar = None
-        if config.progress:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=config.total_env_steps, initial=initial, unit="step",
-                             desc=f"{config.agent} {config.env_id}", dynamic_ncols=True)
-
-    def add(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def note(self, **kv) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix(**kv)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 def train_online(config: OnlineConfig) -> dict:
     """Runs (or resumes) an online run; returns the final evaluation and where things were written."""
     config.validate()
@@ -102,7 +80,8 @@ def train_online(config: OnlineConfig) -> dict:
     curve = [(r["env_steps"], r["return_mean"]) for r in read_jsonl(curve_path)]
     server, address = _connect_replay(config, spec)
     params = LatestParams(builder.network(state))
-    progress = _Progress(config, counters["env_steps"])
+    progress = Progress(config.progress, config.total_env_steps, counters["env_steps"],
+                        desc=f"{config.agent} {config.env_id}")
 
     def on_env_steps(n):
         counters["env_steps"] += n

@@ -1,0 +1,310 @@
+"""The offline runner: PAC (Perceiver actor-critic) trained from RLDS datasets, one task per dataset.
+
+    rillet train-offline --data data/pointmass data/pendulum --agent pac --size test --num-steps 2000
+    summary = train_offline(OfflineConfig(data=("data/pointmass", "data/pendulum"), run_dir="runs/x"))
+
+Tasks. Each --data directory is one task, in the order given (task_id = its index); its
+rillet_card.json gives the env_id and the StepSpec. Every task needs vector observations and
+continuous actions in [-1, 1] (`pac.task_sizes`; anything else is a SpecMismatchError), and the card's
+spec must match the EnvPool environment it names (evaluation acts there).
+
+Batches. One Grain loader per task (`rillet.datasets.rlds_loader.rlds`, shuffled, endless, seeded
+with seed + task index): "transitions" when n_step == 1 (the env discount d is multiplied by gamma
+here) and "nstep" otherwise (its discount already holds gamma^m * prod d). Every batch holds an
+EQUAL SHARE per task (batch_size / num_tasks rows each, so batch_size must divide by the number of
+tasks): a small dataset is not drowned by a large one and each task weighs the same in the loss;
+the price is that a small task's data repeats more often. Observations are zero-padded to obs_max
+and actions to D_max (PAC masks the padded entries by task_id). `MixedBatches.get_state()` is the
+list of the per-task Grain states; it is saved in the orbax checkpoint's meta (written atomically
+with the learner state) and restored with set_state, so a resumed run sees the same batches.
+
+Validation. A dataset's "validation" split is used when it has one (`rillet dataset split` makes
+it); otherwise, with validation_fraction > 0, the runner makes such a split once with
+`rillet.pipelines.dataset_cli.split` (a seeded choice of whole episodes, a copy of the dataset under
+<run_dir>/data/; for big datasets split them beforehand instead). `validation_batches` fixed mixed
+batches are read once; at every evaluation and at the end, the mean PAC loss terms over them are
+reported (computed by `pac.update` with a fixed key; its new state is discarded: no update).
+
+Evaluation. Per task, the greedy PAC policy (`discretised_policy(task_id, num_bins, sample=False)`)
+runs `eval_episodes` episodes in EnvPool on the task's env_id; the report sets each task's mean
+return next to the dataset's mean episode return (from its card; compare only with the same episode
+length: `eval_max_episode_steps` caps evaluation episodes like `max_episode_steps` capped the data).
+
+Run directory: config.json, metrics.jsonl + tb/ (learner/*, validation/*, eval/<task>/*),
+evals.jsonl (one line per evaluation), checkpoints/<step>/{state, meta}, curves.png (eval return per
+task with the data's mean return dashed, and validation loss, against updates), summary.json.
+Resume: a run directory with checkpoints continues from the latest one (bit-identical on CPU);
+a config that changes training (data, sizes, hyper-parameters, seed) raises CheckpointError.
+NaN/inf batches are skipped by `pac.update` and counted (`learner/skipped_total`, summary).
+
+The options and the CPU size ladder: `offline_config.py`; tasks, batches, validation: `offline_data.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Annotated, Any, Sequence
+
+import numpy as np
+import tyro
+
+from rillet.errors import CheckpointError
+from rillet.learners import pac
+from rillet.learners.networks import perceiver
+from rillet.pipelines.metrics import Progress
+from rillet.pipelines.offline_config import SIZES, OfflineConfig, network_config, param_count  # noqa: F401
+from rillet.pipelines.offline_data import MixedBatches, Task, open_tasks, task_sources
+
+__all__ = ["OfflineConfig", "SIZES", "network_config", "param_count", "Task", "open_tasks", "MixedBatches",
+           "train_offline", "train_offline_cmd", "load_run", "format_summary"]
+
+
+VALIDATION_TERMS = ("loss", "policy_loss", "bc_loss", "improvement_loss", "critic_loss", "q_data")
+
+
+def _validation_loss(state, batches: list[dict], pac_config: pac.PACConfig, key) -> dict:
+    """Mean PAC loss terms at `state`'s parameters over fixed batches; the updated state is discarded."""
+    import equinox as eqx
+
+    fixed = eqx.tree_at(lambda s: s.key, state, key)
+    sums = {k: 0.0 for k in VALIDATION_TERMS}
+    for batch in batches:
+        _, m = pac.update(fixed, batch, pac_config)
+        for k in VALIDATION_TERMS:
+            sums[k] += float(m[k])
+    return {k: v / len(batches) for k, v in sums.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _greedy_policy(task_id: int, num_bins: int):
+    """One jitted greedy policy per (task, bins), shared by runs in this process (compiled once)."""
+    from rillet.actors.policies import discretised_policy
+
+    return discretised_policy(task_id, num_bins, sample=False)
+
+
+def _greedy_returns(tasks: Sequence[Task], network, config: OfflineConfig, policies: list) -> dict:
+    from rillet.evals.returns import episode_returns
+
+    kwargs = {"max_episode_steps": config.eval_max_episode_steps} if config.eval_max_episode_steps else {}
+    out = {}
+    for t, policy in zip(tasks, policies):
+        r = episode_returns(t.env_id, policy, network, config.eval_episodes, seed=config.seed + 10_000 + t.task_id,
+                            **kwargs)
+        out[t.name] = {"return_mean": float(r.mean()), "return_std": float(r.std()),
+                       "return_min": float(r.min()), "return_max": float(r.max()), "episodes": int(r.size)}
+    return out
+
+
+def _plot(tasks: Sequence[Task], evals: list[dict], path: str, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_r, ax_v) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for t in tasks:
+        c = colors[t.task_id % len(colors)]
+        pts = [(e["step"], e["returns"][t.name]["return_mean"]) for e in evals if t.name in e.get("returns", {})]
+        if pts:
+            ax_r.plot(*zip(*pts), marker="o", color=c, label=f"{t.name} greedy")
+        if t.data_return_mean is not None:
+            ax_r.axhline(t.data_return_mean, color=c, linestyle="--", alpha=0.7, label=f"{t.name} data mean")
+    ax_r.set(xlabel="updates", ylabel="episode return", title="greedy return per task")
+    pts = [(e["step"], e["validation"]["loss"]) for e in evals if e.get("validation")]
+    if pts:
+        ax_v.plot(*zip(*pts), marker="o", label="loss")
+        for k in ("bc_loss", "critic_loss"):
+            ax_v.plot(*zip(*[(e["step"], e["validation"][k]) for e in evals if e.get("validation")]),
+                      marker=".", linestyle=":", label=k)
+    ax_v.set(xlabel="updates", ylabel="validation loss", title="validation loss (no update)")
+    for ax in (ax_r, ax_v):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def train_offline(config: OfflineConfig) -> dict:
+    """Runs (or resumes) an offline run; returns the summary (also written to <run_dir>/summary.json)."""
+    import jax
+
+    from rillet.pipelines.checkpointing import Checkpointer
+    from rillet.pipelines.metrics import MetricsWriter, read_jsonl
+
+    config.validate()
+    pac_config = config.pac_config()
+    tasks = open_tasks(config.data, check_env=config.eval_episodes > 0)
+    run_dir = os.path.abspath(config.run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint())
+    step, loader_states = 0, None
+    if ckpt.latest_step() is None:
+        state = pac.init(jax.random.PRNGKey(config.seed), [t.spec for t in tasks], pac_config)
+    else:
+        state, meta = ckpt.restore(_template(config, tasks))  # CheckpointError if written with another config
+        step, loader_states = int(meta["step"]), meta["loader_states"]
+        print(f"Resumed from {ckpt.directory} at update {step}.")
+    state = _on_device(state)  # fresh and restored states alike: one compiled update, not two
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(config.to_json())
+
+    train_sources, val_sources = task_sources(tasks, config, run_dir)
+    batches = MixedBatches(train_sources, tasks, "train", config, config.seed)
+    if loader_states is not None:
+        batches.set_state(loader_states)
+    validation = []
+    val_tasks = [t for t, s in zip(tasks, val_sources) if s is not None]
+    if val_tasks:
+        val_stream = MixedBatches([s for s in val_sources if s is not None], val_tasks, "validation", config,
+                                  config.seed + 7_919)
+        validation = [next(val_stream) for _ in range(config.validation_batches)]
+        del val_stream
+    val_key = _on_device(jax.random.key_data(jax.random.PRNGKey(config.seed + 104_729)))
+    policies = [_greedy_policy(t.task_id, pac_config.num_bins) for t in tasks]
+
+    metrics = MetricsWriter(run_dir)
+    evals_path = os.path.join(run_dir, "evals.jsonl")
+    evals = [e for e in read_jsonl(evals_path) if e["step"] <= step]  # drop evals past the checkpoint
+    progress = Progress(config.progress, config.num_steps, step, unit="update",
+                        desc=f"pac offline ({len(config.data)} task{'s' if len(config.data) > 1 else ''})")
+    started, start_step = time.time(), step
+
+    def evaluate() -> dict:
+        record = {"step": step}
+        if validation:
+            record["validation"] = _validation_loss(state, validation, pac_config, val_key)
+            metrics.write(step, record["validation"], prefix="validation/")
+        if config.eval_episodes:
+            record["returns"] = _greedy_returns(tasks, state.online, config, policies)
+            for name, r in record["returns"].items():
+                metrics.write(step, r, prefix=f"eval/{name}/")
+        evals.append(record)
+        with open(evals_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        progress.note(**({"val_loss": f"{record['validation']['loss']:.3f}"} if validation else {}))
+        return record
+
+    def save() -> None:
+        ckpt.save(step, state, {"step": step, "loader_states": batches.get_state()})
+
+    last = None
+    try:
+        while step < config.num_steps:
+            state, m = pac.update(state, next(batches), pac_config)
+            step += 1
+            progress.add()
+            if step % config.log_every_steps == 0 or step == config.num_steps:
+                metrics.write(step, m, prefix="learner/")
+                metrics.write(step, {"updates_per_s": (step - start_step) / (time.time() - started)}, prefix="time/")
+                progress.note(loss=f"{float(m['loss']):.3f}")
+            if step % config.checkpoint_every_steps == 0 or step == config.num_steps:
+                save()
+            if (config.eval_every_steps and step % config.eval_every_steps == 0) or step == config.num_steps:
+                last = evaluate()
+    finally:
+        progress.close()
+    if last is None:  # nothing left to train (resumed at num_steps): evaluate the restored state
+        last = evaluate()
+    metrics.close()
+    ckpt.close()
+
+    png = _plot(tasks, _dedupe(evals), os.path.join(run_dir, "curves.png"),
+                f"PAC offline, size {config.size}, alpha {config.alpha:g}")
+    per_task = []
+    for t in tasks:
+        row = {"task_id": t.task_id, "name": t.name, "env_id": t.env_id, "data": t.path, "obs_size": t.obs_size,
+               "action_size": t.action_size, "data_episodes": t.data_episodes,
+               "data_return_mean": t.data_return_mean}
+        if "returns" in last:
+            row["eval"] = last["returns"][t.name]
+        per_task.append(row)
+    summary = {"steps": step, "tasks": per_task, "final_validation": last.get("validation"),
+               "skipped_total": int(state.skipped), "params": perceiver.count_params(state.online),
+               "size": config.size, "alpha": config.alpha, "run_dir": run_dir, "checkpoints": ckpt.directory,
+               "metrics": metrics.path, "evals": evals_path, "curves": png,
+               "wall_s": round(time.time() - started, 1)}
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def _on_device(tree):
+    """Commits every array of `tree` to the first device. Orbax restores committed arrays and jit
+    compiles separately for committed and uncommitted inputs; committing fresh states too keeps one."""
+    import equinox as eqx
+    import jax
+
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.device_put(arrays, jax.devices()[0]), static)
+
+
+def _template(config: OfflineConfig, tasks: Sequence[Task]):
+    """A PACState of the right structure, shapes and dtypes (zeros) to restore a checkpoint into;
+    traced, not compiled, so a resume does not pay for `pac.init`'s compilation."""
+    import jax
+
+    abstract = jax.eval_shape(lambda k: pac.init(k, [t.spec for t in tasks], config.pac_config()),
+                              jax.random.PRNGKey(config.seed))
+    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+
+
+def load_run(run_dir: str, step: int | None = None) -> tuple[OfflineConfig, list[Task], Any, dict]:
+    """(config, tasks, PAC state, checkpoint meta) of a run directory's latest (or given) checkpoint."""
+    from rillet.pipelines.checkpointing import Checkpointer
+
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"'{run_dir}' is not a `rillet train-offline` run directory ({e}).") from None
+    config = OfflineConfig(**{**raw, "data": tuple(raw["data"])})
+    tasks = open_tasks(config.data, check_env=False)
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint())
+    try:
+        state, meta = ckpt.restore(_template(config, tasks), step)
+    finally:
+        ckpt.close()
+    return config, tasks, state, meta
+
+
+def _dedupe(evals: list[dict]) -> list[dict]:
+    """One evaluation per step (the latest), in step order."""
+    return list({e["step"]: e for e in evals}.values())
+
+
+def format_summary(summary: dict) -> str:
+    """A small text table: per task, greedy return vs the dataset's mean return; validation loss."""
+    lines = [f"{'task':>24} {'greedy return':>14} {'data mean':>10}"]
+    for t in summary["tasks"]:
+        ev = t.get("eval", {}).get("return_mean")
+        dm = t["data_return_mean"]
+        lines.append(f"{t['name']:>24} {'-' if ev is None else f'{ev:.2f}':>14} "
+                     f"{'-' if dm is None else f'{dm:.2f}':>10}")
+    v = summary.get("final_validation")
+    lines.append(f"after {summary['steps']} updates ({summary['params']} params, skipped {summary['skipped_total']}): "
+                 + (f"validation loss {v['loss']:.4f} (bc {v['bc_loss']:.4f}, critic {v['critic_loss']:.4f})"
+                    if v else "no validation data"))
+    return "\n".join(lines)
+
+
+# The config's fields are the command's options: --data, --size, --num-steps, ...
+ConfigArg = Annotated[OfflineConfig, tyro.conf.arg(name="")]
+
+
+def train_offline_cmd(config: ConfigArg) -> dict:
+    """Trains PAC offline from RLDS datasets (one task per --data directory), resuming from --run-dir."""
+    summary = train_offline(config)
+    print(json.dumps(summary, indent=2))
+    print(format_summary(summary))
+    return summary

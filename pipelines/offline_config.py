@@ -1,0 +1,161 @@
+"""Options of an offline run (`rillet train-offline`) and the CPU model-size ladder.
+
+CPU size ladder (SIZES, besides the Perceiver presets "test", "xs", "s", "m", "l"): parameters with two
+tasks (obs 4 / act 2 and obs 3 / act 1), K = 21 bins, C = 101 atoms (`param_count` gives any task set):
+    "test"      16.6k   preset: d_model 16, 2 heads, 4 latents, 1 layer
+    "cpu-d32"   59.3k   d_model 32, 2 heads, 8 latents, 1 layer
+    "cpu-d64"    273k   d_model 64, 4 heads, 16 latents, 2 layers
+    "cpu-d128"  1.06M   d_model 128, 4 heads, 16 latents, 2 layers (as many parameters as "xs", which
+                        has 32 latents and 4 obs tokens: cheaper per update on CPU)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+from rillet.errors import ConfigError
+from rillet.learners import pac
+from rillet.learners.networks import perceiver
+
+SIZES: dict[str, perceiver.PerceiverConfig] = {
+    "cpu-d32": perceiver.PerceiverConfig(d_model=32, num_heads=2, num_latents=8, num_layers=1, num_obs_tokens=2),
+    "cpu-d64": perceiver.PerceiverConfig(d_model=64, num_heads=4, num_latents=16, num_layers=2, num_obs_tokens=2),
+    "cpu-d128": perceiver.PerceiverConfig(d_model=128, num_heads=4, num_latents=16, num_layers=2, num_obs_tokens=2),
+}
+
+
+def network_config(size: str) -> perceiver.PerceiverConfig:
+    """A Perceiver preset ("test", "xs", "s", "m", "l") or a CPU ladder size ("cpu-d32", ...)."""
+    if size in SIZES:
+        return SIZES[size]
+    if size in perceiver.PRESETS:
+        return perceiver.PRESETS[size]
+    raise ConfigError(f"OfflineConfig.size={size!r} is unknown; use a Perceiver preset "
+                      f"{sorted(perceiver.PRESETS)} or a CPU size {sorted(SIZES)}. Fix --size.")
+
+
+def param_count(size: str, obs_sizes: Sequence[int], action_sizes: Sequence[int], num_bins: int = 21,
+                num_atoms: int = 101) -> int:
+    """Parameters of the PAC network of `size` for these tasks (shapes only; nothing is allocated)."""
+    import jax
+
+    build = lambda k: perceiver.PerceiverActorCritic(  # noqa: E731
+        network_config(size), tuple(obs_sizes), tuple(action_sizes), num_bins, num_atoms, k)
+    return perceiver.count_params(jax.eval_shape(build, jax.random.PRNGKey(0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineConfig:
+    """An offline run: PAC from RLDS datasets (one task each), validation loss, greedy evals, checkpoints."""
+
+    data: tuple[str, ...] = ()
+    """RLDS dataset directories, one task each, in task-id order."""
+    agent: str = "pac"
+    """Only 'pac' for now."""
+    size: str = "test"
+    """Perceiver preset (test, xs, s, m, l) or CPU size (cpu-d32, cpu-d64, cpu-d128)."""
+    alpha: float = 0.75
+    """Weight of behaviour cloning (1: pure BC; 0: pure policy improvement)."""
+    beta: float = 1.0
+    """Weight of the critic's distributional TD loss."""
+    eta: float = 1.0
+    """Temperature of the improvement weights softmax(Q / eta)."""
+    learning_rate: float = 1e-4
+    num_action_samples: int = 16
+    """M: policy samples per state for the improvement step and the TD target."""
+    v_min: float = -100.0
+    """Lowest atom of the return distribution (shared by all tasks)."""
+    v_max: float = 100.0
+    batch_size: int = 64
+    """Rows per update, split equally between the tasks (must divide by the number of tasks)."""
+    num_steps: int = 10_000
+    """Updates in total (a resumed run continues up to this many)."""
+    n_step: int = 1
+    """1: one-step transitions; n > 1: n-step returns with bootstrap discount gamma^n."""
+    gamma: float = 0.99
+    seed: int = 0
+    log_every_steps: int = 100
+    eval_every_steps: int = 1_000
+    """Validation loss and greedy evaluation every this many updates (0: only at the end)."""
+    eval_episodes: int = 10
+    """Greedy episodes per task and evaluation (0: no environment evaluation)."""
+    eval_max_episode_steps: int = 0
+    """Cap evaluation episodes at this many steps (0: the environment's own limit)."""
+    checkpoint_every_steps: int = 1_000
+    validation_fraction: float = 0.1
+    """Fraction of episodes held out for the validation loss when a dataset has no 'validation' split
+    (0: use only existing validation splits)."""
+    validation_batches: int = 4
+    """Fixed validation batches (of batch_size rows) averaged for the validation loss."""
+    run_dir: str = "runs/offline"
+    progress: bool = True
+
+    def validate(self) -> "OfflineConfig":
+        def need(ok: bool, field: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"OfflineConfig.{field}={getattr(self, field)!r} is invalid: {rule}. "
+                                  f"Fix --{field.replace('_', '-')}.")
+
+        def integer(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
+
+        need(isinstance(self.data, (tuple, list)) and len(self.data) >= 1
+             and all(isinstance(d, str) and d for d in self.data), "data", "give one or more dataset directories")
+        need(len(set(os.path.abspath(d) for d in self.data)) == len(self.data), "data",
+             "each dataset may be given once")
+        need(self.agent == "pac", "agent", "only 'pac' trains offline")
+        network_config(self.size)
+        need(number(self.alpha) and 0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
+        need(number(self.beta) and self.beta >= 0, "beta", "must be >= 0")
+        need(number(self.eta) and self.eta > 0, "eta", "must be > 0")
+        need(number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(integer(self.num_action_samples) and self.num_action_samples >= 1, "num_action_samples", "must be >= 1")
+        need(number(self.v_min) and number(self.v_max) and self.v_min < self.v_max, "v_min", "must be < v_max")
+        need(integer(self.batch_size) and self.batch_size >= len(self.data)
+             and self.batch_size % len(self.data) == 0, "batch_size",
+             f"must be a positive multiple of the number of tasks ({len(self.data)}): equal rows per task")
+        need(integer(self.num_steps) and self.num_steps >= 1, "num_steps", "must be >= 1")
+        need(integer(self.n_step) and 1 <= self.n_step <= 100, "n_step", "must be in [1, 100]")
+        need(number(self.gamma) and 0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
+        need(integer(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0")
+        need(integer(self.log_every_steps) and self.log_every_steps >= 1, "log_every_steps", "must be >= 1")
+        need(integer(self.eval_every_steps) and self.eval_every_steps >= 0, "eval_every_steps", "must be >= 0")
+        need(integer(self.eval_episodes) and self.eval_episodes >= 0, "eval_episodes", "must be >= 0")
+        need(integer(self.eval_max_episode_steps) and self.eval_max_episode_steps >= 0, "eval_max_episode_steps",
+             "must be >= 0")
+        need(integer(self.checkpoint_every_steps) and self.checkpoint_every_steps >= 1, "checkpoint_every_steps",
+             "must be >= 1")
+        need(number(self.validation_fraction) and 0 <= self.validation_fraction < 1, "validation_fraction",
+             "must be in [0, 1)")
+        need(integer(self.validation_batches) and self.validation_batches >= 1, "validation_batches", "must be >= 1")
+        need(isinstance(self.run_dir, str) and bool(self.run_dir), "run_dir", "must be a directory path")
+        self.pac_config().validate()
+        return self
+
+    def pac_config(self) -> pac.PACConfig:
+        return pac.PACConfig(alpha=self.alpha, beta=self.beta, eta=self.eta, learning_rate=self.learning_rate,
+                             num_action_samples=self.num_action_samples, gamma=self.gamma, v_min=self.v_min,
+                             v_max=self.v_max, network=network_config(self.size))
+
+    @property
+    def transform(self) -> str:
+        return "transitions" if self.n_step == 1 else "nstep"
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint must agree with to be resumed (the training stream and the model)."""
+        keep = ("agent", "size", "alpha", "beta", "eta", "learning_rate", "num_action_samples", "v_min", "v_max",
+                "batch_size", "n_step", "gamma", "seed", "validation_fraction")
+        return {"data": [os.path.abspath(d) for d in self.data], **{k: getattr(self, k) for k in keep},
+                "network": dataclasses.asdict(network_config(self.size))}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
