@@ -1,6 +1,6 @@
 """Writer throughput: rillet's RldsWriter vs tfds SequentialWriter on the same CartPole episodes.
 
-    .venv/bin/python -m rillet.benchmarks.rlds_write --steps 200000
+    .venv/bin/python benchmarks/rlds_write.py --steps 200000
 
 Both write ArrayRecord. RldsWriter's time includes splitting batched actor steps into episodes;
 SequentialWriter gets the episodes already stacked. Prints the ratio (rillet / tfds) last.

@@ -5,12 +5,14 @@
     state = it.get_state(); ...; it.set_state(state)   # resume mid-epoch, exactly
 
 Records are transitions ([B, ...] per field plus next_observation), n-step transitions or padded
-windows. Record i maps to (episode, offset) through the episode lengths alone, read from the
+windows. Which records an episode yields follows from the episode lengths alone, read from the
 small index file the writer leaves (``rillet_index-<split>.npz``: lengths [E], returns [E]) or,
-for datasets without one (plain TFDS RLDS), from one streaming pass over the records. A record
-decodes just its episode, so memory is bounded by the loader's buffers, not by the dataset.
-Sampling is `grain.IndexSampler` (shuffle with a seed, epochs, sharding by JAX process), batching
-`grain.Batch`, parallelism `worker_count` processes.
+for datasets without one (plain TFDS RLDS), from one streaming pass over the records.
+`RldsRecords` gives random access to single records (a reference, and `inspect`'s index). The
+loader's Grain record is a chunk of records (`rlds_chunks`): its episodes are decoded once, all
+its records gathered with numpy, and `RldsIterator` cuts batches from it; memory is bounded by
+the loader's buffers, not by the dataset. Grain runs the chunks (epochs, `worker_count`
+processes, prefetch threads); sharding by JAX process is in the chunk plan.
 """
 
 from __future__ import annotations
@@ -93,11 +95,18 @@ def read_index(episodes: RldsEpisodes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _record(episodes: RldsEpisodes, i: int) -> bytes:
+    return _records(episodes, [int(i)])[0]
+
+
+def _records(episodes: RldsEpisodes, ids) -> list[bytes]:
+    """Serialized episodes `ids`, read one by one (array_record's batched __getitems__ keeps
+    per-reader buffers that grow RSS by about the dataset size)."""
     try:
-        return episodes.source[int(i)]
+        return [episodes.source[int(i)] for i in ids]
     except Exception as e:
-        raise CorruptDatasetError(f"episode {i} of '{episodes.path}' cannot be read ({str(e)[:200]}); a shard "
-                                  "is corrupt. Regenerate or re-download the dataset.") from None
+        raise CorruptDatasetError(f"an episode of {list(ids[:5])}... in '{episodes.path}' cannot be read "
+                                  f"({str(e)[:200]}); a shard is corrupt. Regenerate or re-download the "
+                                  "dataset.") from None
 
 
 class RldsRecords:
@@ -157,37 +166,107 @@ class RldsRecords:
                 f"records={len(self)})")
 
 
+class RldsIterator:
+    """Batches cut from the loader's chunks, in order; get_state()/set_state() resume exactly.
+
+    The state is the grain iterator's state before the chunk in hand plus the batches already
+    taken from it; set_state re-reads that chunk and skips them. Batches never span two chunks.
+    """
+
+    def __init__(self, loader: Any, batch_size: int, drop_remainder: bool):
+        self._it, self._batch, self._drop = iter(loader), batch_size, drop_remainder
+        self._chunk, self._before, self._pos, self._n, self._skip = None, b"", 0, 0, 0
+
+    def __iter__(self) -> "RldsIterator":
+        return self
+
+    def __next__(self) -> dict:
+        while self._chunk is None or self._pos >= self._n:
+            self._chunk = None
+            before = self._it.get_state()
+            chunk = next(self._it)  # StopIteration: the sampler's epochs are done
+            n = len(chunk["mask"] if "mask" in chunk else chunk["reward"])
+            self._n = n - n % self._batch if self._drop else n
+            self._chunk, self._before = chunk, before
+            self._pos, self._skip = self._skip * self._batch, 0
+        lo, self._pos = self._pos, min(self._pos + self._batch, self._n)
+        return _slice(self._chunk, lo, self._pos)
+
+    def get_state(self) -> bytes:
+        """JSON bytes: {"grain": the DataLoader iterator's state, "batches": taken from its next chunk}."""
+        import json
+
+        if self._chunk is None or self._pos >= self._n:
+            grain_state, taken = self._it.get_state(), self._skip
+        else:
+            grain_state, taken = self._before, -(-self._pos // self._batch)
+        return json.dumps({"grain": grain_state.decode(), "batches": taken}).encode()
+
+    def set_state(self, state: bytes) -> None:
+        import json
+
+        s = json.loads(state.decode())
+        self._it.set_state(s["grain"].encode())
+        self._chunk, self._pos, self._n, self._skip = None, 0, 0, int(s["batches"])
+
+
+def _slice(tree: Any, lo: int, hi: int) -> Any:
+    if isinstance(tree, dict):
+        return {k: _slice(v, lo, hi) for k, v in tree.items()}
+    return tree[lo:hi]
+
+
+class RldsLoader:
+    """Iterable of batches (each iter() starts from the beginning); `records` is the RldsRecords,
+    `plan` the rlds_chunks.ChunkPlan, `grain_loader` the grain.python.DataLoader of chunks."""
+
+    def __init__(self, grain_loader: Any, records: RldsRecords, plan: Any, batch_size: int, drop_remainder: bool):
+        self.grain_loader, self.records, self.plan = grain_loader, records, plan
+        self.batch_size, self.drop_remainder = batch_size, drop_remainder
+
+    def __iter__(self) -> RldsIterator:
+        return RldsIterator(self.grain_loader, self.batch_size, self.drop_remainder)
+
+
 def rlds_loader(path: str, *, split: str = "train", transform: str = "transitions", batch_size: int = 32,
                 seed: int = 0, shuffle: bool = True, num_epochs: int | None = 1, worker_count: int = 0,
                 worker_buffer_size: int = 2, n: int = 3, gamma: float = 0.99, window: int = 16,
                 stride: int | None = None, pad: bool = True, min_return: float | None = None,
                 spec: StepSpec | None = None, drop_remainder: bool = True, shard_index: int | None = None,
-                shard_count: int | None = None, read_threads: int = 16, prefetch: int = 500) -> Any:
-    """The `grain.python.DataLoader` (iterable; see `rlds` for the arguments)."""
+                shard_count: int | None = None, read_threads: int = 16, prefetch: int = 500,
+                shuffle_buffer: int = 16384) -> RldsLoader:
+    """The loader (iterable; see `rlds` for the arguments)."""
     import grain.python as grain
 
-    if batch_size < 1 or worker_count < 0:
-        raise ConfigError(f"batch_size must be >= 1 and worker_count >= 0, got {batch_size}, {worker_count}.")
-    source = RldsRecords(path, split, transform=transform, n=n, gamma=gamma, window=window, stride=stride,
-                         pad=pad, min_return=min_return, spec=spec)
+    from rillet.datasets.rlds_chunks import ChunkPlan, ChunkSampler, ChunkSource, chunk_size
+
+    if batch_size < 1 or worker_count < 0 or shuffle_buffer < 1:
+        raise ConfigError("batch_size and shuffle_buffer must be >= 1 and worker_count >= 0, got "
+                          f"{batch_size}, {shuffle_buffer} and {worker_count}.")
+    if num_epochs is not None and num_epochs < 1:
+        raise ConfigError(f"num_epochs must be >= 1 or None, got {num_epochs}.")
+    records = RldsRecords(path, split, transform=transform, n=n, gamma=gamma, window=window, stride=stride,
+                          pad=pad, min_return=min_return, spec=spec)
     if shard_index is None or shard_count is None:
         import jax
 
         shard_index, shard_count = jax.process_index(), jax.process_count()
-    sampler = grain.IndexSampler(
-        len(source), shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                                                      drop_remainder=True),
-        shuffle=shuffle, num_epochs=num_epochs, seed=seed)
-    loader = grain.DataLoader(data_source=source, sampler=sampler,
-                              operations=[grain.Batch(batch_size, drop_remainder=drop_remainder)],
+    size = chunk_size(records, batch_size, shuffle_buffer)
+    plan = ChunkPlan(np.diff(records.offsets), size, shard_index, shard_count, shuffle, seed)
+    if plan.per_shard == 0 or (num_epochs is None and drop_remainder and plan.per_shard < batch_size):
+        raise ConfigError(f"'{records.path}' ({split}) yields {len(records)} {transform} records: "
+                          f"{plan.per_shard} per shard of {shard_count}, too few for a batch of {batch_size}.")
+    chunks = max(1, -(-prefetch // size))
+    loader = grain.DataLoader(data_source=ChunkSource(records, plan),
+                              sampler=ChunkSampler(plan.chunks_per_epoch, num_epochs),
                               worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-                              read_options=grain.ReadOptions(num_threads=read_threads,
-                                                             prefetch_buffer_size=prefetch))
-    loader.records = source
-    return loader
+                              shard_options=grain.NoSharding(),
+                              read_options=grain.ReadOptions(num_threads=max(1, min(read_threads, chunks)),
+                                                             prefetch_buffer_size=chunks))
+    return RldsLoader(loader, records, plan, batch_size, drop_remainder)
 
 
-def rlds(path: str, **kwargs) -> Any:
+def rlds(path: str, **kwargs) -> RldsIterator:
     """Batches of records of the RLDS dataset at `path`: an iterator with get_state()/set_state().
 
     transform: "transitions" -> observation [B, *obs], action [B, *act], reward [B], discount [B],
@@ -196,8 +275,13 @@ def rlds(path: str, **kwargs) -> Any:
       "windows" (window, stride=window, pad) -> {"steps": {field: [B, window, ...]}, "mask": [B, window]}.
     split, min_return (keep episodes with return >= it), spec (checked against the features),
     batch_size, drop_remainder, seed, shuffle, num_epochs (None: forever), worker_count (processes;
-    0: in this one), worker_buffer_size, read_threads/prefetch (grain's per-process record reading
-    threads and buffer: memory ~ prefetch records + worker_buffer_size batches per worker),
-    shard_index/shard_count (default: jax.process_index()/process_count()).
+    0: in this one), shard_index/shard_count (default: jax.process_index()/process_count()).
+
+    Shuffling (see rlds_chunks): each epoch permutes the episodes (seed, epoch), each shard takes
+    its equal slice of their records, and records are shuffled within chunks of `shuffle_buffer`
+    records (whole batches, at most ~16 MB decoded), so a batch mixes up to shuffle_buffer / N_i
+    episodes. A chunk decodes its episodes once; batches never span chunks, so each epoch drops
+    (drop_remainder) or shortens its last batch. Memory ~ (prefetch records, rounded up to whole
+    chunks, read by read_threads threads) + worker_buffer_size chunks per worker + one chunk.
     """
     return iter(rlds_loader(path, **kwargs))

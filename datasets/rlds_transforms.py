@@ -1,9 +1,9 @@
 """Pure-numpy pieces of the Grain RLDS loader: a fast record decoder and per-record transforms.
 
 `decode_episode(record, layout)` turns one serialized ``tf.train.Example`` (an RLDS episode as
-tfds writes it) into ``{field: [L, *shape], "extras": {name: [L, ...]}}`` with the TF-free protobuf
-class that tensorflow_datasets ships; each packed float list is re-serialized and viewed with
-`np.frombuffer`, packed varint lists are decoded vectorised, so no per-value Python runs.
+tfds writes it) into ``{field: [L, *shape], "extras": {name: [L, ...]}}``; `decode_columns(records,
+layout, lengths)` decodes many episodes at once into columns ``{field: [sum L, *shape]}``: each
+field's packed payloads (`rlds_encoding.parse_example`) are joined and decoded in one numpy call.
 
 Per-record transforms over one decoded episode of L = T + 1 steps (a step t has o_t, a_t, r_t, d_t):
 
@@ -12,114 +12,105 @@ Per-record transforms over one decoded episode of L = T + 1 steps (a step t has 
     window(steps, start, length)    {"steps": {field: [length, ...]}, "mask": [length] bool}
 
 `record_counts(lengths, ...)` gives how many records each episode yields, so that an index
-``i -> (episode, k)`` needs only the episode lengths (never the data).
+``i -> (episode, k)`` needs only the episode lengths (never the data). The vectorised forms
+`gather(cols, off, lengths, ep, k, ...)` build many records of one transform from columns (row
+``off[e] + t`` is step t of episode e) in one fancy-indexing pass per field.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from rillet.datasets.rlds_encoding import (WireFormatError, decode_values, feature_segments, join_packed,
+                                           parse_example, serialized_features)
 from rillet.datasets.specs import ArraySpec
 from rillet.errors import ConfigError, SpecMismatchError
 
 TRANSFORMS = ("transitions", "nstep", "windows")
 
 
-def decode_varints(payload) -> np.ndarray:
-    """Packed protobuf varints -> int64 array (vectorised; negatives are 10-byte two's complement)."""
-    b = np.frombuffer(payload, np.uint8)
-    if not b.size or b.max() < 0x80:
-        return b.astype(np.int64)
-    ends = np.flatnonzero(b < 0x80)
-    starts = np.r_[0, ends[:-1] + 1]
-    group = np.repeat(np.arange(len(ends)), ends - starts + 1)
-    pos = np.arange(b.size) - starts[group]
-    parts = (b & 0x7F).astype(np.uint64) << (7 * pos).astype(np.uint64)
-    return np.add.reduceat(parts, starts).view(np.int64)
+def _unpack(steps: dict, name: str, arr: np.ndarray) -> None:
+    if name.startswith("extras/"):
+        steps["extras"][name[len("extras/"):]] = arr
+    else:
+        steps[name] = arr
 
 
-def _header_size(raw: bytes) -> int:
-    """Bytes before the packed payload of a serialized FloatList/Int64List (tag + length varint)."""
-    if not raw:
-        return 0
-    pos = 1
-    while raw[pos] & 0x80:
-        pos += 1
-    return pos + 1
+def _parse(record: bytes, where: str) -> dict:
+    try:
+        return parse_example(record)
+    except WireFormatError as e:
+        raise SpecMismatchError(f"a record in '{where}' is not a valid tf.train.Example ({e}); the shard "
+                                "is corrupt or not an RLDS dataset.") from None
 
 
-def _raw_features(record: bytes) -> dict[str, tuple[str | None, Any]]:
-    """{key: (kind, payload)}: kind "bytes_list" -> list of bytes; "float_list"/"int64_list" -> the
-    packed little-endian payload (the list re-serialized, its header skipped; no per-value Python)."""
-    from tensorflow_datasets.proto import tf_example_pb2  # protobuf class only; no TensorFlow
-
-    out = {}
-    for key, feat in tf_example_pb2.Example.FromString(record).features.feature.items():
-        kind = feat.WhichOneof("kind")
-        if kind == "bytes_list":
-            out[key] = (kind, feat.bytes_list.value)
-        elif kind is not None:
-            raw = getattr(feat, kind).SerializeToString()
-            if raw and raw[0] != 0x0A:  # not one packed field 1 (e.g. unpacked values)
-                values = np.asarray(getattr(feat, kind).value, np.float32 if kind == "float_list" else np.int64)
-                out[key] = ("array", values)
-            else:
-                out[key] = (kind, memoryview(raw)[_header_size(raw):])
-        else:
-            out[key] = (None, None)
-    return out
+def _field(kind, payload, name: str, spec: ArraySpec, where: str) -> np.ndarray:
+    """Flat payload of one field -> [rows, *shape] of its dtype."""
+    try:
+        flat = decode_values(kind, payload, spec.np_dtype)
+    except ValueError as e:  # WireFormatError, or bytes that are not whole values
+        raise SpecMismatchError(f"record in '{where}': 'steps/{name}' is corrupt ({e}).") from None
+    size = math.prod(spec.shape)
+    if size == 0 or flat.size % size:
+        raise SpecMismatchError(f"record in '{where}': 'steps/{name}' has {flat.size} values, not a multiple "
+                                f"of its shape {spec.shape}.")
+    return flat.reshape((-1,) + spec.shape)
 
 
 def decode_episode(record: bytes, layout: Mapping[str, ArraySpec], where: str = "dataset") -> dict:
     """Serialized episode -> {field: [L, *shape], "extras": {name: [L, ...]}} (read-only arrays)."""
-    from google.protobuf.message import DecodeError
-
-    try:
-        raw = _raw_features(record)
-    except (DecodeError, ValueError, IndexError) as e:
-        raise SpecMismatchError(f"a record in '{where}' is not a valid tf.train.Example ({e}); the shard "
-                                "is corrupt or not an RLDS dataset.") from None
+    raw = _parse(record, where)
     steps: dict[str, Any] = {"extras": {}}
     length = None
     for name, spec in layout.items():
-        key = "steps/" + name
-        if key not in raw:
-            raise SpecMismatchError(f"record in '{where}' lacks feature '{key}'.")
-        kind, payload = raw[key]
-        if kind == "bytes_list":
-            flat = np.frombuffer(b"".join(payload), spec.np_dtype)
-        elif kind == "float_list":
-            flat = np.frombuffer(payload, "<f4")
-        elif kind == "int64_list":
-            flat = decode_varints(payload)
-        elif kind == "array":
-            flat = payload
-        else:
-            flat = np.zeros(0, spec.np_dtype)
-        if flat.dtype != spec.np_dtype:
-            flat = flat.astype(spec.np_dtype)
-        size = math.prod(spec.shape)
-        if size == 0 or flat.size % size:
-            raise SpecMismatchError(f"record in '{where}': '{key}' has {flat.size} values, not a multiple of "
-                                    f"its shape {spec.shape}.")
-        arr = flat.reshape((-1,) + spec.shape)
+        if "steps/" + name not in raw:
+            raise SpecMismatchError(f"record in '{where}' lacks feature 'steps/{name}'.")
+        kind, segments = raw["steps/" + name]
+        arr = _field(kind, b"".join(segments), name, spec, where)
         if length is not None and len(arr) != length:
-            raise SpecMismatchError(f"record in '{where}': '{key}' has {len(arr)} steps, not {length}.")
+            raise SpecMismatchError(f"record in '{where}': 'steps/{name}' has {len(arr)} steps, not {length}.")
         length = len(arr)
-        if name.startswith("extras/"):
-            steps["extras"][name[len("extras/"):]] = arr
-        else:
-            steps[name] = arr
+        _unpack(steps, name, arr)
+    return steps
+
+
+def decode_columns(records: Sequence[bytes], layout: Mapping[str, ArraySpec], lengths: np.ndarray,
+                   where: str = "dataset") -> dict:
+    """Episodes of `lengths` [m] steps -> {field: [sum(lengths), *shape], "extras": {...}} (one
+    numpy decode per field over the joined payloads; rows of episode j start at cumsum(lengths)[j-1])."""
+    try:
+        columns = serialized_features(records, ["steps/" + name for name in layout])
+    except WireFormatError as e:
+        raise SpecMismatchError(f"a record in '{where}' is not a valid tf.train.Example ({e}); the shard "
+                                "is corrupt or not an RLDS dataset.") from None
+    steps: dict[str, Any] = {"extras": {}}
+    total = int(np.sum(lengths))
+    for (name, spec), raws in zip(layout.items(), columns):
+        joined = join_packed(raws)
+        if joined is not None:
+            arr = _field(*joined, name, spec, where)
+        else:  # other encodings (bytes lists, unpacked or split runs, a missing feature): one by one
+            parts = []
+            for raw in raws:
+                kind, segments = feature_segments(raw)
+                if kind is None:
+                    raise SpecMismatchError(f"a record in '{where}' lacks feature 'steps/{name}'.")
+                parts.append(_field(kind, b"".join(segments), name, spec, where))
+            arr = np.concatenate(parts)
+        if len(arr) != total:
+            raise SpecMismatchError(f"records in '{where}' hold {len(arr)} steps of 'steps/{name}' but the "
+                                    f"episode index lists {total}; delete rillet_index-*.npz to rebuild it.")
+        _unpack(steps, name, arr)
     return steps
 
 
 def episode_length(record: bytes) -> int:
-    """Steps in a serialized episode, read from its is_first feature (one byte per bool)."""
-    kind, payload = _raw_features(record)["steps/is_first"]
-    return len(b"".join(payload)) if kind == "bytes_list" else len(decode_varints(payload))
+    """Steps in a serialized episode, read from its is_first feature (one value per step)."""
+    kind, segments = _parse(record, "dataset")["steps/is_first"]
+    return len(decode_values(kind, b"".join(segments), np.dtype(bool)))
 
 
 def check_transform(transform: str, *, n: int = 1, gamma: float = 0.99, window: int = 1,
@@ -191,3 +182,42 @@ def window(steps: Mapping, start: int, length: int) -> dict:
                   for k, x in steps.items()},
         "mask": np.arange(start, start + length) < n,
     }
+
+
+def gather(cols: Mapping, off: np.ndarray, lengths: np.ndarray, ep: np.ndarray, k: np.ndarray, transform: str,
+           *, n: int = 1, gamma: float = 0.99, window: int = 1, stride: int = 1) -> dict:
+    """Records (ep [r], k [r]) of `transform` from columns (`decode_columns`; off [m] row of each
+    episode's first step, lengths [m]): the per-record functions above, stacked on a leading axis r.
+    k is the step t (transitions, nstep) or the window index (start = k * stride)."""
+    base = off[ep]
+    if transform == "windows":
+        t = (k * stride)[:, None] + np.arange(window)
+        mask = t < lengths[ep][:, None]
+        rows = base[:, None] + np.minimum(t, lengths[ep][:, None] - 1)
+        pad = ~mask
+
+        def cut(x):
+            out = x[rows]
+            if pad.any():
+                out[pad] = 0
+            return out
+
+        return {"steps": {f: ({e: cut(v) for e, v in x.items()} if f == "extras" else cut(x))
+                          for f, x in cols.items()}, "mask": mask}
+    rows = base + k
+    out = {"observation": cols["observation"][rows], "action": cols["action"][rows],
+           "reward": cols["reward"][rows], "discount": cols["discount"][rows],
+           "next_observation": cols["observation"][rows + 1], "is_terminal": cols["is_terminal"][rows + 1],
+           "extras": {e: v[rows] for e, v in cols["extras"].items()}}
+    if transform == "nstep":  # the loop of `nstep`, over all records at once
+        m = np.minimum(n, lengths[ep] - 1 - k)
+        ret, disc = np.zeros(len(rows)), np.ones(len(rows))
+        for j in range(n):
+            live = j < m
+            at = np.where(live, rows + j, rows)
+            ret += np.where(live, disc * cols["reward"][at].astype(np.float64), 0.0)
+            disc *= np.where(live, float(gamma) * cols["discount"][at].astype(np.float64), 1.0)
+        out["reward"], out["discount"] = ret.astype(np.float32), disc.astype(np.float32)
+        out["next_observation"] = cols["observation"][rows + m]
+        out["is_terminal"] = cols["is_terminal"][rows + m]
+    return out

@@ -2,10 +2,13 @@
 
 Input, once per tick: ``{"observation": [B, *obs], "action": [B, *act], "reward": [B],
 "discount": [B], "is_first": [B], "is_last": [B], "is_terminal": [B], "extras": {name: [B, ...]}}``.
-Each env's stream is split into episodes (is_first ... is_last); every finished episode becomes
-one example ``{"steps": {field: [T+1, ...]}}`` written by `tfds.core.SequentialWriter`
-(ArrayRecord or TFRecord shards, dataset_info.json, features.json), so
-`tfds.builder_from_directory(out_dir)` and `rillet.datasets.rlds_reader` both load it.
+Each tick is copied into a time-major buffer ([ticks, B, ...] per field); when env i's episode
+(is_first ... is_last) ends, its rows are sliced out of that buffer at once and encoded as one
+``tf.train.Example`` of the TFDS features ``{"steps": Dataset({field: Tensor})}`` (flat keys
+``steps/<field>``, `rlds_encoding.encode_example`, the same proto tfds' serializer makes), written
+to ArrayRecord (or TFRecord) shards; close() writes dataset_info.json / features.json through
+`tfds.core.DatasetInfo`, so `tfds.builder_from_directory(out_dir)` (as_data_source, as_dataset)
+and `rillet.datasets.rlds_reader` both load it.
 
 Two ways to use it:
 
@@ -33,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from rillet.datasets.rlds_encoding import encode_example
 from rillet.datasets.rlds_loader import write_index
 from rillet.datasets.rlds_reader import CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, STEP_FIELDS
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
@@ -90,11 +94,14 @@ class RldsWriter:
                          f"rillet {self.card['rillet_version']}; counts in {CARD_FILE} / metadata.json."),
             metadata=tfds.core.MetadataDict(),
         )
-        self._writer = tfds.core.SequentialWriter(self._info, max_examples_per_shard=max_episodes_per_shard,
-                                                  file_format=file_format)
-        self._writer.initialize_splits([split])
-        self._open: list[list[dict] | None] | None = None  # per env: steps of its running episode
-        self._pending: list[dict] = []
+        self._shards = ShardWriter(self.tmp_dir, split, file_format, max_episodes_per_shard)
+        self._fields = {k: v for k, v in spec.fields().items() if k != "extras"}
+        self._fields.update({f"extras/{k}": v for k, v in spec.extras.items()})
+        self._ticks: dict[str, np.ndarray] = {}  # field -> [capacity, B, ...]: recent ticks, time-major
+        self._rows = self._first_tick = self._tick = 0  # rows used; absolute tick of row 0; ticks seen
+        self._start = np.zeros(0, np.int64)  # per env: absolute tick its running episode began, or -1
+        self._signature: tuple | None = None  # shapes/dtypes of the last checked step
+        self._pending: list[bytes] = []
         self._returns: list[float] = []
         self._lengths: list[int] = []
         self.num_steps = self.episodes_abandoned = self.steps_outside_episodes = self.episodes_over_limit = 0
@@ -104,70 +111,102 @@ class RldsWriter:
         """Adds one batched step; finished episodes are queued and flushed every `flush_every`."""
         if self.closed:
             raise ConfigError("write() after close()/abort().")
-        check_batch(self.spec.fields(), step, leading_dims=1, what="actor step")
-        b = np.shape(step["is_first"])[0]
-        if self._open is None:
-            self._open = [None] * b
-        elif b != len(self._open):
-            raise SpecMismatchError(f"actor step has {b} environments; earlier steps had {len(self._open)}.")
-        for i in range(b):
-            one = {k: np.asarray(step[k][i]) for k in STEP_FIELDS}
-            one["extras"] = {k: np.asarray(v[i]) for k, v in step["extras"].items()}
-            if one["is_first"]:
-                if self._open[i] is not None:
-                    self.episodes_abandoned += 1  # a reset in mid-episode: its steps are dropped
-                self._open[i] = []
-            if self._open[i] is None:
-                self.steps_outside_episodes += 1  # stream joined in mid-episode
-                continue
-            self._open[i].append(one)
-            if one["is_last"]:
-                self._finish(self._open[i])
-                self._open[i] = None
+        try:
+            arrays = {k: np.asarray(step[k]) for k in STEP_FIELDS}
+            arrays.update({f"extras/{k}": np.asarray(step["extras"][k]) for k in self.spec.extras})
+            signature = tuple((a.shape, a.dtype) for a in arrays.values())
+        except (KeyError, TypeError):
+            signature = None
+        if signature is None or signature != self._signature:  # a new layout: check it in full
+            check_batch(self.spec.fields(), step, leading_dims=1, what="actor step")
+            self._check_envs({k: a.shape[0] for k, a in arrays.items()})
+            self._signature = signature
+        if self._rows == len(next(iter(self._ticks.values()))):
+            self._make_room()
+        for k, a in arrays.items():
+            self._ticks[k][self._rows] = a
+        self._rows += 1
+        first, last, start = arrays["is_first"], arrays["is_last"], self._start
+        if first.any():
+            self.episodes_abandoned += int(np.count_nonzero(first & (start >= 0)))  # reset mid-episode
+            start[first] = self._tick
+        self.steps_outside_episodes += int(np.count_nonzero(start < 0))  # stream joined mid-episode
+        if last.any():
+            for i in np.flatnonzero(last & (start >= 0)):
+                self._finish(int(i), int(start[i]))
+                start[i] = -1
+        self._tick += 1
         if len(self._pending) >= self.flush_every:
             self._flush()
+
+    def _check_envs(self, rows: dict[str, int]) -> None:
+        """Every field has the same number of envs as the first step (allocates the tick buffer)."""
+        b = rows["is_first"]
+        if self._ticks and b != len(self._start):
+            raise SpecMismatchError(f"actor step has {b} environments; earlier steps had {len(self._start)}.")
+        bad = {k: n for k, n in rows.items() if n != b}
+        if bad:
+            raise SpecMismatchError(f"actor step: fields {sorted(bad)} have {sorted(set(bad.values()))} rows, "
+                                    f"is_first has {b}; every field needs one row per environment.")
+        if not self._ticks:
+            self._ticks = {k: np.empty((64, b) + s.shape, s.np_dtype) for k, s in self._fields.items()}
+            self._start = np.full(b, -1, np.int64)
+
+    def _make_room(self) -> None:
+        """Drops ticks before every running episode; doubles the buffer if that frees nothing."""
+        running = self._start[self._start >= 0]
+        drop = (int(running.min()) if len(running) else self._tick) - self._first_tick
+        if drop:
+            for buf in self._ticks.values():
+                buf[:self._rows - drop] = buf[drop:self._rows]
+            self._rows -= drop
+            self._first_tick += drop
+        if self._rows == len(next(iter(self._ticks.values()))):
+            self._ticks = {k: np.concatenate([buf, np.empty_like(buf)]) for k, buf in self._ticks.items()}
 
     @property
     def num_episodes(self) -> int:
         """Episodes finished so far (written or queued)."""
         return len(self._lengths)
 
-    def _finish(self, steps: list[dict]) -> None:
+    def _finish(self, env: int, start: int) -> None:
+        """Encodes env's episode from tick `start` to the current tick."""
         if self.max_episodes is not None and len(self._lengths) >= self.max_episodes:
             self.episodes_over_limit += 1
             return
-        stacked = {k: np.stack([s[k] for s in steps]) for k in STEP_FIELDS}
-        if self.spec.extras:
-            stacked["extras"] = {k: np.stack([s["extras"][k] for s in steps]) for k in self.spec.extras}
-        self._pending.append({"steps": stacked})
-        self._returns.append(float(stacked["reward"].sum()))
-        self._lengths.append(len(steps))
-        self.num_steps += len(steps)
+        rows = slice(start - self._first_tick, self._rows)
+        steps = {k: np.ascontiguousarray(buf[rows, env]) for k, buf in self._ticks.items()}
+        self._pending.append(encode_example({f"steps/{k}": v for k, v in steps.items()}))
+        self._returns.append(float(steps["reward"].sum()))
+        self._lengths.append(len(steps["reward"]))
+        self.num_steps += len(steps["reward"])
 
     def _flush(self) -> None:
-        if self._pending:
-            self._writer.add_examples({self.split: self._pending})
-            self._pending = []
+        for record in self._pending:
+            self._shards.write(record)
+        self._pending = []
 
     def close(self) -> dict:
         """Drops unfinished episodes, writes the card, renames to out_dir; returns the card."""
         if self.closed:
             return self.card
         self._flush()
+        self._shards.close()
         r = np.asarray(self._returns, np.float64)
-        dropped = sum(ep is not None for ep in (self._open or []))
         self.card.update({
             "num_episodes": len(r), "num_steps": self.num_steps,
             "return_mean": float(r.mean()) if len(r) else None,
             "return_min": float(r.min()) if len(r) else None,
             "return_max": float(r.max()) if len(r) else None,
-            "episodes_dropped_unfinished": dropped, "episodes_abandoned": self.episodes_abandoned,
+            "episodes_dropped_unfinished": int(np.count_nonzero(self._start >= 0)),
+            "episodes_abandoned": self.episodes_abandoned,
             "steps_outside_episodes": self.steps_outside_episodes, "closed_unix": time.time(),
         })
         if self.max_episodes is not None:
             self.card["episodes_over_limit"] = self.episodes_over_limit
         self._info.metadata.update(self.card)
-        self._writer.close_all()  # closes the shards and rewrites dataset_info.json + metadata
+        self._shards.describe(self._info)
+        self._info.write_to_directory(self.tmp_dir)  # dataset_info.json, features.json, metadata.json
         write_index(self.tmp_dir, self.split, self._lengths, r)
         with open(os.path.join(self.tmp_dir, CARD_FILE), "w") as f:
             json.dump(self.card, f, indent=2, sort_keys=True)
@@ -182,6 +221,7 @@ class RldsWriter:
         """Discards everything written (the temporary directory); out_dir is never created."""
         if not self.closed:
             self.closed = True
+            self._shards.close()
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def __enter__(self) -> "RldsWriter":
@@ -192,6 +232,54 @@ class RldsWriter:
             self.close()
         else:
             self.abort()
+
+
+class ShardWriter:
+    """Serialized episodes -> shards ``rillet_rlds-<split>.<format>-<index>`` of at most `per_shard`
+    records (ArrayRecord, group_size 1, or TFRecord); `describe(info)` sets the split in a DatasetInfo."""
+
+    def __init__(self, directory: str, split: str, file_format: str, per_shard: int):
+        from tensorflow_datasets.core import file_adapters, naming
+
+        self.split, self.file_format, self.per_shard = split, file_format, per_shard
+        self.template = naming.ShardedFileTemplate(
+            data_dir=directory, dataset_name=DATASET_NAME, split=split,
+            filetype_suffix=file_adapters.FileFormat.from_value(file_format).file_suffix,
+            template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}")
+        self.lengths: list[int] = []
+        self.num_bytes = 0
+        self._writer: Any = None
+
+    def write(self, record: bytes) -> None:
+        if self._writer is None:
+            path = os.fspath(self.template.sharded_filepath(shard_index=len(self.lengths), num_shards=None))
+            if self.file_format == "array_record":
+                from array_record.python.array_record_module import ArrayRecordWriter
+
+                self._writer = ArrayRecordWriter(path, "group_size:1")
+            else:
+                import tensorflow as tf
+
+                self._writer = tf.io.TFRecordWriter(path)
+            self.lengths.append(0)
+        self._writer.write(record)
+        self.lengths[-1] += 1
+        self.num_bytes += len(record)
+        if self.lengths[-1] >= self.per_shard:
+            self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def describe(self, info: Any) -> None:
+        from tensorflow_datasets.core import splits
+
+        info.set_file_format(self.file_format, override=True)
+        info.set_splits(splits.SplitDict([splits.SplitInfo(
+            name=self.split, shard_lengths=list(self.lengths), num_bytes=self.num_bytes,
+            filename_template=self.template)]))
 
 
 def rlds_writer(out_dir: str, spec: StepSpec, **kwargs) -> Callable[[Iterator], Iterator]:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rillet.datasets import rlds_transforms as T
-from rillet.datasets.rlds_loader import CorruptDatasetError, RldsRecords, rlds
+from rillet.datasets import rlds_encoding as E, rlds_transforms as T
+from rillet.datasets.rlds_chunks import ChunkPlan
+from rillet.datasets.rlds_loader import CorruptDatasetError, RldsRecords, rlds, rlds_loader
 from rillet.datasets.rlds_reader import DatasetPathError, rlds_episodes, windows
 from rillet.datasets.rlds_writer import RldsWriter
 from rillet.datasets.specs import ArraySpec, StepSpec
@@ -93,6 +94,105 @@ def test_windows_and_nstep_equal_slow_reference(lengths, length, stride, pad, n,
             assert got["is_terminal"] == e["is_terminal"][boot] and got["action"] == e["action"][t]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 25), min_size=1, max_size=5), st.sampled_from(T.TRANSFORMS), st.integers(1, 8),
+       st.integers(1, 6), st.booleans(), st.integers(1, 5), st.floats(0.0, 1.0), st.integers(0, 2**31))
+def test_vectorised_gather_equals_per_record_functions(lengths, transform, window, stride, pad, n, gamma, seed):
+    """rlds_transforms.gather (all records of a chunk at once, shuffled) == window/transition/nstep."""
+    rng = np.random.default_rng(seed)
+    eps = [episode(k, rng, i) for i, k in enumerate(lengths)]
+    cols = {k: np.concatenate([e[k] for e in eps]) for k in eps[0] if k != "extras"}
+    cols["extras"] = {"h": np.concatenate([e["extras"]["h"] for e in eps])}
+    lens = np.array(lengths)
+    counts = T.record_counts(lens, transform, window, stride, pad)
+    ep = np.repeat(np.arange(len(eps)), counts)
+    k = np.arange(len(ep)) - np.repeat(np.cumsum(counts) - counts, counts)
+    order = rng.permutation(len(ep))
+    got = T.gather(cols, np.cumsum(lens) - lens, lens, ep[order], k[order], transform, n=n, gamma=gamma,
+                   window=window, stride=stride)
+    for row, i in enumerate(order):
+        e, t = eps[ep[i]], int(k[i])
+        if transform == "windows":
+            want = T.window(e, t * stride, window)
+            np.testing.assert_array_equal(got["mask"][row], want["mask"])
+            for f in ("observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal"):
+                np.testing.assert_array_equal(got["steps"][f][row], want["steps"][f])
+            np.testing.assert_array_equal(got["steps"]["extras"]["h"][row], want["steps"]["extras"]["h"])
+            continue
+        want = T.transition(e, t) if transform == "transitions" else T.nstep(e, t, n, gamma)
+        for f in ("observation", "action", "next_observation", "is_terminal"):
+            np.testing.assert_array_equal(got[f][row], want[f])
+        np.testing.assert_array_equal(got["extras"]["h"][row], want["extras"]["h"])
+        assert got["reward"][row] == pytest.approx(want["reward"], rel=1e-5, abs=1e-5)
+        assert got["discount"][row] == pytest.approx(want["discount"], rel=1e-5, abs=1e-6)
+        assert got["reward"].dtype == got["discount"].dtype == np.float32
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=12), st.integers(1, 7), st.integers(1, 3), st.booleans(),
+       st.integers(0, 2**31))
+def test_chunk_plan_reads_each_record_once_per_epoch(counts, size, shards, shuffle, seed):
+    """Per epoch the shards' chunks partition the first shards * (N // shards) records of that
+    epoch's episode order; chunks are at most `size`; orders are seeded and differ between epochs."""
+    counts = np.array(counts)
+    per_shard = counts.sum() // shards
+    epochs = []
+    for epoch in range(3):
+        seen = []
+        for s in range(shards):
+            plan = ChunkPlan(counts, size, s, shards, shuffle, seed)
+            assert plan.per_shard == per_shard and plan.chunks_per_epoch == -(-per_shard // size)
+            for c in range(plan.chunks_per_epoch):
+                positions, ep, k = plan.chunk(epoch, c)
+                assert 0 < len(ep) <= size and np.all(k < counts[positions[ep]])
+                seen += list(zip(positions[ep].tolist(), k.tolist()))
+        perm, _ = plan.order(epoch)
+        epoch_order = [(int(e), j) for e in perm for j in range(counts[e])][:shards * per_shard]
+        assert sorted(seen) == sorted(epoch_order) and len(set(seen)) == len(seen)
+        if not shuffle:
+            assert seen == epoch_order
+        epochs.append(seen)
+    again = ChunkPlan(counts, size, shards - 1, shards, shuffle, seed)  # a fresh plan: the same chunks
+    last_shard = []
+    for c in range(again.chunks_per_epoch):
+        positions, ep, k = again.chunk(2, c)
+        last_shard += list(zip(positions[ep].tolist(), k.tolist()))
+    assert last_shard == epochs[2][-again.per_shard:]
+
+
+@pytest.mark.parametrize("transform,drop", [("windows", True), ("nstep", False)])
+def test_resume_at_every_batch_across_chunks_and_epochs(data, transform, drop):
+    """Chunks of 12 records (3 batches of 4): a state saved after any batch resumes exactly, also
+    mid-chunk and across an epoch boundary; epochs differ, and a run reads every record once per epoch."""
+    out, eps = data
+    kw = dict(transform=transform, window=4, stride=3, n=2, batch_size=4, seed=5, num_epochs=2,
+              shuffle_buffer=12, drop_remainder=drop)
+    loader = rlds_loader(out, **kw)
+    assert loader.plan.size == 12 and loader.plan.chunks_per_epoch > 3
+    key = (lambda b: b["steps"]["observation"]) if transform == "windows" else (lambda b: b["observation"])
+    it = iter(loader)
+    full, states = [], []
+    while True:
+        states.append(it.get_state())
+        try:
+            full.append(key(next(it)))
+        except StopIteration:
+            break
+    per_epoch = len(loader.records) - (len(loader.records) % 4 if drop else 0)
+    rows = np.concatenate(full)
+    assert len(rows) == 2 * per_epoch
+    epoch1, epoch2 = list(map(bytes, rows[:per_epoch])), list(map(bytes, rows[per_epoch:]))
+    assert epoch1 != epoch2 and (sorted(epoch1) == sorted(epoch2) or drop)
+    if not drop:  # every record once per epoch
+        want = [loader.records[i]["observation"] for i in range(len(loader.records))]
+        assert sorted(epoch1) == sorted(map(bytes, want))
+    for at in (1, 2, 3, 5, len(full) // 2, len(full) - 1, len(full)):
+        resumed = rlds(out, **kw)
+        resumed.set_state(states[at])
+        rest = [key(b) for b in resumed]
+        assert len(rest) == len(full) - at and all(np.array_equal(a, b) for a, b in zip(rest, full[at:]))
+
+
 def test_decoder_matches_reader_and_varints(data):
     out, eps = data
     reader = rlds_episodes(out)
@@ -111,7 +211,7 @@ def test_decoder_matches_reader_and_varints(data):
             v >>= 7
             if not v:
                 break
-    np.testing.assert_array_equal(T.decode_varints(bytes(enc)), values)
+    np.testing.assert_array_equal(E.decode_varints(bytes(enc)), values)
 
 
 @pytest.mark.parametrize("transform", ["transitions", "nstep", "windows"])

@@ -214,3 +214,65 @@ def test_stage_closes_when_the_consumer_stops(tmp_path):
     iter(stream).close()  # what garbage collection does to an abandoned generator
     want, _ = expected_episodes(steps[:15])
     assert_same_episodes([e["steps"] for e in rlds_episodes(out)], want)
+
+
+def reference_split(steps):
+    """The per-step splitter the writer replaced: (episodes in completion order, abandoned, outside, open)."""
+    b = len(steps[0]["is_first"])
+    cur, done, abandoned, outside = [None] * b, [], 0, 0
+    for s in steps:
+        for i in range(b):
+            if s["is_first"][i]:
+                abandoned += cur[i] is not None
+                cur[i] = []
+            if cur[i] is None:
+                outside += 1
+                continue
+            cur[i].append({k: s[k][i] for k in FIELDS} | {"h": s["extras"]["h"][i]})
+            if s["is_last"][i]:
+                done.append({k: np.stack([x[k] for x in cur[i]]) for k in FIELDS + ("h",)})
+                cur[i] = None
+    return done, abandoned, outside, sum(c is not None for c in cur)
+
+
+def test_vectorised_split_matches_per_step_reference(tmp_path):
+    """Random flags over 5 envs: episodes of 1..150 steps (the tick buffer grows and compacts),
+    resets mid-episode (abandoned), streams joined mid-episode (outside), open tails at close."""
+    from rillet.datasets.specs import ArraySpec, StepSpec
+
+    spec = StepSpec(ArraySpec((2, 3), "float32"), ArraySpec((), "int32"), num_actions=3,
+                    extras={"h": ArraySpec((2,), "int64")})
+    rng = np.random.default_rng(7)
+    b, ticks = 5, 600
+    first, last = np.zeros((ticks, b), bool), np.zeros((ticks, b), bool)
+    for i in range(b):
+        t = int(rng.integers(0, 5))  # steps before t are outside any episode
+        while t < ticks:
+            n = int(rng.choice([1, 2, int(rng.integers(3, 150))]))
+            first[t, i] = True
+            if rng.random() < 0.1:  # reset before the end: abandoned
+                t += int(rng.integers(1, n + 1))
+                continue
+            if t + n - 1 < ticks:
+                last[t + n - 1, i] = True
+            t += n + (int(rng.integers(1, 4)) if rng.random() < 0.1 else 0)  # sometimes a gap
+    steps = [{"observation": rng.normal(size=(b, 2, 3)).astype(np.float32),
+              "action": rng.integers(0, 3, b).astype(np.int32), "reward": rng.normal(size=b).astype(np.float32),
+              "discount": np.ones(b, np.float32), "is_first": first[t], "is_last": last[t],
+              "is_terminal": last[t] & (rng.random(b) < 0.5), "extras": {"h": rng.integers(-9, 2**40, (b, 2))}}
+             for t in range(ticks)]
+    want, abandoned, outside, still_open = reference_split(steps)
+    assert abandoned and outside and still_open and max(len(e["reward"]) for e in want) > 100
+    with RldsWriter(tmp_path / "d", spec, env_id="X", policy_name="p", seed=0, max_episodes_per_shard=7) as w:
+        for s in steps:
+            w.write(s)
+    got = [e["steps"] for e in rlds_episodes(tmp_path / "d")]
+    assert_same_episodes(got, want)
+    for g, e in zip(got, want):
+        np.testing.assert_array_equal(g["extras"]["h"], e["h"])
+    assert (w.card["episodes_abandoned"], w.card["steps_outside_episodes"], w.card["episodes_dropped_unfinished"]) == (
+        abandoned, outside, still_open)
+    assert w.card["num_steps"] == sum(len(e["reward"]) for e in want)
+    with pytest.raises(SpecMismatchError, match="one row per environment"):
+        RldsWriter(tmp_path / "e", spec, env_id="X", policy_name="p", seed=0).write(
+            dict(steps[0], reward=steps[0]["reward"][:2]))
