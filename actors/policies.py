@@ -45,13 +45,16 @@ def greedy(q_fn: Callable) -> Callable:
     return policy
 
 
-def random_policy(num_actions: int) -> Callable:
-    """Uniform random discrete actions, same signature (params ignored)."""
+def random_policy(num_actions: int | None, action_shape: tuple[int, ...] = ()) -> Callable:
+    """Uniform random actions, same signature (params ignored): discrete actions in
+    [0, num_actions), or, with num_actions None, continuous actions uniform in [-1, 1]^action_shape."""
 
     @jax.jit
     def policy(params, observation, actor_state, key):
         del params
         b = observation.shape[0]
+        if num_actions is None:
+            return jax.random.uniform(key, (b, *action_shape), jnp.float32, -1.0, 1.0), {}, actor_state
         return jax.random.randint(key, (b,), 0, num_actions, jnp.int32), {}, actor_state
 
     return policy

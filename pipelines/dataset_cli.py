@@ -178,7 +178,7 @@ def _policy(policy: str, spec):
     from rillet.actors.policies import greedy, random_policy
 
     if policy == "random":
-        return random_policy(spec.num_actions), None
+        return random_policy(spec.num_actions, spec.action.shape), None
     if not policy.startswith("checkpoint:"):
         raise ConfigError(f"--policy must be 'random' or 'checkpoint:RUN_DIR', got {policy!r}.")
     import jax

@@ -154,3 +154,11 @@ def test_continuous_actions_are_rescaled_from_unit_box():
         out = ours.step(np.array([[a]], np.float32))
         obs, *_ = raw.step(np.array([[2.0 * a]], np.float32))
         np.testing.assert_allclose(out.observation, obs, rtol=1e-6)
+
+
+def test_random_policy_for_continuous_actions():
+    env = BatchedEnv("PointMassEasy-v1", 3, seed=0)
+    steps = collect(env, 5, policy=random_policy(None, env.spec.action.shape))
+    actions = np.stack([s["action"] for s in steps])
+    assert actions.shape == (5, 3, 2) and actions.dtype == np.float32
+    assert (np.abs(actions) <= 1.0).all() and actions.std() > 0.1
