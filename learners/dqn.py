@@ -24,6 +24,7 @@ import rlax
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
 from rillet.learners.networks import q_network
+from rillet.learners.target_network import update_target
 
 __all__ = ["DQNConfig", "LearnerState", "init", "update", "td_targets", "q_values", "check_batch_spec"]
 
@@ -178,14 +179,7 @@ def update(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig):
     online = eqx.apply_updates(state.online, updates)
     steps = state.steps + 1
 
-    online_arrays, _ = eqx.partition(online, eqx.is_array)
-    target_arrays, target_static = eqx.partition(state.target, eqx.is_array)
-    if config.target_polyak_tau is not None:
-        new_target_arrays = optax.incremental_update(online_arrays, target_arrays, config.target_polyak_tau)
-    else:
-        copy = (steps % config.target_update_period) == 0
-        new_target_arrays = jax.tree.map(lambda o, t: jnp.where(copy, o, t), online_arrays, target_arrays)
-    target = eqx.combine(new_target_arrays, target_static)
+    target = update_target(online, state.target, steps, config.target_update_period, config.target_polyak_tau)
 
     new_state = LearnerState(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key)
     metrics = {"loss": loss, "mean_q": aux["mean_q"], "grad_norm": optax.global_norm(grads), "td_abs": aux["td_abs"]}

@@ -41,6 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rillet.datasets.specs import StepSpec
 from rillet.errors import ConfigError, SpecMismatchError
 from rillet.learners.networks import perceiver
+from rillet.learners.target_network import update_target
 
 __all__ = ["PACConfig", "PACState", "init", "update", "improvement_weights", "categorical_projection",
            "policy_loss", "critic_loss", "actions_to_bins", "bins_to_actions", "make_mesh", "shard_batch",
@@ -287,14 +288,8 @@ def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tupl
     updates, opt_state = _optimizer(config).update(grads, state.opt_state, params)
     online = eqx.apply_updates(state.online, updates)
     steps = state.steps + 1
-    online_arrays, _ = eqx.partition(online, eqx.is_array)
-    target_arrays, target_static = eqx.partition(state.target, eqx.is_array)
-    if config.target_polyak_tau is not None:
-        new_target = optax.incremental_update(online_arrays, target_arrays, config.target_polyak_tau)
-    else:
-        copy = (steps % config.target_update_period) == 0
-        new_target = jax.tree.map(lambda o, t: jnp.where(copy, o, t), online_arrays, target_arrays)
-    new = PACState(online=online, target=eqx.combine(new_target, target_static), opt_state=opt_state,
+    target = update_target(online, state.target, steps, config.target_update_period, config.target_polyak_tau)
+    new = PACState(online=online, target=target, opt_state=opt_state,
                    steps=steps, skipped=state.skipped, key=key)
     new_arrays, new_static = eqx.partition(new, eqx.is_array)
     old_arrays, _ = eqx.partition(state, eqx.is_array)

@@ -31,6 +31,7 @@ from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.errors import ConfigError, SpecMismatchError
 from rillet.learners import returns
 from rillet.learners.networks.recurrent import RecurrentQNetwork, recurrent_q_network
+from rillet.learners.target_network import update_target
 
 __all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "sequence_priorities",
            "spec_extras", "actor_step", "EXTRAS"]
@@ -248,11 +249,7 @@ def update(state: R2D2State, batch: Mapping[str, Any], config: R2D2Config):
     online = eqx.apply_updates(state.online, updates)
     steps = state.steps + 1
 
-    online_arrays, _ = eqx.partition(online, eqx.is_array)
-    target_arrays, target_static = eqx.partition(state.target, eqx.is_array)
-    copy = (steps % config.target_update_period) == 0
-    target = eqx.combine(jax.tree.map(lambda o, t: jnp.where(copy, o, t), online_arrays, target_arrays),
-                         target_static)
+    target = update_target(online, state.target, steps, config.target_update_period)
 
     valid = aux["valid"]
     n_valid = jnp.sum(valid)

@@ -29,7 +29,20 @@ class ActorParts:
     observe: Callable | None = None
 
 
-class DQNBuilder:
+class TransitionReplay:
+    """Replay of n-step transitions (feed-forward agents); the actors act with the online network."""
+
+    def signature(self, spec: StepSpec, config):
+        return reverb_tables.transition_signature(spec)
+
+    def writer(self, address: str, table: str, spec: StepSpec, config):
+        return NStepTransitionWriter(address, table, spec, n=config.replay.n_step, gamma=config.gamma)
+
+    def network(self, state):
+        return state.online
+
+
+class DQNBuilder(TransitionReplay):
     """Feed-forward DQN: n-step transitions, uniform or prioritized replay, epsilon-greedy actors."""
 
     name = "dqn"
@@ -48,15 +61,6 @@ class DQNBuilder:
 
     def check_batch(self, spec: StepSpec, batch) -> None:
         dqn.check_batch_spec(spec, batch)
-
-    def signature(self, spec: StepSpec, config):
-        return reverb_tables.transition_signature(spec)
-
-    def writer(self, address: str, table: str, spec: StepSpec, config):
-        return NStepTransitionWriter(address, table, spec, n=config.replay.n_step, gamma=config.gamma)
-
-    def network(self, state):
-        return state.online
 
     def actor(self, spec: StepSpec, config, epsilons: np.ndarray) -> ActorParts:
         return ActorParts(epsilon_greedy(dqn.q_values), {"epsilon": epsilons})
@@ -121,7 +125,7 @@ def _recurrent_step(network, obs, prev_action, prev_reward, is_first, core):
     return network.step(obs, prev_action, prev_reward, is_first, core)
 
 
-class PACBuilder:
+class PACBuilder(TransitionReplay):
     """Perceiver actor-critic online (config.pac.alpha = 0: pure policy improvement from the
     distributional critic) on one continuous-control task: n-step transitions, actions sampled
     per dimension from the discretised policy (the exploration), task id 0 recorded as an extra."""
@@ -151,15 +155,6 @@ class PACBuilder:
     def _learner_batch(batch) -> dict:
         keys = ("observation", "action", "reward", "discount", "next_observation")
         return {**{k: batch[k] for k in keys}, "task_id": batch["extras"]["task_id"]}
-
-    def signature(self, spec: StepSpec, config):
-        return reverb_tables.transition_signature(spec)
-
-    def writer(self, address: str, table: str, spec: StepSpec, config):
-        return NStepTransitionWriter(address, table, spec, n=config.replay.n_step, gamma=config.gamma)
-
-    def network(self, state):
-        return state.online
 
     def actor(self, spec: StepSpec, config, epsilons: np.ndarray) -> ActorParts:
         del epsilons  # PAC explores by sampling its own stochastic policy

@@ -27,7 +27,7 @@ from rillet.datasets import rlds_transforms as T
 from rillet.datasets.rlds_loader import write_index
 from rillet.datasets.rlds_reader import (CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, check_complete,
                                          read_step_layout, _shard_paths)
-from rillet.errors import ConfigError, RilletError
+from rillet.errors import ConfigError
 
 Positional = tyro.conf.Positional
 TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}-of-{NUM_SHARDS}"
@@ -304,13 +304,10 @@ def dataset_commands() -> dict[str, Callable]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = dataset_commands()
-    try:
-        tyro.extras.subcommand_cli_from_dict(commands, args=argv)
-    except RilletError as e:
-        print(f"rillet dataset: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    """`python -m rillet.pipelines.dataset_cli ...` is `rillet dataset ...`."""
+    from rillet.pipelines.cli import main as rillet_main
+
+    return rillet_main(["dataset", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
