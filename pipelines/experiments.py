@@ -197,5 +197,17 @@ def pac_scaling(data: tuple[str, ...], out: str = "runs/pac-scaling",
     return rows
 
 
-EXPERIMENTS = {"po-cartpole": po_cartpole, "estimators": estimators, "pong-smoke": pong_smoke,
+def plot_runs(runs: tuple[str, ...], labels: tuple[str, ...] = (), out: str = "runs/curves.png",
+              title: str = "", target: float = 0.0) -> str:
+    """One figure of the greedy-eval curves (curve.jsonl) of several online run directories."""
+    labels = labels or tuple(os.path.basename(os.path.normpath(r)) for r in runs)
+    curves = {label: [(c["env_steps"], c["return_mean"]) for c in read_jsonl(os.path.join(run, "curve.jsonl"))]
+              for label, run in zip(labels, runs)}
+    for label, points in curves.items():
+        best = max(points, key=lambda p: p[1]) if points else (0, float("nan"))
+        print(f"{label:>24}: best {best[1]:7.1f} at {best[0]} env steps")
+    return learning_curve(curves, out, title=title, target=target or None)
+
+
+EXPERIMENTS = {"plot-runs": plot_runs, "po-cartpole": po_cartpole, "estimators": estimators, "pong-smoke": pong_smoke,
                "pac-vs-bc": pac_vs_bc, "pac-scaling": pac_scaling}
