@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
+import warnings
 from typing import Annotated
 
 import tyro
@@ -105,6 +107,8 @@ def _print_summary(summary: dict, target: float | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
+    warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")  # gymnasium Box specs
     from rillet.pipelines.dataset_cli import dataset_commands
     from rillet.pipelines.experiments import EXPERIMENTS
 
