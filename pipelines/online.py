@@ -13,6 +13,7 @@ import time
 
 import jax
 import numpy as np
+import reverb
 
 from rillet.actors.envpool_env import env_step_spec
 from rillet.datasets import reverb_sampler, reverb_tables
@@ -79,6 +80,7 @@ def train_online(config: OnlineConfig) -> dict:
     curve_path = os.path.join(run_dir, "curve.jsonl")
     curve = [(r["env_steps"], r["return_mean"]) for r in read_jsonl(curve_path)]
     server, address = _connect_replay(config, spec)
+    replay = reverb.Client(address)  # one client for priority updates and table queries
     params = LatestParams(builder.network(state))
     progress = Progress(config.progress, config.total_env_steps, counters["env_steps"],
                         desc=f"{config.agent} {config.env_id}")
@@ -106,7 +108,7 @@ def train_online(config: OnlineConfig) -> dict:
             data = batch["data"]
             if config.replay.sampler == "prioritized" and config.replay.importance_exponent > 0:
                 if counters["updates"] % LOG_EVERY_UPDATES == 0 or table_size is None:
-                    table_size = _table_size(address)
+                    table_size = _table_size(replay)
                 data = {**data, "weights": importance_weights(batch["probability"], table_size,
                                                               config.replay.importance_exponent)}
             state, m = builder.update(state, data, config)
@@ -115,10 +117,10 @@ def train_online(config: OnlineConfig) -> dict:
             if publisher is not None and counters["updates"] % PUBLISH_EVERY_UPDATES == 0:
                 publisher.publish(builder.network(state))
             if config.replay.sampler == "prioritized":
-                reverb_sampler.update_priorities(address, TRANSITIONS_TABLE, batch["key"], builder.priorities(m))
+                reverb_sampler.update_priorities(replay, TRANSITIONS_TABLE, batch["key"], builder.priorities(m))
             if counters["updates"] % LOG_EVERY_UPDATES == 0:
                 if actor is None:
-                    on_env_steps(_inserted(address) - counters["env_steps"])
+                    on_env_steps(_inserted(replay) - counters["env_steps"])
                 metrics.write(counters["env_steps"], {**m, "updates": counters["updates"],
                                                       "updates_per_s": counters["updates"] / (time.time() - started)},
                               prefix="learner/")
@@ -135,7 +137,7 @@ def train_online(config: OnlineConfig) -> dict:
         if actor is not None:
             actor.check()
         else:
-            on_env_steps(_inserted(address) - counters["env_steps"])
+            on_env_steps(_inserted(replay) - counters["env_steps"])
     finally:
         if actor is not None:
             actor.stop_event.set()
@@ -173,7 +175,7 @@ def _batches(config: OnlineConfig, address: str, actor: ActorThread | None):
             if not actor.is_alive():
                 return
             continue
-        now = _inserted(address)
+        now = _inserted(reverb.Client(address))
         if now == inserted and now > 0:
             return
         inserted = now
@@ -188,17 +190,13 @@ def importance_weights(probability: np.ndarray, table_size: int, beta: float) ->
     return (w / w.max()).astype(np.float32)
 
 
-def _table_size(address: str) -> int:
-    import reverb
-
-    return int(reverb.Client(address).server_info()[TRANSITIONS_TABLE].current_size)
+def _table_size(client) -> int:
+    return int(client.server_info()[TRANSITIONS_TABLE].current_size)
 
 
-def _inserted(address: str) -> int:
+def _inserted(client) -> int:
     """Items inserted into the transitions table so far (remote actors' progress)."""
-    import reverb
-
-    info = reverb.Client(address).server_info()[TRANSITIONS_TABLE]
+    info = client.server_info()[TRANSITIONS_TABLE]
     return int(info.rate_limiter_info.insert_stats.completed)
 
 
