@@ -42,7 +42,6 @@ def test_sequences_carry_correct_boundaries_masks_and_states(tmp_path_factory, n
     env = BatchedEnv("CartPole-v1", num_envs, seed=seed, max_episode_steps=limit, observation_indices=(0, 2))
     spec = builder.spec(env.spec, config)
     network = builder.network(builder.init(jax.random.PRNGKey(seed), spec, config))
-    L = SMALL.sequence_length
     server = reverb.Server([reverb.Table.queue("seq", 100_000, signature=builder.signature(spec, config))])
     address = f"localhost:{server.port}"
     parts = builder.actor(spec, config, apex_epsilons(num_envs))
