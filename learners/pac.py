@@ -17,11 +17,18 @@ Batch (one row per transition, tasks padded to obs_max = max obs size, D_max = m
     image, next_image [B, C, H, W] uint8  only with PerceiverConfig.image_shape
     obs_mask [B, obs_max], action_mask [B, D_max] bool   optional, ANDed with the task-derived masks
 
+Temperature: a fixed eta is brittle because the spread of Q over sampled actions changes by orders
+of magnitude across tasks and during training (with eta = 1 and a young critic the weights stayed
+uniform and the policy never moved). By default eta is therefore learned as in MPO (Abdolmaleki et
+al., 2018): eta minimises the dual  eta * epsilon + eta * mean_s log mean_j exp(Q'(s, a_j) / eta),
+so KL(pi_imp || pi') stays near epsilon = kl_epsilon whatever the Q scale. `learn_temperature=False`
+keeps eta fixed at `eta`; `eta` is also the learned temperature's initial value.
+
 Defaults (the paper does not fix all of them): K = 21 bins (0.1 resolution, 0 is a bin centre);
-C = 101 atoms on [-100, 100] (returns of |r| <= 1 rewards at gamma = 0.99); eta = 1.0 (fixed
-temperature: a Q gap of 1, half the atom spacing of 2, multiplies a sample's weight by e);
-M = 16 samples (the critic decoder is cheap); alpha = 0.75 (mostly BC, as for mixed-quality data);
-beta = 1.0 (KL terms are on comparable nat scales); Polyak tau = 0.005 (or hard copies).
+C = 101 atoms on [-100, 100] (returns of |r| <= 1 rewards at gamma = 0.99); eta learned from 1.0
+with kl_epsilon = 0.1 (MPO's E-step bound) and its own Adam at 1e-2; M = 16 samples (the critic
+decoder is cheap); alpha = 0.75 (mostly BC, as for mixed-quality data); beta = 1.0 (KL terms are on
+comparable nat scales); Polyak tau = 0.005 (or hard copies).
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from rillet.errors import ConfigError, SpecMismatchError
 from rillet.learners.networks import perceiver
 from rillet.learners.target_network import update_target
 
-__all__ = ["PACConfig", "PACState", "init", "update", "improvement_weights", "categorical_projection",
+__all__ = ["PACConfig", "PACState", "init", "update", "improvement_weights", "temperature_dual",
+           "categorical_projection",
            "policy_loss", "critic_loss", "actions_to_bins", "bins_to_actions", "make_mesh", "shard_batch",
            "replicate", "task_sizes"]
 
@@ -54,7 +62,10 @@ class PACConfig:
 
     alpha: float = 0.75  # weight of behaviour cloning; 1 - alpha on the policy-improvement KL
     beta: float = 1.0  # weight of the critic's distributional TD KL
-    eta: float = 1.0  # temperature of the improvement weights softmax(Q / eta)
+    eta: float = 1.0  # temperature of the improvement weights softmax(Q / eta): fixed, or the initial value
+    learn_temperature: bool = True  # learn eta by the MPO dual (see the module docstring)
+    kl_epsilon: float = 0.1  # the dual's bound on KL(pi_imp || pi')
+    dual_learning_rate: float = 1e-2
     num_action_samples: int = 16  # M: target-policy samples per state (improvement and TD target)
     gamma: float = 0.99  # documentation only: the batch's "discount" already holds gamma * (1 - done)
     num_bins: int = 21  # K per action dimension
@@ -84,6 +95,10 @@ class PACConfig:
         number("beta", 0.0, math.inf, hi_open=True)
         number("eta", 0.0, math.inf, lo_open=True, hi_open=True)
         number("gamma", 0.0, 1.0)
+        number("kl_epsilon", 0.0, math.inf, lo_open=True, hi_open=True)
+        number("dual_learning_rate", 0.0, math.inf, lo_open=True, hi_open=True)
+        if not isinstance(self.learn_temperature, bool):
+            raise ConfigError(f"PACConfig.learn_temperature={self.learn_temperature!r} must be True or False.")
         number("learning_rate", 0.0, math.inf, lo_open=True, hi_open=True)
         number("adam_eps", 0.0, math.inf, lo_open=True, hi_open=True)
         number("max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
@@ -110,12 +125,14 @@ class PACConfig:
 
 class PACState(eqx.Module):
     """online/target: PerceiverActorCritic (float32 master weights); opt_state: Adam state;
-    steps: int32 [] updates applied; skipped: int32 [] updates skipped for non-finite values;
-    key: uint32 [2] raw PRNG key data."""
+    log_temperature: f32 [] log eta; dual_opt_state: its Adam state; steps: int32 [] updates applied;
+    skipped: int32 [] updates skipped for non-finite values; key: uint32 [2] raw PRNG key data."""
 
     online: perceiver.PerceiverActorCritic
     target: perceiver.PerceiverActorCritic
     opt_state: optax.OptState
+    log_temperature: jax.Array
+    dual_opt_state: optax.OptState
     steps: jax.Array
     skipped: jax.Array
     key: jax.Array
@@ -141,6 +158,10 @@ def _optimizer(config: PACConfig) -> optax.GradientTransformation:
                        optax.adam(config.learning_rate, eps=config.adam_eps))
 
 
+def _dual_optimizer(config: PACConfig) -> optax.GradientTransformation:
+    return optax.adam(config.dual_learning_rate)
+
+
 def init(key: jax.Array, task_specs: StepSpec | Sequence[StepSpec], config: PACConfig) -> PACState:
     """Validates `config`, builds online = target Perceiver, Adam state, counters at 0."""
     config.validate()
@@ -152,8 +173,11 @@ def init(key: jax.Array, task_specs: StepSpec | Sequence[StepSpec], config: PACC
         perceiver.get_config(config.network), obs_sizes, action_sizes, config.num_bins, config.num_atoms, k)
     online = eqx.filter_jit(build)(net_key)
     opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
+    log_temperature = jnp.asarray(math.log(config.eta), jnp.float32)
     zero = jnp.zeros((), jnp.int32)
-    return PACState(online=online, target=online, opt_state=opt_state, steps=zero, skipped=zero, key=state_key)
+    return PACState(online=online, target=online, opt_state=opt_state, log_temperature=log_temperature,
+                    dual_opt_state=_dual_optimizer(config).init(log_temperature), steps=zero, skipped=zero,
+                    key=state_key)
 
 
 def actions_to_bins(actions: jax.Array, num_bins: int) -> jax.Array:
@@ -172,6 +196,18 @@ def improvement_weights(q_values: jax.Array, eta: float) -> jax.Array:
     The pi'(a|s) factor of pi_imp is accounted for by sampling the actions from pi'.
     """
     return jax.nn.softmax(q_values.astype(jnp.float32) / eta, axis=-1)
+
+
+def temperature_dual(log_temperature: jax.Array, q_values: jax.Array, epsilon: float) -> jax.Array:
+    """MPO's temperature dual, minimised over eta = exp(log_temperature):
+    eta * epsilon + eta * mean_s log mean_j exp(q[s, j] / eta).  q_values [B, M] -> [].
+
+    At its minimum KL(softmax(q / eta) || uniform over the M samples) = epsilon on average.
+    """
+    eta = jnp.exp(log_temperature)
+    q = jax.lax.stop_gradient(q_values.astype(jnp.float32))
+    log_mean_exp = jax.nn.logsumexp(q / eta, axis=-1) - math.log(q.shape[-1])
+    return eta * epsilon + eta * jnp.mean(log_mean_exp)
 
 
 def categorical_projection(probs: jax.Array, rewards: jax.Array, discounts: jax.Array,
@@ -226,7 +262,7 @@ def _sample(key, logits, num, act_mask, num_bins):
     return bins, jnp.where(act_mask[:, None], bins_to_actions(bins, num_bins), 0.0)
 
 
-def _loss(params, static, target, batch, key, config: PACConfig):
+def _loss(params, static, target, eta, batch, key, config: PACConfig):
     dtype = jnp.dtype(config.compute_dtype)
     online = perceiver.cast_floating(eqx.combine(params, static), dtype)
     target = perceiver.cast_floating(target, dtype)
@@ -247,7 +283,7 @@ def _loss(params, static, target, batch, key, config: PACConfig):
     bins2, actions2 = _sample(key, target.policy_logits(t_lat), m, mask2, k_bins)  # [2B, M, D]
     probs2 = jax.nn.softmax(target.critic_logits(t_lat, actions2, mask2), -1)  # [2B, M, C]
     sample_bins, q_samples = bins2[:b], probs2[:b] @ support  # [B, M, D], [B, M]
-    weights = improvement_weights(q_samples, config.eta)
+    weights = improvement_weights(q_samples, eta)
     next_probs = jnp.mean(probs2[b:], axis=1)  # mixture over a' ~ pi'(s')
     target_probs = categorical_projection(next_probs, reward, discount, support)
     weights, target_probs, sample_bins = jax.lax.stop_gradient((weights, target_probs, sample_bins))
@@ -261,7 +297,7 @@ def _loss(params, static, target, batch, key, config: PACConfig):
     metrics = {
         **aux, "policy_loss": pol, "critic_loss": crit,
         "q_data": jnp.mean(jax.nn.softmax(q_logits) @ support), "q_samples": jnp.mean(q_samples),
-        "weights_max": jnp.mean(jnp.max(weights, -1)),
+        "weights_max": jnp.mean(jnp.max(weights, -1)), "q_samples_all": q_samples,
         "policy_entropy": jnp.sum(jnp.where(act_mask, entropy, 0.0)) / jnp.maximum(jnp.sum(act_mask), 1),
     }
     finite = [jnp.where(obs_mask, batch[k], 0.0) for k in ("observation", "next_observation")]
@@ -273,15 +309,18 @@ def _loss(params, static, target, batch, key, config: PACConfig):
 @eqx.filter_jit
 def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tuple[PACState, dict]:
     """One gradient step. metrics: loss, policy_loss, bc_loss, improvement_loss, critic_loss, q_data,
-    q_samples, weights_max, policy_entropy, grad_norm, skipped_nonfinite (int32 0/1), skipped_total.
+    q_samples, weights_max, policy_entropy, temperature, grad_norm, skipped_nonfinite (int32 0/1),
+    skipped_total. With config.learn_temperature one Adam step on the temperature dual as well.
 
     If the batch (unpadded entries), the loss or the gradients hold NaN/inf, the new state equals the
     old one except `skipped` += 1. Inputs may be sharded over a "data" mesh axis (see shard_batch).
     """
     key, loss_key = jax.random.split(state.key)
     params, static = eqx.partition(state.online, eqx.is_inexact_array)
-    (loss, metrics), grads = jax.value_and_grad(_loss, has_aux=True)(params, static, state.target, batch,
+    eta = jnp.exp(state.log_temperature) if config.learn_temperature else jnp.float32(config.eta)
+    (loss, metrics), grads = jax.value_and_grad(_loss, has_aux=True)(params, static, state.target, eta, batch,
                                                                       loss_key, config)
+    q_all = metrics.pop("q_samples_all")
     grad_norm = optax.global_norm(grads)
     ok = metrics.pop("batch_finite") & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     grads = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grads)
@@ -289,14 +328,19 @@ def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tupl
     online = eqx.apply_updates(state.online, updates)
     steps = state.steps + 1
     target = update_target(online, state.target, steps, config.target_update_period, config.target_polyak_tau)
-    new = PACState(online=online, target=target, opt_state=opt_state,
-                   steps=steps, skipped=state.skipped, key=key)
+    log_temperature, dual_opt_state = state.log_temperature, state.dual_opt_state
+    if config.learn_temperature:
+        dual_grad = jax.grad(temperature_dual)(log_temperature, q_all, config.kl_epsilon)
+        dual_step, dual_opt_state = _dual_optimizer(config).update(dual_grad, dual_opt_state)
+        log_temperature = jnp.clip(log_temperature + dual_step, -12.0, 12.0)
+    new = PACState(online=online, target=target, opt_state=opt_state, log_temperature=log_temperature,
+                   dual_opt_state=dual_opt_state, steps=steps, skipped=state.skipped, key=key)
     new_arrays, new_static = eqx.partition(new, eqx.is_array)
     old_arrays, _ = eqx.partition(state, eqx.is_array)
     kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_arrays, old_arrays)
     skip = (~ok).astype(jnp.int32)
     state = eqx.tree_at(lambda s: s.skipped, eqx.combine(kept, new_static), state.skipped + skip)
-    metrics.update(loss=loss, grad_norm=grad_norm, skipped_nonfinite=skip, skipped_total=state.skipped)
+    metrics.update(loss=loss, grad_norm=grad_norm, temperature=eta, skipped_nonfinite=skip, skipped_total=state.skipped)
     return state, metrics
 
 

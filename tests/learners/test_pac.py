@@ -58,6 +58,31 @@ def test_improvement_weights_by_hand():
     np.testing.assert_allclose(big, [[1 / (1 + math.e), math.e / (1 + math.e)], [0.5, 0.5]], rtol=1e-6)
 
 
+def test_temperature_dual_by_hand_and_its_minimum_meets_the_kl_bound():
+    q = jnp.array([[0.0, 2.0], [1.0, 1.0]])
+    # eta = 1, epsilon = 0.1: 0.1 + mean(log((1 + e^2) / 2), log(e^1)).
+    expected = 0.1 + 0.5 * (math.log((1 + math.e ** 2) / 2) + 1.0)
+    np.testing.assert_allclose(pac.temperature_dual(jnp.float32(0.0), q, 0.1), expected, rtol=1e-6)
+    # Minimising the dual over log eta gives weights whose KL to uniform is epsilon (one state).
+    q1 = jnp.array([[0.0, 1.0, 3.0, -2.0]])
+    grid = jnp.linspace(-4.0, 4.0, 4001)
+    best = grid[jnp.argmin(jax.vmap(lambda t: pac.temperature_dual(t, q1, 0.2))(grid))]
+    w = np.asarray(pac.improvement_weights(q1[0], jnp.exp(best)))
+    np.testing.assert_allclose(np.sum(w * np.log(w * 4)), 0.2, atol=2e-3)
+
+
+def test_learned_temperature_tracks_the_q_scale(state):
+    """With Q spreads far below eta = 1 the dual shrinks eta (weights would otherwise stay uniform);
+    with learn_temperature=False eta stays fixed."""
+    batch = make_batch()
+    s, fixed = state, dataclasses.replace(CONFIG, learn_temperature=False)
+    for _ in range(30):
+        s, metrics = pac.update(s, batch, CONFIG)
+    assert float(metrics["temperature"]) < 0.8 and float(s.log_temperature) < math.log(0.8)
+    s2, metrics2 = pac.update(state, batch, fixed)
+    assert float(metrics2["temperature"]) == 1.0 and float(s2.log_temperature) == float(state.log_temperature)
+
+
 def test_categorical_projection_by_hand():
     support = jnp.array([0.0, 1.0, 2.0])
     probs = jnp.array([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0], [0.5, 0, 0.5], [0.2, 0.3, 0.5]])
@@ -103,7 +128,8 @@ def test_update_lowers_the_loss_on_a_fixed_batch(state):
         losses.append(float(metrics["loss"]))
     assert int(s.steps) == 40 and int(s.skipped) == 0
     assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.85 * losses[0], losses
-    for k in ("bc_loss", "improvement_loss", "policy_loss", "critic_loss", "grad_norm", "skipped_nonfinite"):
+    for k in ("bc_loss", "improvement_loss", "policy_loss", "critic_loss", "grad_norm", "skipped_nonfinite",
+              "temperature"):
         assert k in metrics
     # The target network moved towards the online one (Polyak) but is not equal to it.
     diffs = [np.abs(a - b).max() for a, b in zip(arrays(s.online), arrays(s.target))]
@@ -167,7 +193,8 @@ def test_bfloat16_compute_keeps_float32_master_weights_and_hard_target_copies(st
 @pytest.mark.parametrize("field, value", [
     ("alpha", 1.5), ("beta", -1.0), ("eta", 0.0), ("num_bins", 1), ("num_atoms", 1), ("v_max", -100.0),
     ("compute_dtype", "float16"), ("target_polyak_tau", 0.0), ("num_action_samples", 0), ("network", "xxl"),
-    ("learning_rate", float("nan")), ("target_update_period", True),
+    ("learning_rate", float("nan")), ("target_update_period", True), ("kl_epsilon", 0.0),
+    ("learn_temperature", "yes"), ("dual_learning_rate", -1.0),
 ])
 def test_config_validation(field, value):
     with pytest.raises(ConfigError, match=field if field != "network" else "Unknown"):
