@@ -1,6 +1,20 @@
-"""PAC learner throughput per Perceiver size: update steps/s, samples/s, tokens/s, TFLOP/s and MFU.
+"""PAC learner throughput per Perceiver size: update steps/s, samples/s, tokens/s, TFLOP/s and MFU;
+with --data, also the offline loader's rows/s and whether it keeps up with the learner.
 
     .venv/bin/python benchmarks/pac_step.py --sizes xs s --batch 64 --steps 10
+    .venv/bin/python benchmarks/pac_step.py --sizes test cpu-d32 cpu-d128 --steps 20
+    .venv/bin/python benchmarks/pac_step.py --sizes xs s --data data/pointmass data/pendulum
+
+--sizes takes the Perceiver presets and the CPU ladder of `rillet.pipelines.offline_config.SIZES`.
+--data DIR [DIR ...]: RLDS datasets, one task each, as `rillet train-offline --data` takes them. The
+offline batch stream (`offline_data.MixedBatches`, batch --batch split equally between the tasks, the
+datasets' "train" split) is timed for --loader-seconds after --loader-warmup batches: "loader: X rows/s
+(Y batches/s of B)"; the host-to-device copy of a batch is in neither the loader's nor the learner's time.
+The learner then uses those tasks' specs and a real batch (instead of the synthetic --obs/--act
+tasks), and each size prints loader rows/s / learner samples/s: below 1x the loader starves the
+learner. `rillet train-offline` calls next(batches) on the thread that dispatches the updates: loader
+time hides behind the learner's only as far as dispatch runs ahead (on CPU they also share the cores),
+so near 1x is already a slowdown; its time/loader_wait_fraction metric shows the share lost.
 
 tokens/s counts encoder input tokens of the observation s: batch * (num_obs_tokens + 1 task token)
 per step. FLOPs are counted analytically from the update's jaxpr: every dot_general / convolution
@@ -22,6 +36,7 @@ import numpy as np
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.learners import pac
 from rillet.learners.networks import perceiver
+from rillet.pipelines import offline_config
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, SXM parts
 
@@ -81,22 +96,53 @@ def make_batch(batch: int, obs: int, act: int, seed: int = 0) -> dict:
     }
 
 
-def bench(size: str, args) -> dict | None:
+def bench_loader(args) -> dict:
+    """Rows/s of the offline runner's batch stream over --data (after --loader-warmup batches)."""
+    from rillet.pipelines.offline_data import MixedBatches, open_tasks, task_sources
+
+    # validation_fraction 0: each dataset's "train" split as is (the runner may train from a split copy)
+    config = offline_config.OfflineConfig(data=tuple(args.data), batch_size=args.batch, n_step=args.n_step,
+                                          validation_fraction=0.0).validate()
+    tasks = open_tasks(config.data, check_env=False)
+    train, _ = task_sources(tasks, config, run_dir="")
+    t0 = time.perf_counter()
+    batches = MixedBatches(train, tasks, "train", config, config.seed)
+    batch = next(batches)
+    open_s = time.perf_counter() - t0
+    for _ in range(args.loader_warmup):
+        next(batches)
+    n, t0 = 0, time.perf_counter()
+    while n < 10 or time.perf_counter() - t0 < args.loader_seconds:  # sustained: past the prefetch buffers
+        next(batches)
+        n += 1
+    bps = n / (time.perf_counter() - t0)
+    print("tasks: " + ", ".join(f"{t.name} (obs {t.obs_size}, act {t.action_size})" for t in tasks) +
+          f"; transform {config.transform}, {batches.per_task} rows per task")
+    print(f"loader: {bps * args.batch:.0f} rows/s ({bps:.1f} batches/s of {args.batch}; "
+          f"{n} timed after {args.loader_warmup} warm-up, first batch {open_s:.2f}s)", flush=True)
+    return {"rows_s": bps * args.batch, "batches_s": bps, "specs": [t.spec for t in tasks], "batch": batch}
+
+
+def bench(size: str, args, loader: dict | None = None) -> dict | None:
     device = jax.devices()[0]
-    net = perceiver.get_config(size)
-    specs = [StepSpec(ArraySpec((args.obs,), "float32"), ArraySpec((args.act,), "float32")),
-             StepSpec(ArraySpec((args.obs // 2,), "float32"), ArraySpec((args.act // 2,), "float32"))]
-    config = pac.PACConfig(network=size, compute_dtype=args.dtype, num_action_samples=args.samples)
+    net = offline_config.network_config(size)
+    if loader is None:
+        specs = [StepSpec(ArraySpec((args.obs,), "float32"), ArraySpec((args.act,), "float32")),
+                 StepSpec(ArraySpec((args.obs // 2,), "float32"), ArraySpec((args.act // 2,), "float32"))]
+    else:
+        specs = loader["specs"]
+    config = pac.PACConfig(network=net, compute_dtype=args.dtype, num_action_samples=args.samples)
     abstract = jax.eval_shape(lambda k: pac.init(k, specs, config), jax.random.PRNGKey(0))
     params = perceiver.count_params(abstract.online)
     # fp32 online + target + Adam mu, nu + grads, plus a rough activation allowance.
     act_bytes = 4 * args.batch * 3 * (net.num_latents + net.num_obs_tokens) * net.d_model * net.mlp_ratio * (net.num_layers + 3)
     need = 20 * params + act_bytes
     if need > 0.8 * available_bytes(device):
-        print(f"{size:>4}: skipped, needs ~{need / 2**30:.1f} GiB, device has {available_bytes(device) / 2**30:.1f} GiB")
+        print(f"{size:>8}: skipped, needs ~{need / 2**30:.1f} GiB, "
+              f"device has {available_bytes(device) / 2**30:.1f} GiB")
         return None
     state = pac.init(jax.random.PRNGKey(0), specs, config)
-    batch = jax.device_put(make_batch(args.batch, args.obs, args.act))
+    batch = jax.device_put(make_batch(args.batch, args.obs, args.act) if loader is None else loader["batch"])
     flops = jaxpr_flops(jax.make_jaxpr(lambda s, b: pac.update(s, b, config))(state, batch).jaxpr)
     t0 = time.perf_counter()
     state, metrics = pac.update(state, batch, config)
@@ -118,15 +164,21 @@ def bench(size: str, args) -> dict | None:
         "mfu": None if peak is None else flops * sps / peak, "loss": float(metrics["loss"]),
     }
     mfu = "n/a" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
-    print(f"{size:>4}: {row['params_M']:8.1f}M params  {sps:8.2f} steps/s  {row['samples_s']:10.0f} samples/s  "
+    print(f"{size:>8}: {row['params_M']:8.1f}M params  {sps:8.2f} steps/s  {row['samples_s']:10.0f} samples/s  "
           f"{row['tokens_s']:10.0f} tokens/s  {row['gflop_step']:9.2f} GFLOP/step  {row['tflops']:7.3f} TFLOP/s  "
           f"MFU {mfu}  (compile {compile_s:.1f}s, loss {row['loss']:.3f})", flush=True)
+    if loader is not None:
+        row["loader_rows_s"] = loader["rows_s"]
+        row["loader_learner"] = ratio = loader["rows_s"] / row["samples_s"]
+        print(f"{size:>8}: loader/learner {ratio:.1f}x: the loader "
+              f"{'keeps up' if ratio >= 1 else 'starves the learner'}", flush=True)
     return row
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["xs", "s", "m", "l"], choices=sorted(perceiver.PRESETS))
+    parser.add_argument("--sizes", nargs="+", default=["xs", "s", "m", "l"],
+                        choices=sorted(perceiver.PRESETS) + sorted(offline_config.SIZES))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -135,12 +187,24 @@ def main(argv=None):
     parser.add_argument("--act", type=int, default=16, help="largest task's action size")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                         help="compute dtype (default: bfloat16 on GPU, float32 elsewhere)")
+    parser.add_argument("--data", nargs="+", metavar="DIR", default=None,
+                        help="RLDS datasets (one task each): time the offline loader; the learner uses their specs")
+    parser.add_argument("--n-step", type=int, default=1, help="with --data: as `rillet train-offline --n-step`")
+    parser.add_argument("--loader-warmup", type=int, default=20, help="with --data: untimed batches first")
+    parser.add_argument("--loader-seconds", type=float, default=2.0, help="with --data: time batches this long")
     args = parser.parse_args(argv)
+    if args.data and args.batch % len(args.data):
+        parser.error(f"--batch {args.batch} must divide by the {len(args.data)} --data tasks (equal rows per task)")
     device = jax.devices()[0]
     args.dtype = args.dtype or ("bfloat16" if device.platform == "gpu" else "float32")
     print(f"device: {device.device_kind} ({device.platform}), batch {args.batch}, M={args.samples}, "
           f"dtype {args.dtype}, jax {jax.__version__}")
-    return [bench(size, args) for size in args.sizes]
+    loader = bench_loader(args) if args.data else None
+    if loader is None:
+        print(f"learner: synthetic tasks obs {args.obs} / act {args.act} and obs {args.obs // 2} / act {args.act // 2}")
+    else:
+        print("learner: the --data tasks' specs and one real batch (--obs / --act ignored)")
+    return [bench(size, args, loader) for size in args.sizes]
 
 
 if __name__ == "__main__":

@@ -30,9 +30,11 @@ runs `eval_episodes` episodes in EnvPool on the task's env_id; the report sets e
 return next to the dataset's mean episode return (from its card; compare only with the same episode
 length: `eval_max_episode_steps` caps evaluation episodes like `max_episode_steps` capped the data).
 
-Run directory: config.json, metrics.jsonl + tb/ (learner/*, validation/*, eval/<task>/*),
+Run directory: config.json, metrics.jsonl + tb/ (learner/*, time/*, validation/*, eval/<task>/*),
 evals.jsonl (one line per evaluation), checkpoints/<step>/{state, meta}, curves.png (eval return per
 task with the data's mean return dashed, and validation loss, against updates), summary.json.
+Throughput (time/*, summary): learner_rows_per_s, loader_rows_per_s (rows / time in next(batches)) and
+loader_wait_fraction (of the training loop's time; near 1: the loader starves the learner).
 Resume: a run directory with checkpoints continues from the latest one (bit-identical on CPU);
 a config that changes training (data, sizes, hyper-parameters, seed) raises CheckpointError.
 NaN/inf batches are skipped by `pac.update` and counted (`learner/skipped_total`, summary).
@@ -198,19 +200,31 @@ def train_offline(config: OfflineConfig) -> dict:
     def save() -> None:
         ckpt.save(step, state, {"step": step, "loader_states": batches.get_state()})
 
-    last = None
+    last, loader_s, loop_s, timed = None, 0.0, 0.0, 0  # this process's loop, bar its first (compiling) update
     try:
         while step < config.num_steps:
-            state, m = pac.update(state, next(batches), pac_config)
+            t0 = time.perf_counter()
+            batch = next(batches)
+            waited = time.perf_counter() - t0
+            state, m = pac.update(state, batch, pac_config)  # asynchronous dispatch: blocked on below
             step += 1
             progress.add()
-            if step % config.log_every_steps == 0 or step == config.num_steps:
+            log = step % config.log_every_steps == 0 or step == config.num_steps
+            checkpoint = step % config.checkpoint_every_steps == 0 or step == config.num_steps
+            evaluation = (config.eval_every_steps and step % config.eval_every_steps == 0) or step == config.num_steps
+            if log or checkpoint or evaluation:  # charge the queued device work to the loop, not to evals
+                jax.block_until_ready(state)
+            if step > start_step + 1:
+                loader_s, loop_s, timed = loader_s + waited, loop_s + time.perf_counter() - t0, timed + 1
+            if log:
                 metrics.write(step, m, prefix="learner/")
-                metrics.write(step, {"updates_per_s": (step - start_step) / (time.time() - started)}, prefix="time/")
+                rates = _throughput(loader_s, loop_s, timed * config.batch_size)
+                metrics.write(step, {"updates_per_s": (step - start_step) / (time.time() - started),
+                                     **{k: v for k, v in rates.items() if v is not None}}, prefix="time/")
                 progress.note(loss=f"{float(m['loss']):.3f}")
-            if step % config.checkpoint_every_steps == 0 or step == config.num_steps:
+            if checkpoint:
                 save()
-            if (config.eval_every_steps and step % config.eval_every_steps == 0) or step == config.num_steps:
+            if evaluation:
                 last = evaluate()
     finally:
         progress.close()
@@ -233,10 +247,19 @@ def train_offline(config: OfflineConfig) -> dict:
                "skipped_total": int(state.skipped), "params": perceiver.count_params(state.online),
                "size": config.size, "alpha": config.alpha, "run_dir": run_dir, "checkpoints": ckpt.directory,
                "metrics": metrics.path, "evals": evals_path, "curves": png,
-               "wall_s": round(time.time() - started, 1)}
+               "wall_s": round(time.time() - started, 1), **_throughput(loader_s, loop_s, timed * config.batch_size)}
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def _throughput(loader_s: float, loop_s: float, rows: int) -> dict:
+    """Rows/s delivered while waited on in next(batches) (what the loader sustains), rows/s consumed (loop
+    updates/s x batch_size; evals, checkpoints excluded), fraction of loop time waiting; None if untimed."""
+    if loader_s <= 0 or loop_s <= 0:
+        return dict.fromkeys(("loader_rows_per_s", "learner_rows_per_s", "loader_wait_fraction"))
+    return {"loader_rows_per_s": rows / loader_s, "learner_rows_per_s": rows / loop_s,
+            "loader_wait_fraction": loader_s / loop_s}
 
 
 def _on_device(tree):

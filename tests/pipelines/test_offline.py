@@ -103,10 +103,19 @@ def test_short_run_writes_everything(short_run):
     assert any("validation/loss" in r for r in records)
     assert any("eval/Pendulum-v1/return_mean" in r for r in records)
     assert [e["step"] for e in read_jsonl(summary["evals"])] == [2, 4]
+    # throughput: loader vs learner rows/s (first, compiling update not timed) and the loader's share of the loop
+    for k in ("loader_rows_per_s", "learner_rows_per_s", "loader_wait_fraction"):
+        assert np.isfinite(summary[k]) and summary[k] > 0, (k, summary[k])
+    assert 0 <= summary["loader_wait_fraction"] <= 1
+    assert summary["loader_rows_per_s"] >= summary["learner_rows_per_s"]  # the loop waits for at most all of it
+    timed = [r for r in records if "time/loader_wait_fraction" in r]
+    assert [r["step"] for r in timed] == [2, 3, 4] and all(0 <= r["time/loader_wait_fraction"] <= 1 for r in timed)
+    assert all(r["time/loader_rows_per_s"] > 0 and "time/updates_per_s" in r for r in timed)
     with open(summary["curves"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(os.path.join(run, "summary.json")) as f:
-        assert json.load(f)["steps"] == 4
+        saved = json.load(f)
+    assert saved["steps"] == 4 and saved["loader_wait_fraction"] == summary["loader_wait_fraction"]
     assert os.listdir(os.path.join(run, "tb"))
     # held-out episodes come from a split copy: train and validation are disjoint
     assert sorted(os.listdir(os.path.join(run, "data"))) == ["task0-split0.2-seed0", "task1-split0.2-seed0"]
