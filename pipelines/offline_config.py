@@ -70,6 +70,8 @@ class OfflineConfig:
     """Learn eta by the MPO dual so that KL(pi_imp || pi') stays near kl_epsilon."""
     kl_epsilon: float = 0.1
     learning_rate: float = 1e-4
+    target_polyak_tau: float = 0.005
+    """Target networks move this fraction towards the online ones per update."""
     num_action_samples: int = 16
     """M: policy samples per state for the improvement step and the TD target."""
     v_min: float = -100.0
@@ -122,6 +124,8 @@ class OfflineConfig:
         need(number(self.eta) and self.eta > 0, "eta", "must be > 0")
         need(number(self.kl_epsilon) and self.kl_epsilon > 0, "kl_epsilon", "must be > 0")
         need(number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(number(self.target_polyak_tau) and 0 < self.target_polyak_tau <= 1, "target_polyak_tau",
+             "must be in (0, 1]")
         need(integer(self.num_action_samples) and self.num_action_samples >= 1, "num_action_samples", "must be >= 1")
         need(number(self.v_min) and number(self.v_max) and self.v_min < self.v_max, "v_min", "must be < v_max")
         need(integer(self.batch_size) and self.batch_size >= len(self.data)
@@ -148,7 +152,7 @@ class OfflineConfig:
     def pac_config(self) -> pac.PACConfig:
         return pac.PACConfig(alpha=self.alpha, beta=self.beta, eta=self.eta,
                              learn_temperature=self.learn_temperature, kl_epsilon=self.kl_epsilon,
-                             learning_rate=self.learning_rate,
+                             learning_rate=self.learning_rate, target_polyak_tau=self.target_polyak_tau,
                              num_action_samples=self.num_action_samples, gamma=self.gamma, v_min=self.v_min,
                              v_max=self.v_max, network=network_config(self.size))
 
@@ -159,7 +163,7 @@ class OfflineConfig:
     def fingerprint(self) -> dict:
         """What a checkpoint must agree with to be resumed (the training stream and the model)."""
         keep = ("agent", "size", "alpha", "beta", "eta", "learn_temperature", "kl_epsilon", "learning_rate",
-                "num_action_samples", "v_min", "v_max",
+                "target_polyak_tau", "num_action_samples", "v_min", "v_max",
                 "batch_size", "n_step", "gamma", "seed", "validation_fraction")
         return {"data": [os.path.abspath(d) for d in self.data], **{k: getattr(self, k) for k in keep},
                 "network": dataclasses.asdict(network_config(self.size))}

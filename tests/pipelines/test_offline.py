@@ -175,7 +175,8 @@ def test_bad_inputs(data, tmp_path):
         train_offline(config((data[0], cartpole), tmp_path / "r3"))
     for field, kw in (("batch_size", {"batch_size": 7}), ("agent", {"agent": "dqn"}), ("size", {"size": "huge"}),
                       ("data", {"data": ()}), ("alpha", {"alpha": 1.5}), ("num_steps", {"num_steps": 0}),
-                      ("validation_fraction", {"validation_fraction": 1.0})):
+                      ("validation_fraction", {"validation_fraction": 1.0}),
+                      ("target_polyak_tau", {"target_polyak_tau": 0.0}), ("kl_epsilon", {"kl_epsilon": -0.1})):
         with pytest.raises(ConfigError, match=field):
             dataclasses.replace(config(data, tmp_path / "r4"), **kw).validate()
     assert not os.path.exists(tmp_path / "r4")
