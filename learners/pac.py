@@ -53,7 +53,7 @@ from rillet.learners.target_network import update_target
 __all__ = ["PACConfig", "PACState", "init", "update", "improvement_weights", "temperature_dual",
            "categorical_projection",
            "policy_loss", "critic_loss", "actions_to_bins", "bins_to_actions", "make_mesh", "shard_batch",
-           "replicate", "task_sizes"]
+           "replicate", "task_sizes", "learning_rate_schedule"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,7 @@ class PACConfig:
     v_min: float = -100.0
     v_max: float = 100.0
     learning_rate: float = 1e-4
+    learning_rate_decay_steps: int = 0  # > 0: cosine decay to 10% over this many updates (0: constant)
     adam_eps: float = 1e-8
     max_grad_norm: float = 1.0
     target_update_period: int = 100  # hard copy every this many updates (ignored with Polyak)
@@ -102,7 +103,8 @@ class PACConfig:
         number("learning_rate", 0.0, math.inf, lo_open=True, hi_open=True)
         number("adam_eps", 0.0, math.inf, lo_open=True, hi_open=True)
         number("max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
-        for name, lo in (("num_action_samples", 1), ("num_bins", 2), ("num_atoms", 2), ("target_update_period", 1)):
+        for name, lo in (("learning_rate_decay_steps", 0), ("num_action_samples", 1), ("num_bins", 2),
+                         ("num_atoms", 2), ("target_update_period", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ConfigError(f"PACConfig.{name}={v!r} is invalid: it must be an integer >= {lo}.")
@@ -155,7 +157,15 @@ def task_sizes(task_specs: StepSpec | Sequence[StepSpec]) -> tuple[tuple[int, ..
 
 def _optimizer(config: PACConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                       optax.adam(config.learning_rate, eps=config.adam_eps))
+                       optax.adam(learning_rate_schedule(config), eps=config.adam_eps))
+
+
+def learning_rate_schedule(config: PACConfig) -> optax.ScalarOrSchedule:
+    """The network's learning rate: constant, or cosine-decayed to 10% over learning_rate_decay_steps
+    (a settling policy at the end of a fixed-length offline run, not one caught mid-oscillation)."""
+    if not config.learning_rate_decay_steps:
+        return config.learning_rate
+    return optax.cosine_decay_schedule(config.learning_rate, config.learning_rate_decay_steps, alpha=0.1)
 
 
 def _dual_optimizer(config: PACConfig) -> optax.GradientTransformation:

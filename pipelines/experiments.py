@@ -107,7 +107,7 @@ PAC_ONLINE_REPLAY = ReplayConfig(n_step=5, batch_size=64, samples_per_insert=16.
 PAC_V_MIN, PAC_V_MAX = 0.0, 100.0
 
 
-def pac_data(tasks: tuple[str, ...] = ("CartpoleSwingup-v1", "CartpoleBalance-v1", "PointMassEasy-v1"),
+def pac_data(tasks: tuple[str, ...] = ("CartpoleSwingup-v1", "CartpoleBalance-v1", "ReacherEasy-v1"),
              out: str = "runs/pac-data", total_env_steps: int = 50_000, seed: int = 0) -> dict:
     """Online PAC on each task in turn, every episode recorded as an RLDS dataset <out>/data/<task>
     (the input of pac-vs-bc and pac-scaling); runs under <out>/online/<task>."""
@@ -141,7 +141,7 @@ def _offline(data, run_dir: str, **kw) -> dict:
 def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int = 20_000, size: str = "cpu-d32",
               batch_size: int = 96, eval_episodes: int = 20, eval_max_episode_steps: int = 0, seed: int = 0,
               learning_rate: float = 3e-4, n_step: int = 5, target_polyak_tau: float = PAC_POLYAK_TAU,
-              pac_alphas: tuple[float, ...] = (PAC_ALPHA,)) -> dict:
+              pac_alphas: tuple[float, ...] = (PAC_ALPHA,), learning_rate_decay: bool = True) -> dict:
     """The same Perceiver, data, batches and updates with small alphas (PAC; run dirs pac-alpha<a>) and
     alpha = 1 (BC; run dir bc); per task the final greedy return of each next to the dataset's mean
     episode return (table, JSON, PNG). Runs already trained to num_steps are only re-evaluated, so
@@ -154,7 +154,8 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
 
     common = dict(num_steps=num_steps, size=size, batch_size=batch_size, eval_episodes=eval_episodes,
                   v_min=PAC_V_MIN, v_max=PAC_V_MAX, learning_rate=learning_rate, n_step=n_step,
-                  target_polyak_tau=target_polyak_tau, eval_max_episode_steps=eval_max_episode_steps, seed=seed,
+                  target_polyak_tau=target_polyak_tau, learning_rate_decay=learning_rate_decay,
+                  eval_max_episode_steps=eval_max_episode_steps, seed=seed,
                   eval_every_steps=max(1, num_steps // 5), checkpoint_every_steps=num_steps)
     runs = {f"PAC (alpha {a:g})": _offline(data, os.path.join(out, f"pac-alpha{a:g}"), alpha=a, **common)
             for a in pac_alphas}

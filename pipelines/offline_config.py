@@ -70,6 +70,8 @@ class OfflineConfig:
     """Learn eta by the MPO dual so that KL(pi_imp || pi') stays near kl_epsilon."""
     kl_epsilon: float = 0.1
     learning_rate: float = 1e-4
+    learning_rate_decay: bool = False
+    """Cosine-decay the learning rate to 10% over num_steps (num_steps then joins the resume fingerprint)."""
     target_polyak_tau: float = 0.005
     """Target networks move this fraction towards the online ones per update."""
     num_action_samples: int = 16
@@ -153,6 +155,7 @@ class OfflineConfig:
         return pac.PACConfig(alpha=self.alpha, beta=self.beta, eta=self.eta,
                              learn_temperature=self.learn_temperature, kl_epsilon=self.kl_epsilon,
                              learning_rate=self.learning_rate, target_polyak_tau=self.target_polyak_tau,
+                             learning_rate_decay_steps=self.num_steps if self.learning_rate_decay else 0,
                              num_action_samples=self.num_action_samples, gamma=self.gamma, v_min=self.v_min,
                              v_max=self.v_max, network=network_config(self.size))
 
@@ -164,7 +167,8 @@ class OfflineConfig:
         """What a checkpoint must agree with to be resumed (the training stream and the model)."""
         keep = ("agent", "size", "alpha", "beta", "eta", "learn_temperature", "kl_epsilon", "learning_rate",
                 "target_polyak_tau", "num_action_samples", "v_min", "v_max",
-                "batch_size", "n_step", "gamma", "seed", "validation_fraction")
+                "batch_size", "n_step", "gamma", "seed", "validation_fraction", "learning_rate_decay")
+        keep += ("num_steps",) if self.learning_rate_decay else ()
         return {"data": [os.path.abspath(d) for d in self.data], **{k: getattr(self, k) for k in keep},
                 "network": dataclasses.asdict(network_config(self.size))}
 

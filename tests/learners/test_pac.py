@@ -83,6 +83,13 @@ def test_learned_temperature_tracks_the_q_scale(state):
     assert float(metrics2["temperature"]) == 1.0 and float(s2.log_temperature) == float(state.log_temperature)
 
 
+def test_learning_rate_schedule_constant_or_cosine_to_a_tenth():
+    assert pac.learning_rate_schedule(CONFIG) == CONFIG.learning_rate
+    schedule = pac.learning_rate_schedule(dataclasses.replace(CONFIG, learning_rate_decay_steps=100))
+    np.testing.assert_allclose([schedule(0), schedule(50), schedule(100), schedule(500)],
+                               [1e-3, 0.55e-3, 1e-4, 1e-4], rtol=1e-5)
+
+
 def test_categorical_projection_by_hand():
     support = jnp.array([0.0, 1.0, 2.0])
     probs = jnp.array([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0], [0.5, 0, 0.5], [0.2, 0.3, 0.5]])
@@ -195,6 +202,7 @@ def test_bfloat16_compute_keeps_float32_master_weights_and_hard_target_copies(st
     ("compute_dtype", "float16"), ("target_polyak_tau", 0.0), ("num_action_samples", 0), ("network", "xxl"),
     ("learning_rate", float("nan")), ("target_update_period", True), ("kl_epsilon", 0.0),
     ("learn_temperature", "yes"), ("dual_learning_rate", -1.0),
+    ("learning_rate_decay_steps", -1),
 ])
 def test_config_validation(field, value):
     with pytest.raises(ConfigError, match=field if field != "network" else "Unknown"):
