@@ -141,7 +141,8 @@ def _offline(data, run_dir: str, **kw) -> dict:
 def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int = 20_000, size: str = "cpu-d32",
               batch_size: int = 96, eval_episodes: int = 20, eval_max_episode_steps: int = 0, seed: int = 0,
               learning_rate: float = 3e-4, n_step: int = 5, target_polyak_tau: float = PAC_POLYAK_TAU,
-              pac_alphas: tuple[float, ...] = (PAC_ALPHA,), learning_rate_decay: bool = True) -> dict:
+              pac_alphas: tuple[float, ...] = (PAC_ALPHA,), learning_rate_decay: bool = True,
+              validation_fraction: float = 0.1) -> dict:
     """The same Perceiver, data, batches and updates with small alphas (PAC; run dirs pac-alpha<a>) and
     alpha = 1 (BC; run dir bc); per task the final greedy return of each next to the dataset's mean
     episode return (table, JSON, PNG). Runs already trained to num_steps are only re-evaluated, so
@@ -155,6 +156,7 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
     common = dict(num_steps=num_steps, size=size, batch_size=batch_size, eval_episodes=eval_episodes,
                   v_min=PAC_V_MIN, v_max=PAC_V_MAX, learning_rate=learning_rate, n_step=n_step,
                   target_polyak_tau=target_polyak_tau, learning_rate_decay=learning_rate_decay,
+                  validation_fraction=validation_fraction,
                   eval_max_episode_steps=eval_max_episode_steps, seed=seed,
                   eval_every_steps=max(1, num_steps // 5), checkpoint_every_steps=num_steps)
     runs = {f"PAC (alpha {a:g})": _offline(data, os.path.join(out, f"pac-alpha{a:g}"), alpha=a, **common)
@@ -164,7 +166,11 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
     table = {t: {"data_mean": next(iter(runs.values()))["tasks"][i]["data_return_mean"],
                  **{name: r["tasks"][i].get("eval", {}).get("return_mean") for name, r in runs.items()}}
              for i, t in enumerate(tasks)}
-    results = {"table": table, "num_steps": num_steps, "size": size, "params": next(iter(runs.values()))["params"],
+    # Standard error of each greedy mean (episodes differ in their start states; the same seeds for every run).
+    stderr = {t: {name: (r["tasks"][i]["eval"]["return_std"] / np.sqrt(r["tasks"][i]["eval"]["episodes"])
+                         if "eval" in r["tasks"][i] else None) for name, r in runs.items()}
+              for i, t in enumerate(tasks)}
+    results = {"table": table, "stderr": stderr, "num_steps": num_steps, "size": size, "params": next(iter(runs.values()))["params"],
                "final_validation": {name: r["final_validation"] for name, r in runs.items()}}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "pac_vs_bc.json"), "w") as f:
@@ -174,7 +180,8 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
     width = 0.8 / len(columns)
     for j, col in enumerate(columns):
         ys = [np.nan if table[t][col] is None else table[t][col] for t in tasks]
-        ax.bar(np.arange(len(tasks)) + (j - (len(columns) - 1) / 2) * width, ys, width,
+        errs = [np.nan if stderr[t].get(col) is None else stderr[t][col] for t in tasks]
+        ax.bar(np.arange(len(tasks)) + (j - (len(columns) - 1) / 2) * width, ys, width, yerr=errs, capsize=3,
                label="dataset mean" if col == "data_mean" else col)
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set(ylabel="episode return", title=f"PAC vs BC offline ({size}, {num_steps} updates)")
@@ -183,9 +190,14 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
     fig.tight_layout()
     fig.savefig(os.path.join(out, "pac_vs_bc.png"))
     plt.close(fig)
-    print(f"{'task':>24} " + " ".join(f"{c:>16}" for c in columns))
+    def cell(t, c):
+        if table[t][c] is None:
+            return "-"
+        return f"{table[t][c]:.1f}" + ("" if stderr[t].get(c) is None else f" ± {stderr[t][c]:.1f}")
+
+    print(f"{'task':>20} " + " ".join(f"{c:>18}" for c in columns))
     for t in tasks:
-        print(f"{t:>24} " + " ".join(f"{'-' if table[t][c] is None else f'{table[t][c]:.2f}':>16}" for c in columns))
+        print(f"{t:>20} " + " ".join(f"{cell(t, c):>18}" for c in columns))
     print(f"figure: {os.path.join(out, 'pac_vs_bc.png')}")
     return results
 

@@ -190,3 +190,20 @@ def test_cli_options_and_sizes(capsys):
     assert cfg.data == ("a", "b") and cfg.size == "cpu-d32" and cfg.num_steps == 5 and not cfg.progress
     counts = [param_count(s, (4, 3), (2, 1)) for s in ("test", "cpu-d32", "cpu-d64", "cpu-d128")]
     assert counts == sorted(counts) and counts[0] < 20_000 < counts[1] and counts[-1] > 500_000
+
+
+def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
+    from rillet.pipelines.experiments import pac_scaling, pac_vs_bc
+
+    vs = pac_vs_bc(data, out=str(tmp_path / "vs"), num_steps=2, size="test", batch_size=4, eval_episodes=2,
+                   eval_max_episode_steps=EPISODE_STEPS, n_step=1, validation_fraction=0.2)
+    names = {"PAC (alpha 0.1)", "BC (alpha 1)"}
+    for task, row in vs["table"].items():
+        assert set(row) == names | {"data_mean"} and all(np.isfinite(v) for v in row.values())
+        assert set(vs["stderr"][task]) == names and all(v >= 0 for v in vs["stderr"][task].values())
+    assert os.path.getsize(tmp_path / "vs" / "pac_vs_bc.png") > 0
+    assert sorted(os.listdir(tmp_path / "vs")) == ["bc", "pac-alpha0.1", "pac_vs_bc.json", "pac_vs_bc.png"]
+    rows = pac_scaling(data, out=str(tmp_path / "sc"), sizes=("test", "cpu-d32"), num_steps=2, batch_size=4, n_step=1,
+                       validation_fraction=0.2)
+    assert rows["test"]["params"] < rows["cpu-d32"]["params"] and all(np.isfinite(r["loss"]) for r in rows.values())
+    assert os.path.getsize(tmp_path / "sc" / "pac_scaling.png") > 0
