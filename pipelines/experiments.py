@@ -236,7 +236,7 @@ def pac_scaling(data: tuple[str, ...], out: str = "runs/pac-scaling",
     for s in sizes:
         ax.annotate(s, (rows[s]["params"], rows[s]["loss"]), fontsize=7)
     ax.set(xscale="log", xlabel="parameters", ylabel="validation loss",
-           title=f"PAC validation loss vs size ({num_steps} updates)")
+           title=f"PAC validation loss vs size (alpha {alpha:g}, {num_steps} updates)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
