@@ -51,9 +51,8 @@ from rillet.learners.networks import perceiver
 from rillet.learners.target_network import update_target
 
 __all__ = ["PACConfig", "PACState", "init", "update", "improvement_weights", "temperature_dual",
-           "categorical_projection",
-           "policy_loss", "critic_loss", "actions_to_bins", "bins_to_actions", "make_mesh", "shard_batch",
-           "replicate", "task_sizes", "learning_rate_schedule"]
+           "categorical_projection", "policy_loss", "critic_loss", "actions_to_bins", "bins_to_actions",
+           "make_mesh", "shard_batch", "replicate", "task_sizes", "learning_rate_schedule"]
 
 
 @dataclasses.dataclass(frozen=True)
