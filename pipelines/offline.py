@@ -248,9 +248,22 @@ def train_offline(config: OfflineConfig) -> dict:
                "size": config.size, "alpha": config.alpha, "run_dir": run_dir, "checkpoints": ckpt.directory,
                "metrics": metrics.path, "evals": evals_path, "curves": png,
                "wall_s": round(time.time() - started, 1), **_throughput(loader_s, loop_s, timed * config.batch_size)}
+    if step == start_step:  # only re-evaluated: keep the timing of the run that trained (if it left one)
+        summary.update(_previous_timing(os.path.join(run_dir, "summary.json"), step))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def _previous_timing(path: str, step: int) -> dict:
+    """wall_s and throughput of the summary at `path` if it reports `step` updates; else {}."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    keys = ("wall_s", "loader_rows_per_s", "learner_rows_per_s", "loader_wait_fraction")
+    return {k: old[k] for k in keys if k in old} if old.get("steps") == step else {}
 
 
 def _throughput(loader_s: float, loop_s: float, rows: int) -> dict:

@@ -150,6 +150,9 @@ def test_resume_continues_bit_identically(data, short_run, tmp_path):
         assert px == py
         np.testing.assert_array_equal(np.asarray(vx), np.asarray(vy))
     assert [e["step"] for e in read_jsonl(resumed["evals"])] == [2, 4, 6, 8]
+    again = train_offline(dataclasses.replace(cfg, num_steps=8))  # nothing left: re-evaluates only
+    assert again["final_validation"] == resumed["final_validation"]
+    assert again["wall_s"] == resumed["wall_s"] and again["learner_rows_per_s"] == resumed["learner_rows_per_s"]
 
     with pytest.raises(CheckpointError, match="different config"):
         train_offline(dataclasses.replace(cfg, num_steps=10, alpha=0.5))
