@@ -110,15 +110,24 @@ def recurrent_observe(actor_state: dict, env_output) -> dict:
             "prev_action": jnp.where(first, jnp.zeros_like(actor_state["prev_action"]), actor_state["prev_action"])}
 
 
-def discretised_policy(task_id: int, num_bins: int, sample: bool = True) -> Callable:
+DISCRETISED_ACTIONS = ("sample", "mode", "mean")
+
+
+def discretised_policy(task_id: int, num_bins: int, action: str = "sample") -> Callable:
     """The acting policy of a Perceiver actor-critic (PAC) for one task, jitted over the batch.
 
     params: a network with ``encode(obs [B, obs_max], task_id [B]) -> latents``,
     ``policy_logits(latents) -> [B, D_max, K]``, and ``obs_sizes``/``action_sizes`` per task.
-    Observations are zero-padded to obs_max; each action dimension's bin is sampled (or, with
-    sample=False, the most likely bin) and mapped to its centre in [-1, 1]; the task's first
-    action_sizes[task_id] dims are returned, [B, A] float32. Extras: {"task_id": [B] int32}.
+    Observations are zero-padded to obs_max. Per action dimension, `action` picks:
+      "sample": a bin drawn from pi(.|s), mapped to its centre (acting for data collection);
+      "mode":   the most likely bin's centre (argmax per dimension);
+      "mean":   the expected action sum_k pi_k * centre_k, a deterministic action in [-1, 1].
+    The argmax of a two-peaked (bang-bang) distribution commits to one extreme; the mean keeps the
+    balance of the two peaks, as a Gaussian policy's mean does. Returns the task's first
+    action_sizes[task_id] dims, [B, A] float32; extras {"task_id": [B] int32}.
     """
+    if action not in DISCRETISED_ACTIONS:
+        raise ValueError(f"discretised_policy: action={action!r}; use one of {DISCRETISED_ACTIONS}.")
 
     @eqx.filter_jit
     def policy(params, observation, actor_state, key):
@@ -126,9 +135,12 @@ def discretised_policy(task_id: int, num_bins: int, sample: bool = True) -> Call
         obs_max = max(params.obs_sizes)
         obs = jnp.pad(observation.astype(jnp.float32), ((0, 0), (0, obs_max - size)))
         tasks = jnp.full((b,), task_id, jnp.int32)
-        logits = params.policy_logits(params.encode(obs, tasks)).astype(jnp.float32)
-        bins = jax.random.categorical(key, logits) if sample else jnp.argmax(logits, axis=-1)
-        actions = bins_to_actions(bins, num_bins)
+        logits = params.policy_logits(params.encode(obs, tasks)).astype(jnp.float32)  # [B, D_max, K]
+        if action == "mean":
+            actions = jax.nn.softmax(logits, -1) @ bins_to_actions(jnp.arange(num_bins), num_bins)
+        else:
+            bins = jax.random.categorical(key, logits) if action == "sample" else jnp.argmax(logits, axis=-1)
+            actions = bins_to_actions(bins, num_bins)
         return actions[:, : params.action_sizes[task_id]], {"task_id": tasks}, actor_state
 
     return policy

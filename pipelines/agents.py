@@ -158,10 +158,10 @@ class PACBuilder(TransitionReplay):
 
     def actor(self, spec: StepSpec, config, epsilons: np.ndarray) -> ActorParts:
         del epsilons  # PAC explores by sampling its own stochastic policy
-        return ActorParts(discretised_policy(0, config.pac.num_bins, sample=True), None)
+        return ActorParts(discretised_policy(0, config.pac.num_bins, "sample"), None)
 
     def evaluator(self, spec: StepSpec, config):
-        return discretised_policy(0, config.pac.num_bins, sample=False), lambda n: None, None
+        return discretised_policy(0, config.pac.num_bins, "mode"), lambda n: None, None
 
     @staticmethod
     def priorities(metrics) -> np.ndarray:

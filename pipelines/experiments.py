@@ -142,10 +142,10 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
               batch_size: int = 96, eval_episodes: int = 20, eval_max_episode_steps: int = 0, seed: int = 0,
               learning_rate: float = 3e-4, n_step: int = 5, target_polyak_tau: float = PAC_POLYAK_TAU,
               pac_alphas: tuple[float, ...] = (PAC_ALPHA,), learning_rate_decay: bool = True,
-              validation_fraction: float = 0.1) -> dict:
+              validation_fraction: float = 0.1, eval_action: str = "mean") -> dict:
     """The same Perceiver, data, batches and updates with small alphas (PAC; run dirs pac-alpha<a>) and
-    alpha = 1 (BC; run dir bc); per task the final greedy return of each next to the dataset's mean
-    episode return (table, JSON, PNG). Runs already trained to num_steps are only re-evaluated, so
+    alpha = 1 (BC; run dir bc); per task the final evaluation return of each (acting by `eval_action`)
+    next to the dataset's mean episode return (table, JSON, PNG). Runs already trained to num_steps are only re-evaluated, so
     the runs may be trained in parallel first (`rillet train-offline` with the same options)."""
     import matplotlib
 
@@ -157,7 +157,7 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
                   v_min=PAC_V_MIN, v_max=PAC_V_MAX, learning_rate=learning_rate, n_step=n_step,
                   target_polyak_tau=target_polyak_tau, learning_rate_decay=learning_rate_decay,
                   validation_fraction=validation_fraction,
-                  eval_max_episode_steps=eval_max_episode_steps, seed=seed,
+                  eval_max_episode_steps=eval_max_episode_steps, eval_action=eval_action, seed=seed,
                   eval_every_steps=max(1, num_steps // 5), checkpoint_every_steps=num_steps)
     runs = {f"PAC (alpha {a:g})": _offline(data, os.path.join(out, f"pac-alpha{a:g}"), alpha=a, **common)
             for a in pac_alphas}
@@ -166,11 +166,12 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
     table = {t: {"data_mean": next(iter(runs.values()))["tasks"][i]["data_return_mean"],
                  **{name: r["tasks"][i].get("eval", {}).get("return_mean") for name, r in runs.items()}}
              for i, t in enumerate(tasks)}
-    # Standard error of each greedy mean (episodes differ in their start states; the same seeds for every run).
+    # Standard error of each evaluation mean (episodes differ in their start states; the same seeds for every run).
     stderr = {t: {name: (r["tasks"][i]["eval"]["return_std"] / np.sqrt(r["tasks"][i]["eval"]["episodes"])
                          if "eval" in r["tasks"][i] else None) for name, r in runs.items()}
               for i, t in enumerate(tasks)}
-    results = {"table": table, "stderr": stderr, "num_steps": num_steps, "size": size, "params": next(iter(runs.values()))["params"],
+    results = {"table": table, "stderr": stderr, "eval_action": eval_action, "num_steps": num_steps, "size": size,
+               "params": next(iter(runs.values()))["params"],
                "final_validation": {name: r["final_validation"] for name, r in runs.items()}}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "pac_vs_bc.json"), "w") as f:
@@ -184,7 +185,7 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
         ax.bar(np.arange(len(tasks)) + (j - (len(columns) - 1) / 2) * width, ys, width, yerr=errs, capsize=3,
                label="dataset mean" if col == "data_mean" else col)
     ax.set_xticks(np.arange(len(tasks)), tasks)
-    ax.set(ylabel="episode return", title=f"PAC vs BC offline ({size}, {num_steps} updates)")
+    ax.set(ylabel="episode return", title=f"PAC vs BC offline ({size}, {num_steps} updates, {eval_action} action)")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=8)
     fig.tight_layout()

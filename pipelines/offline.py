@@ -25,8 +25,9 @@ it); otherwise, with validation_fraction > 0, the runner makes such a split once
 batches are read once; at every evaluation and at the end, the mean PAC loss terms over them are
 reported (computed by `pac.update` with a fixed key; its new state is discarded: no update).
 
-Evaluation. Per task, the greedy PAC policy (`discretised_policy(task_id, num_bins, sample=False)`)
-runs `eval_episodes` episodes in EnvPool on the task's env_id; the report sets each task's mean
+Evaluation. Per task, the PAC policy acting by `eval_action` (default "mean": the expected action per
+dimension; `discretised_policy(task_id, num_bins, eval_action)`) runs `eval_episodes` episodes
+in EnvPool on the task's env_id; the report sets each task's mean
 return next to the dataset's mean episode return (from its card; compare only with the same episode
 length: `eval_max_episode_steps` caps evaluation episodes like `max_episode_steps` capped the data).
 
@@ -81,14 +82,14 @@ def _validation_loss(state, batches: list[dict], pac_config: pac.PACConfig, key)
 
 
 @functools.lru_cache(maxsize=None)
-def _greedy_policy(task_id: int, num_bins: int):
-    """One jitted greedy policy per (task, bins), shared by runs in this process (compiled once)."""
+def _eval_policy(task_id: int, num_bins: int, action: str):
+    """One jitted evaluation policy per (task, bins, action), shared by runs in this process."""
     from rillet.actors.policies import discretised_policy
 
-    return discretised_policy(task_id, num_bins, sample=False)
+    return discretised_policy(task_id, num_bins, action)
 
 
-def _greedy_returns(tasks: Sequence[Task], network, config: OfflineConfig, policies: list) -> dict:
+def _eval_returns(tasks: Sequence[Task], network, config: OfflineConfig, policies: list) -> dict:
     from rillet.evals.returns import episode_returns
 
     kwargs = {"max_episode_steps": config.eval_max_episode_steps} if config.eval_max_episode_steps else {}
@@ -113,10 +114,10 @@ def _plot(tasks: Sequence[Task], evals: list[dict], path: str, title: str) -> st
         c = colors[t.task_id % len(colors)]
         pts = [(e["step"], e["returns"][t.name]["return_mean"]) for e in evals if t.name in e.get("returns", {})]
         if pts:
-            ax_r.plot(*zip(*pts), marker="o", color=c, label=f"{t.name} greedy")
+            ax_r.plot(*zip(*pts), marker="o", color=c, label=t.name)
         if t.data_return_mean is not None:
             ax_r.axhline(t.data_return_mean, color=c, linestyle="--", alpha=0.7, label=f"{t.name} data mean")
-    ax_r.set(xlabel="updates", ylabel="episode return", title="greedy return per task")
+    ax_r.set(xlabel="updates", ylabel="episode return", title="evaluation return per task")
     pts = [(e["step"], e["validation"]["loss"]) for e in evals if e.get("validation")]
     if pts:
         ax_v.plot(*zip(*pts), marker="o", label="loss")
@@ -173,7 +174,7 @@ def train_offline(config: OfflineConfig) -> dict:
         validation = [next(val_stream) for _ in range(config.validation_batches)]
         del val_stream
     val_key = _on_device(jax.random.key_data(jax.random.PRNGKey(config.seed + 104_729)))
-    policies = [_greedy_policy(t.task_id, pac_config.num_bins) for t in tasks]
+    policies = [_eval_policy(t.task_id, pac_config.num_bins, config.eval_action) for t in tasks]
 
     metrics = MetricsWriter(run_dir)
     evals_path = os.path.join(run_dir, "evals.jsonl")
@@ -188,7 +189,8 @@ def train_offline(config: OfflineConfig) -> dict:
             record["validation"] = _validation_loss(state, validation, pac_config, val_key)
             metrics.write(step, record["validation"], prefix="validation/")
         if config.eval_episodes:
-            record["returns"] = _greedy_returns(tasks, state.online, config, policies)
+            record["eval_action"] = config.eval_action
+            record["returns"] = _eval_returns(tasks, state.online, config, policies)
             for name, r in record["returns"].items():
                 metrics.write(step, r, prefix=f"eval/{name}/")
         evals.append(record)
@@ -234,7 +236,7 @@ def train_offline(config: OfflineConfig) -> dict:
     ckpt.close()
 
     png = _plot(tasks, _dedupe(evals), os.path.join(run_dir, "curves.png"),
-                f"PAC offline, size {config.size}, alpha {config.alpha:g}")
+                f"PAC offline, size {config.size}, alpha {config.alpha:g}, {config.eval_action} action")
     per_task = []
     for t in tasks:
         row = {"task_id": t.task_id, "name": t.name, "env_id": t.env_id, "data": t.path, "obs_size": t.obs_size,
@@ -245,7 +247,8 @@ def train_offline(config: OfflineConfig) -> dict:
         per_task.append(row)
     summary = {"steps": step, "tasks": per_task, "final_validation": last.get("validation"),
                "skipped_total": int(state.skipped), "params": perceiver.count_params(state.online),
-               "size": config.size, "alpha": config.alpha, "run_dir": run_dir, "checkpoints": ckpt.directory,
+               "size": config.size, "alpha": config.alpha, "eval_action": config.eval_action,
+               "run_dir": run_dir, "checkpoints": ckpt.directory,
                "metrics": metrics.path, "evals": evals_path, "curves": png,
                "wall_s": round(time.time() - started, 1), **_throughput(loader_s, loop_s, timed * config.batch_size)}
     if step == start_step:  # only re-evaluated: keep the timing of the run that trained (if it left one)
@@ -320,8 +323,8 @@ def _dedupe(evals: list[dict]) -> list[dict]:
 
 
 def format_summary(summary: dict) -> str:
-    """A small text table: per task, greedy return vs the dataset's mean return; validation loss."""
-    lines = [f"{'task':>24} {'greedy return':>14} {'data mean':>10}"]
+    """A small text table: per task, evaluation return vs the dataset's mean return; validation loss."""
+    lines = [f"{'task':>24} {summary.get('eval_action', 'mode') + ' return':>14} {'data mean':>10}"]
     for t in summary["tasks"]:
         ev = t.get("eval", {}).get("return_mean")
         dm = t["data_return_mean"]

@@ -15,10 +15,11 @@ import dataclasses
 import json
 import math
 import os
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
+from rillet.actors.policies import DISCRETISED_ACTIONS
 from rillet.errors import ConfigError
 from rillet.learners import pac
 from rillet.learners.networks import perceiver
@@ -89,11 +90,15 @@ class OfflineConfig:
     seed: int = 0
     log_every_steps: int = 100
     eval_every_steps: int = 1_000
-    """Validation loss and greedy evaluation every this many updates (0: only at the end)."""
+    """Validation loss and policy evaluation every this many updates (0: only at the end)."""
     eval_episodes: int = 10
-    """Greedy episodes per task and evaluation (0: no environment evaluation)."""
+    """Evaluation episodes per task and evaluation (0: no environment evaluation)."""
     eval_max_episode_steps: int = 0
     """Cap evaluation episodes at this many steps (0: the environment's own limit)."""
+    eval_action: Literal["mean", "mode", "sample"] = "mean"
+    """The action evaluated per dimension: the policy's expected action ("mean", deterministic), its most
+    likely bin ("mode"; commits to one peak of a bang-bang policy), or a sample. Not part of training:
+    a finished run may be re-evaluated with another."""
     checkpoint_every_steps: int = 1_000
     validation_fraction: float = 0.1
     """Fraction of episodes held out for the validation loss when a dataset has no 'validation' split
@@ -142,6 +147,7 @@ class OfflineConfig:
         need(integer(self.eval_episodes) and self.eval_episodes >= 0, "eval_episodes", "must be >= 0")
         need(integer(self.eval_max_episode_steps) and self.eval_max_episode_steps >= 0, "eval_max_episode_steps",
              "must be >= 0")
+        need(self.eval_action in DISCRETISED_ACTIONS, "eval_action", f"must be one of {DISCRETISED_ACTIONS}")
         need(integer(self.checkpoint_every_steps) and self.checkpoint_every_steps >= 1, "checkpoint_every_steps",
              "must be >= 1")
         need(number(self.validation_fraction) and 0 <= self.validation_fraction < 1, "validation_fraction",

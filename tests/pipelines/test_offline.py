@@ -121,6 +121,16 @@ def test_short_run_writes_everything(short_run):
     assert sorted(os.listdir(os.path.join(run, "data"))) == ["task0-split0.2-seed0", "task1-split0.2-seed0"]
 
 
+def test_a_finished_run_is_re_evaluated_with_another_action(data, tmp_path):
+    """eval_action is not part of training: a finished run resumes at num_steps and only re-evaluates."""
+    cfg = config(data, tmp_path / "e", num_steps=2, eval_every_steps=0, eval_episodes=1, checkpoint_every_steps=2)
+    first = train_offline(cfg)
+    again = train_offline(dataclasses.replace(cfg, eval_action="mode"))
+    assert (first["eval_action"], again["eval_action"], again["steps"]) == ("mean", "mode", 2)
+    assert [(e["step"], e["eval_action"]) for e in read_jsonl(again["evals"])] == [(2, "mean"), (2, "mode")]
+    assert again["final_validation"] == first["final_validation"]  # same state, same held-out batches
+
+
 def _saved_arrays(run_dir, step):
     """The learner-state arrays of checkpoint `step`, as saved (no template, no re-initialisation)."""
     import orbax.checkpoint as ocp
@@ -179,7 +189,8 @@ def test_bad_inputs(data, tmp_path):
     for field, kw in (("batch_size", {"batch_size": 7}), ("agent", {"agent": "dqn"}), ("size", {"size": "huge"}),
                       ("data", {"data": ()}), ("alpha", {"alpha": 1.5}), ("num_steps", {"num_steps": 0}),
                       ("validation_fraction", {"validation_fraction": 1.0}),
-                      ("target_polyak_tau", {"target_polyak_tau": 0.0}), ("kl_epsilon", {"kl_epsilon": -0.1})):
+                      ("target_polyak_tau", {"target_polyak_tau": 0.0}), ("kl_epsilon", {"kl_epsilon": -0.1}),
+                      ("eval_action", {"eval_action": "argmax"})):
         with pytest.raises(ConfigError, match=field):
             dataclasses.replace(config(data, tmp_path / "r4"), **kw).validate()
     assert not os.path.exists(tmp_path / "r4")
