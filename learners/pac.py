@@ -21,8 +21,10 @@ Temperature: a fixed eta is brittle because the spread of Q over sampled actions
 of magnitude across tasks and during training (with eta = 1 and a young critic the weights stayed
 uniform and the policy never moved). By default eta is therefore learned as in MPO (Abdolmaleki et
 al., 2018): eta minimises the dual  eta * epsilon + eta * mean_s log mean_j exp(Q'(s, a_j) / eta),
-so KL(pi_imp || pi') stays near epsilon = kl_epsilon whatever the Q scale. `learn_temperature=False`
-keeps eta fixed at `eta`; `eta` is also the learned temperature's initial value.
+so KL(pi_imp || pi') stays near epsilon = kl_epsilon whatever the Q scale. There is one eta per task
+(as in multi-task MPO): the spread of Q over sampled actions differs between tasks too, and one shared
+eta set by the widest spread leaves the weights of the other tasks near uniform. `learn_temperature=False`
+keeps eta fixed at `eta` for all tasks; `eta` is also every learned temperature's initial value.
 
 Defaults (the paper does not fix all of them): K = 21 bins (0.1 resolution, 0 is a bin centre);
 C = 101 atoms on [-100, 100] (returns of |r| <= 1 rewards at gamma = 0.99); eta learned from 1.0
@@ -126,7 +128,7 @@ class PACConfig:
 
 class PACState(eqx.Module):
     """online/target: PerceiverActorCritic (float32 master weights); opt_state: Adam state;
-    log_temperature: f32 [] log eta; dual_opt_state: its Adam state; steps: int32 [] updates applied;
+    log_temperature: f32 [T] log eta per task; dual_opt_state: its Adam state; steps: int32 [] updates applied;
     skipped: int32 [] updates skipped for non-finite values; key: uint32 [2] raw PRNG key data."""
 
     online: perceiver.PerceiverActorCritic
@@ -182,7 +184,7 @@ def init(key: jax.Array, task_specs: StepSpec | Sequence[StepSpec], config: PACC
         perceiver.get_config(config.network), obs_sizes, action_sizes, config.num_bins, config.num_atoms, k)
     online = eqx.filter_jit(build)(net_key)
     opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
-    log_temperature = jnp.asarray(math.log(config.eta), jnp.float32)
+    log_temperature = jnp.full((len(obs_sizes),), math.log(config.eta), jnp.float32)
     zero = jnp.zeros((), jnp.int32)
     return PACState(online=online, target=online, opt_state=opt_state, log_temperature=log_temperature,
                     dual_opt_state=_dual_optimizer(config).init(log_temperature), steps=zero, skipped=zero,
@@ -207,16 +209,22 @@ def improvement_weights(q_values: jax.Array, eta: float) -> jax.Array:
     return jax.nn.softmax(q_values.astype(jnp.float32) / eta, axis=-1)
 
 
-def temperature_dual(log_temperature: jax.Array, q_values: jax.Array, epsilon: float) -> jax.Array:
-    """MPO's temperature dual, minimised over eta = exp(log_temperature):
-    eta * epsilon + eta * mean_s log mean_j exp(q[s, j] / eta).  q_values [B, M] -> [].
+def temperature_dual(log_temperature: jax.Array, q_values: jax.Array, epsilon: float,
+                     task_id: jax.Array | None = None) -> jax.Array:
+    """MPO's temperature dual, minimised over eta = exp(log_temperature), summed over tasks:
+    sum_t [eta_t * epsilon + eta_t * mean_{s in t} log mean_j exp(q[s, j] / eta_t)].
+    log_temperature [] or [T]; q_values [B, M]; task_id [B] int (None: every row is task 0) -> [].
 
-    At its minimum KL(softmax(q / eta) || uniform over the M samples) = epsilon on average.
+    At each task's minimum KL(softmax(q / eta_t) || uniform over the M samples) = epsilon on average
+    over that task's states; a task absent from the batch gets no gradient.
     """
-    eta = jnp.exp(log_temperature)
+    log_eta = jnp.reshape(log_temperature, (-1,))
     q = jax.lax.stop_gradient(q_values.astype(jnp.float32))
-    log_mean_exp = jax.nn.logsumexp(q / eta, axis=-1) - math.log(q.shape[-1])
-    return eta * epsilon + eta * jnp.mean(log_mean_exp)
+    task = jnp.zeros(q.shape[0], jnp.int32) if task_id is None else jnp.asarray(task_id, jnp.int32)
+    eta = jnp.exp(log_eta)[task]  # [B]
+    log_mean_exp = jax.nn.logsumexp(q / eta[:, None], axis=-1) - math.log(q.shape[-1])
+    rows_per_task = jnp.zeros_like(log_eta).at[task].add(1.0)  # [T]
+    return jnp.sum(eta * (epsilon + log_mean_exp) / rows_per_task[task])
 
 
 def categorical_projection(probs: jax.Array, rewards: jax.Array, discounts: jax.Array,
@@ -292,7 +300,7 @@ def _loss(params, static, target, eta, batch, key, config: PACConfig):
     bins2, actions2 = _sample(key, target.policy_logits(t_lat), m, mask2, k_bins)  # [2B, M, D]
     probs2 = jax.nn.softmax(target.critic_logits(t_lat, actions2, mask2), -1)  # [2B, M, C]
     sample_bins, q_samples = bins2[:b], probs2[:b] @ support  # [B, M, D], [B, M]
-    weights = improvement_weights(q_samples, eta)
+    weights = improvement_weights(q_samples, eta[task][:, None])
     next_probs = jnp.mean(probs2[b:], axis=1)  # mixture over a' ~ pi'(s')
     target_probs = categorical_projection(next_probs, reward, discount, support)
     weights, target_probs, sample_bins = jax.lax.stop_gradient((weights, target_probs, sample_bins))
@@ -318,7 +326,7 @@ def _loss(params, static, target, eta, batch, key, config: PACConfig):
 @eqx.filter_jit
 def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tuple[PACState, dict]:
     """One gradient step. metrics: loss, policy_loss, bc_loss, improvement_loss, critic_loss, q_data,
-    q_samples, weights_max, policy_entropy, temperature, grad_norm, skipped_nonfinite (int32 0/1),
+    q_samples, weights_max, policy_entropy, temperature (mean over tasks), grad_norm, skipped_nonfinite (0/1),
     skipped_total. With config.learn_temperature one Adam step on the temperature dual as well.
 
     If the batch (unpadded entries), the loss or the gradients hold NaN/inf, the new state equals the
@@ -326,7 +334,8 @@ def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tupl
     """
     key, loss_key = jax.random.split(state.key)
     params, static = eqx.partition(state.online, eqx.is_inexact_array)
-    eta = jnp.exp(state.log_temperature) if config.learn_temperature else jnp.float32(config.eta)
+    eta = jnp.exp(state.log_temperature) if config.learn_temperature else jnp.full_like(state.log_temperature,
+                                                                                         config.eta)  # [T]
     (loss, metrics), grads = jax.value_and_grad(_loss, has_aux=True)(params, static, state.target, eta, batch,
                                                                       loss_key, config)
     q_all = metrics.pop("q_samples_all")
@@ -339,7 +348,7 @@ def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tupl
     target = update_target(online, state.target, steps, config.target_update_period, config.target_polyak_tau)
     log_temperature, dual_opt_state = state.log_temperature, state.dual_opt_state
     if config.learn_temperature:
-        dual_grad = jax.grad(temperature_dual)(log_temperature, q_all, config.kl_epsilon)
+        dual_grad = jax.grad(temperature_dual)(log_temperature, q_all, config.kl_epsilon, batch["task_id"])
         dual_step, dual_opt_state = _dual_optimizer(config).update(dual_grad, dual_opt_state)
         log_temperature = jnp.clip(log_temperature + dual_step, -12.0, 12.0)
     new = PACState(online=online, target=target, opt_state=opt_state, log_temperature=log_temperature,
@@ -349,7 +358,8 @@ def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tupl
     kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_arrays, old_arrays)
     skip = (~ok).astype(jnp.int32)
     state = eqx.tree_at(lambda s: s.skipped, eqx.combine(kept, new_static), state.skipped + skip)
-    metrics.update(loss=loss, grad_norm=grad_norm, temperature=eta, skipped_nonfinite=skip, skipped_total=state.skipped)
+    metrics.update(loss=loss, grad_norm=grad_norm, temperature=jnp.mean(eta), skipped_nonfinite=skip,
+                   skipped_total=state.skipped)
     return state, metrics
 
 

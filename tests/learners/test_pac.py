@@ -71,16 +71,39 @@ def test_temperature_dual_by_hand_and_its_minimum_meets_the_kl_bound():
     np.testing.assert_allclose(np.sum(w * np.log(w * 4)), 0.2, atol=2e-3)
 
 
+def test_temperature_dual_is_one_dual_per_task():
+    """Two tasks whose Q spreads differ 100-fold: the summed dual is each task's own dual on its rows,
+    and its minimum gives each task its own eta with KL = epsilon (one shared eta could not)."""
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(np.concatenate([rng.normal(0, 10.0, (6, 8)), rng.normal(0, 0.1, (4, 8))]), jnp.float32)
+    task = jnp.array([0] * 6 + [1] * 4)
+    log_eta = jnp.array([0.5, -1.0])
+    per_task = pac.temperature_dual(log_eta[0], q[:6], 0.1) + pac.temperature_dual(log_eta[1], q[6:], 0.1)
+    np.testing.assert_allclose(pac.temperature_dual(log_eta, q, 0.1, task), per_task, rtol=1e-6)
+    grid = jnp.linspace(-8.0, 6.0, 2801)
+    best = [grid[jnp.argmin(jax.vmap(lambda t: pac.temperature_dual(t, q[rows], 0.1))(grid))]
+            for rows in (slice(0, 6), slice(6, 10))]
+    assert float(best[0]) - float(best[1]) > math.log(20)  # etas about 100x apart
+    for rows, b in zip((slice(0, 6), slice(6, 10)), best):
+        w = np.asarray(pac.improvement_weights(q[rows], jnp.exp(b)))
+        np.testing.assert_allclose(np.mean(np.sum(w * np.log(w * 8), -1)), 0.1, atol=5e-3)
+    # a task absent from the batch gets no gradient
+    g = jax.grad(pac.temperature_dual)(jnp.zeros(3), q, 0.1, task)
+    assert g[2] == 0.0 and g[0] != 0.0 and g[1] != 0.0
+
+
 def test_learned_temperature_tracks_the_q_scale(state):
-    """With Q spreads far below eta = 1 the dual shrinks eta (weights would otherwise stay uniform);
-    with learn_temperature=False eta stays fixed."""
+    """With Q spreads far below eta = 1 the dual shrinks each task's eta (weights would otherwise stay
+    uniform); with learn_temperature=False eta stays fixed."""
     batch = make_batch()
     s, fixed = state, dataclasses.replace(CONFIG, learn_temperature=False)
+    assert state.log_temperature.shape == (len(SPECS),)
     for _ in range(30):
         s, metrics = pac.update(s, batch, CONFIG)
-    assert float(metrics["temperature"]) < 0.8 and float(s.log_temperature) < math.log(0.8)
+    assert float(metrics["temperature"]) < 0.8 and np.all(np.asarray(s.log_temperature) < math.log(0.8))
     s2, metrics2 = pac.update(state, batch, fixed)
-    assert float(metrics2["temperature"]) == 1.0 and float(s2.log_temperature) == float(state.log_temperature)
+    assert float(metrics2["temperature"]) == 1.0
+    np.testing.assert_array_equal(s2.log_temperature, state.log_temperature)
 
 
 def test_learning_rate_schedule_constant_or_cosine_to_a_tenth():
