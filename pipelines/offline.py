@@ -164,8 +164,8 @@ def train_offline(config: OfflineConfig) -> dict:
 
     train_sources, val_sources = task_sources(tasks, config, run_dir)
     batches = MixedBatches(train_sources, tasks, "train", config, config.seed)
-    if loader_states is not None:
-        batches.set_state(loader_states)
+    if loader_states is not None and step < config.num_steps:  # a finished run only re-evaluates: a run
+        batches.set_state(loader_states)  # directory copied elsewhere (its split data moved) still does
     validation = []
     val_tasks = [t for t, s in zip(tasks, val_sources) if s is not None]
     if val_tasks:

@@ -123,8 +123,12 @@ def test_short_run_writes_everything(short_run):
 
 def test_a_finished_run_is_re_evaluated_with_another_action(data, tmp_path):
     """eval_action is not part of training: a finished run resumes at num_steps and only re-evaluates."""
+    import shutil
+
     cfg = config(data, tmp_path / "e", num_steps=2, eval_every_steps=0, eval_episodes=1, checkpoint_every_steps=2)
     first = train_offline(cfg)
+    shutil.copytree(cfg.run_dir, tmp_path / "copy")  # also after the directory moved (its split data with it)
+    cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / "copy"))
     again = train_offline(dataclasses.replace(cfg, eval_action="mode"))
     assert (first["eval_action"], again["eval_action"], again["steps"]) == ("mean", "mode", 2)
     assert [(e["step"], e["eval_action"]) for e in read_jsonl(again["evals"])] == [(2, "mean"), (2, "mode")]
