@@ -44,7 +44,8 @@ class Checkpointer:
     def restore(self, template_state: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores into the structure of `template_state` (e.g. a freshly initialised state).
 
-        Raises CheckpointError if there is none, or if it was written with another config.
+        Raises CheckpointError if there is none, if it was written with another config, or if its arrays
+        do not have the template's shapes (a state layout written by another rillet version).
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -59,8 +60,17 @@ class Checkpointer:
             )
         arrays, static = eqx.partition(template_state, eqx.is_array)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, arrays)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))["state"]
+        layout = (f"The checkpoint at {self.directory} (step {step}) does not fit this learner's state layout "
+                  "(it changed since the checkpoint was written)")
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract)))["state"]
+        except ValueError as e:  # orbax: a stored shape that cannot become the requested one
+            raise CheckpointError(f"{layout}: {e} Start a new --run-dir.") from None
+        for (path, want), got in zip(jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree.leaves(restored)):
+            if tuple(got.shape) != tuple(want.shape):
+                raise CheckpointError(f"{layout}: {jax.tree_util.keystr(path)} has shape {tuple(got.shape)}, the "
+                                      f"learner expects {tuple(want.shape)}. Start a new --run-dir.")
         return eqx.combine(restored, static), meta
 
     def close(self) -> None:

@@ -107,7 +107,7 @@ PAC_ONLINE_REPLAY = ReplayConfig(n_step=5, batch_size=64, samples_per_insert=16.
 PAC_V_MIN, PAC_V_MAX = 0.0, 100.0
 
 
-def pac_data(tasks: tuple[str, ...] = ("CartpoleSwingup-v1", "CartpoleBalance-v1", "ReacherEasy-v1"),
+def pac_data(tasks: tuple[str, ...] = ("CartpoleSwingup-v1", "CartpoleBalance-v1", "InvertedPendulum-v4"),
              out: str = "runs/pac-data", total_env_steps: int = 50_000, seed: int = 0) -> dict:
     """Online PAC on each task in turn, every episode recorded as an RLDS dataset <out>/data/<task>
     (the input of pac-vs-bc and pac-scaling); runs under <out>/online/<task>."""

@@ -3,14 +3,19 @@ fresh learner and train M more: the same metrics and parameters, bit for bit (CP
 
 import dataclasses
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+import pytest
 
 from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
 from rillet.actors.policies import random_policy
 from rillet.learners import dqn
 from rillet.pipelines.checkpointing import Checkpointer
+from rillet.errors import CheckpointError
 from rillet.pipelines.config import OnlineConfig
 
 CONFIG = dqn.DQNConfig(hidden_sizes=(32, 32), target_update_period=7)
@@ -73,3 +78,16 @@ def test_resume_is_bit_identical(tmp_path):
     for a, b in zip(leaves_a, leaves_b):
         np.testing.assert_array_equal(a, b)
     assert int(resumed.steps) == n + m
+
+
+def test_a_checkpoint_of_another_state_layout_is_refused(tmp_path):
+    """Same config fingerprint, but an array whose shape changed (e.g. a scalar that became a vector):
+    a clear CheckpointError, not a state that fails later."""
+    spec = BatchedEnv("CartPole-v1", 1, seed=0).spec
+    state = dqn.init(jax.random.PRNGKey(0), spec, CONFIG)
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), {"same": True})
+    ckpt.save(1, state, {"updates": 1})
+    ckpt.close()
+    template = eqx.tree_at(lambda s: s.steps, state, jnp.zeros((2,), jnp.int32))
+    with pytest.raises(CheckpointError, match="state layout.*shape"):
+        Checkpointer(str(tmp_path / "ckpt"), {"same": True}).restore(template)
