@@ -128,8 +128,8 @@ class PACConfig:
 
 class PACState(eqx.Module):
     """online/target: PerceiverActorCritic (float32 master weights); opt_state: Adam state;
-    log_temperature: f32 [T] log eta per task; dual_opt_state: its Adam state; steps: int32 [] updates applied;
-    skipped: int32 [] updates skipped for non-finite values; key: uint32 [2] raw PRNG key data."""
+    log_temperature: f32 [T] log eta per task; dual_opt_state: its Adam state; steps: int32 [] updates
+    applied; skipped: int32 [] updates skipped for non-finite values; key: uint32 [2] raw PRNG key data."""
 
     online: perceiver.PerceiverActorCritic
     target: perceiver.PerceiverActorCritic
@@ -334,8 +334,8 @@ def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tupl
     """
     key, loss_key = jax.random.split(state.key)
     params, static = eqx.partition(state.online, eqx.is_inexact_array)
-    eta = jnp.exp(state.log_temperature) if config.learn_temperature else jnp.full_like(state.log_temperature,
-                                                                                         config.eta)  # [T]
+    fixed_eta = jnp.full_like(state.log_temperature, config.eta)
+    eta = jnp.exp(state.log_temperature) if config.learn_temperature else fixed_eta  # [T], one per task
     (loss, metrics), grads = jax.value_and_grad(_loss, has_aux=True)(params, static, state.target, eta, batch,
                                                                       loss_key, config)
     q_all = metrics.pop("q_samples_all")

@@ -148,8 +148,8 @@ def pac_vs_bc(data: tuple[str, ...], out: str = "runs/pac-vs-bc", num_steps: int
               validation_fraction: float = 0.1, eval_action: str = "mean") -> dict:
     """The same Perceiver, data, batches and updates with small alphas (PAC; run dirs pac-alpha<a>) and
     alpha = 1 (BC; run dir bc); per task the final evaluation return of each (acting by `eval_action`)
-    next to the dataset's mean episode return (table, JSON, PNG). Runs already trained to num_steps are only re-evaluated, so
-    the runs may be trained in parallel first (`rillet train-offline` with the same options)."""
+    next to the dataset's mean episode return (table, JSON, PNG). Runs already trained to num_steps are
+    only re-evaluated, so the runs may be trained in parallel first (`rillet train-offline`, same options)."""
     import matplotlib
 
     matplotlib.use("Agg")

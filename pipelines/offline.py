@@ -26,10 +26,10 @@ batches are read once; at every evaluation and at the end, the mean PAC loss ter
 reported (computed by `pac.update` with a fixed key; its new state is discarded: no update).
 
 Evaluation. Per task, the PAC policy acting by `eval_action` (default "mean": the expected action per
-dimension; `discretised_policy(task_id, num_bins, eval_action)`) runs `eval_episodes` episodes
-in EnvPool on the task's env_id; the report sets each task's mean
-return next to the dataset's mean episode return (from its card; compare only with the same episode
-length: `eval_max_episode_steps` caps evaluation episodes like `max_episode_steps` capped the data).
+dimension; `discretised_policy(task_id, num_bins, eval_action)`) runs `eval_episodes` episodes in
+EnvPool on the task's env_id; the report sets each task's mean return next to the dataset's mean
+episode return (from its card; compare only with the same episode length: `eval_max_episode_steps`
+caps evaluation episodes like `max_episode_steps` capped the data).
 
 Run directory: config.json, metrics.jsonl + tb/ (learner/*, time/*, validation/*, eval/<task>/*),
 evals.jsonl (one line per evaluation), checkpoints/<step>/{state, meta}, curves.png (eval return per
@@ -324,7 +324,7 @@ def _dedupe(evals: list[dict]) -> list[dict]:
 
 def format_summary(summary: dict) -> str:
     """A small text table: per task, evaluation return vs the dataset's mean return; validation loss."""
-    lines = [f"{'task':>24} {summary.get('eval_action', 'mode') + ' return':>14} {'data mean':>10}"]
+    lines = [f"{'task':>24} {summary['eval_action'] + ' return':>14} {'data mean':>10}"]
     for t in summary["tasks"]:
         ev = t.get("eval", {}).get("return_mean")
         dm = t["data_return_mean"]

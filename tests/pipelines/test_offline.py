@@ -220,7 +220,8 @@ def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
         assert set(row) == names | {"data_mean"} and all(np.isfinite(v) for v in row.values())
         assert set(vs["stderr"][task]) == names and all(v >= 0 for v in vs["stderr"][task].values())
     assert os.path.getsize(tmp_path / "vs" / "pac_vs_bc.png") > 0
-    assert sorted(os.listdir(tmp_path / "vs")) == ["bc", "pac-alpha0.1", "pac-alpha0.5", "pac_vs_bc.json", "pac_vs_bc.png"]
+    assert sorted(os.listdir(tmp_path / "vs")) == ["bc", "pac-alpha0.1", "pac-alpha0.5", "pac_vs_bc.json",
+                                                   "pac_vs_bc.png"]
     rows = pac_scaling(data, out=str(tmp_path / "sc"), sizes=("test", "cpu-d32"), num_steps=2, batch_size=4, n_step=1,
                        validation_fraction=0.2)
     assert rows["test"]["params"] < rows["cpu-d32"]["params"] and all(np.isfinite(r["loss"]) for r in rows.values())
