@@ -90,16 +90,12 @@ def _eval_policy(task_id: int, num_bins: int, action: str):
 
 
 def _eval_returns(tasks: Sequence[Task], network, config: OfflineConfig, policies: list) -> dict:
-    from rillet.evals.returns import episode_returns
+    from rillet.evals.returns import greedy_return_stage  # the eval stage: any policy, return statistics
 
     kwargs = {"max_episode_steps": config.eval_max_episode_steps} if config.eval_max_episode_steps else {}
-    out = {}
-    for t, policy in zip(tasks, policies):
-        r = episode_returns(t.env_id, policy, network, config.eval_episodes, seed=config.seed + 10_000 + t.task_id,
-                            **kwargs)
-        out[t.name] = {"return_mean": float(r.mean()), "return_std": float(r.std()),
-                       "return_min": float(r.min()), "return_max": float(r.max()), "episodes": int(r.size)}
-    return out
+    return {t.name: greedy_return_stage(t.env_id, policy, config.eval_episodes, seed=config.seed + 10_000 + t.task_id,
+                                        **kwargs)(network)
+            for t, policy in zip(tasks, policies)}
 
 
 def _plot(tasks: Sequence[Task], evals: list[dict], path: str, title: str) -> str:
