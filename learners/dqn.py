@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import rlax
 
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
+from rillet.learners import value_ops
 from rillet.learners.networks import q_network
 from rillet.learners.target_network import update_target
 
@@ -154,12 +154,12 @@ def _loss(params, static, target, batch, config: DQNConfig):
     q_t_value = q_values(target, next_obs)  # [B, A]
     if config.double_q:
         q_t_selector = q_values(online, next_obs)
-        td = jax.vmap(rlax.double_q_learning)(q_tm1, action, reward, discount, q_t_value, q_t_selector)
+        td = jax.vmap(value_ops.double_q_learning)(q_tm1, action, reward, discount, q_t_value, q_t_selector)
     else:
-        td = jax.vmap(rlax.q_learning)(q_tm1, action, reward, discount, q_t_value)
+        td = jax.vmap(value_ops.q_learning)(q_tm1, action, reward, discount, q_t_value)
     weights = jnp.asarray(batch.get("weights", jnp.ones_like(reward)), jnp.float32)
     # Importance-weighted mean over the batch: mean_i w_i * huber(td_i) (= plain mean with w = 1).
-    loss = jnp.mean(weights * rlax.huber_loss(td, config.huber_delta))
+    loss = jnp.mean(weights * optax.huber_loss(td, delta=config.huber_delta))
     q_taken = jnp.take_along_axis(q_tm1, action[:, None], axis=-1)[:, 0]
     return loss, {"mean_q": jnp.mean(q_taken), "td_abs": jnp.abs(td)}
 

@@ -44,11 +44,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import rlax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rillet.datasets.specs import StepSpec
 from rillet.errors import ConfigError, SpecMismatchError
+from rillet.learners import value_ops
 from rillet.learners.networks import perceiver
 from rillet.learners.target_network import update_target
 
@@ -232,7 +232,7 @@ def categorical_projection(probs: jax.Array, rewards: jax.Array, discounts: jax.
     """Projects r + discount * z onto `support`: probs [B, C] over support [C], rewards/discounts [B]
     -> target probs [B, C] (mass beyond the ends goes to the end atoms)."""
     atoms = rewards[:, None] + discounts[:, None] * support[None, :]
-    return jax.vmap(rlax.categorical_l2_project, in_axes=(0, 0, None))(atoms, probs, support)
+    return jax.vmap(value_ops.categorical_l2_project, in_axes=(0, 0, None))(atoms, probs, support)
 
 
 def _log_probs(logits: jax.Array, bins: jax.Array, action_mask: jax.Array) -> jax.Array:

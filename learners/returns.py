@@ -28,9 +28,9 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import rlax
 
 from rillet.errors import ConfigError
+from rillet.learners import value_ops
 
 __all__ = [
     "ESTIMATORS", "h", "h_inv", "nstep_double_q_returns", "retrace_returns", "peng_q_lambda_returns",
@@ -99,8 +99,8 @@ def _finish(g, mask, value_rescaling):
 
 
 def _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling):
-    """rlax general off-policy returns; c_next [T] = c_{t+1} (already cut where the trace ends)."""
-    g = rlax.general_off_policy_returns_from_action_values(
+    """General off-policy returns; c_next [T] = c_{t+1} (already cut where the trace ends)."""
+    g = value_ops.general_off_policy_returns_from_action_values(
         q_t[1:], a_t[1:], r_t, discount_t, c_next, pi_t[1:])
     return _finish(g, mask, value_rescaling)
 
@@ -120,7 +120,7 @@ def nstep_double_q_returns(q_t, r_t, discount_t, pi_t, mask=None, *, n: int,
     q_t, _, r_t, discount_t, pi_t, _, mask, next_valid = _prepare(
         q_t, None, r_t, discount_t, pi_t, None, mask, value_rescaling)
     v_next = jnp.sum(pi_t[1:] * q_t[1:], axis=-1)  # E_pi Q(x_{t+1}) [T]
-    g = rlax.n_step_bootstrapped_returns(r_t, discount_t, v_next, int(n), next_valid.astype(jnp.float32))
+    g = value_ops.n_step_bootstrapped_returns(r_t, discount_t, v_next, int(n), next_valid.astype(jnp.float32))
     return _finish(g, mask, value_rescaling)
 
 
@@ -134,9 +134,9 @@ def peng_q_lambda_returns(q_t, r_t, discount_t, pi_t, mask=None, *, lambda_, n: 
     v_next = jnp.sum(pi_t[1:] * q_t[1:], axis=-1)
     lam = jnp.asarray(lambda_, jnp.float32) * next_valid.astype(jnp.float32)
     if n is None:
-        g = rlax.lambda_returns(r_t, discount_t, v_next, lam)
+        g = value_ops.lambda_returns(r_t, discount_t, v_next, lam)
     else:
-        g = rlax.n_step_bootstrapped_returns(r_t, discount_t, v_next, int(n), lam)
+        g = value_ops.n_step_bootstrapped_returns(r_t, discount_t, v_next, int(n), lam)
     return _finish(g, mask, value_rescaling)
 
 

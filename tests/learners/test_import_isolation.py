@@ -1,4 +1,5 @@
-"""learners/ must work on a GPU host without TensorFlow or Reverb."""
+"""learners/ must work on a GPU host without TensorFlow or Reverb, and on current JAX, where rlax
+(through distrax and tensorflow_probability) cannot be imported (see learners/value_ops.py)."""
 
 import ast
 import os
@@ -9,16 +10,15 @@ import textwrap
 
 import rillet.learners
 
-FORBIDDEN = ("tensorflow", "reverb")
+FORBIDDEN = ("tensorflow", "reverb", "rlax", "distrax", "tensorflow_probability")
 LEARNERS_DIR = pathlib.Path(rillet.learners.__file__).parent
 
-# Runs in a fresh interpreter where `tensorflow`, `reverb` and their submodules cannot be imported
-# (tensorflow_probability's JAX substrate tries `import tensorflow` opportunistically and copes).
+# Runs in a fresh interpreter where the FORBIDDEN packages and their submodules cannot be imported.
 _SCRIPT = textwrap.dedent(
     """
     import importlib.abc, sys
 
-    FORBIDDEN = ("tensorflow", "reverb")
+    FORBIDDEN = ("tensorflow", "reverb", "rlax", "distrax", "tensorflow_probability")
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -32,6 +32,7 @@ _SCRIPT = textwrap.dedent(
     import jax
     import numpy as np
     import rillet.learners.dqn as dqn
+    import rillet.learners.pac, rillet.learners.r2d2  # noqa: F401  (import only)
     from rillet.datasets.specs import ArraySpec, StepSpec
 
     spec = StepSpec(ArraySpec((4,), "float32"), ArraySpec((), "int32"), num_actions=2)
@@ -54,7 +55,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def test_learners_run_without_tensorflow_or_reverb():
+def test_learners_run_without_tensorflow_reverb_or_rlax():
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=240,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},

@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import rlax
 
 from rillet.errors import ConfigError
 from rillet.learners import returns
@@ -165,7 +164,8 @@ def test_padded_tails_do_not_leak(name):
 def test_h_and_h_inv_are_inverses_over_a_wide_range():
     x = np.concatenate([-np.logspace(-8, 6, 4000), [0.0], np.logspace(-8, 6, 4000)]).astype(np.float32)
     hx = np.asarray(returns.h(x))
-    # the same functions as rlax's (which lose float32 precision near 0)
+    # the same functions as rlax's (which lose float32 precision near 0); rlax is absent on current JAX
+    rlax = pytest.importorskip("rlax")
     np.testing.assert_allclose(hx, np.asarray(rlax.signed_hyperbolic(jnp.asarray(x), 1e-3)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(returns.h_inv(x)), np.asarray(rlax.signed_parabolic(jnp.asarray(x), 1e-3)),
                                rtol=5e-4, atol=1e-3)
