@@ -47,6 +47,20 @@ def peak_flops(device) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in device.device_kind), None)
 
 
+def measured_matmul_tflops(device, n: int = 8192, reps: int = 10) -> float | None:
+    """TFLOP/s of an n x n x n bf16 matrix product on random data (GPU only): the achievable ceiling."""
+    if device.platform != "gpu":
+        return None
+    a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), jax.numpy.bfloat16) for i in (1, 2))
+    matmul = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(matmul(a, b))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        out = matmul(a, b)
+    jax.block_until_ready(out)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
 def _subjaxprs(value):
     """Jaxprs held in an equation parameter (duck-typed: works across JAX versions)."""
     items = value if isinstance(value, (tuple, list)) else (value,)
@@ -199,6 +213,11 @@ def main(argv=None):
     args.dtype = args.dtype or ("bfloat16" if device.platform == "gpu" else "float32")
     print(f"device: {device.device_kind} ({device.platform}), batch {args.batch}, M={args.samples}, "
           f"dtype {args.dtype}, jax {jax.__version__}")
+    ceiling = measured_matmul_tflops(device)
+    if ceiling is not None:
+        peak = peak_flops(device)
+        print(f"bf16 8192^3 matmul: {ceiling:.0f} TFLOP/s measured"
+              + (f" ({100e12 * ceiling / peak:.0f}% of the {peak / 1e12:.0f} TFLOP/s datasheet peak MFU uses)" if peak else ""))
     loader = bench_loader(args) if args.data else None
     if loader is None:
         print(f"learner: synthetic tasks obs {args.obs} / act {args.act} and obs {args.obs // 2} / act {args.act // 2}")
