@@ -26,6 +26,7 @@ in PEAK_BF16_FLOPS. Sizes whose estimated memory exceeds the device's are skippe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
@@ -139,7 +140,7 @@ def bench_loader(args) -> dict:
 
 def bench(size: str, args, loader: dict | None = None) -> dict | None:
     device = jax.devices()[0]
-    net = offline_config.network_config(size)
+    net = dataclasses.replace(offline_config.network_config(size), attention=args.attention)
     if loader is None:
         specs = [StepSpec(ArraySpec((args.obs,), "float32"), ArraySpec((args.act,), "float32")),
                  StepSpec(ArraySpec((args.obs // 2,), "float32"), ArraySpec((args.act // 2,), "float32"))]
@@ -201,6 +202,8 @@ def main(argv=None):
     parser.add_argument("--act", type=int, default=16, help="largest task's action size")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                         help="compute dtype (default: bfloat16 on GPU, float32 elsewhere)")
+    parser.add_argument("--attention", default=None, choices=["cudnn"],
+                        help="PerceiverConfig.attention: cuDNN fused attention (GPU, bfloat16) instead of XLA's")
     parser.add_argument("--data", nargs="+", metavar="DIR", default=None,
                         help="RLDS datasets (one task each): time the offline loader; the learner uses their specs")
     parser.add_argument("--n-step", type=int, default=1, help="with --data: as `rillet train-offline --n-step`")
@@ -212,7 +215,7 @@ def main(argv=None):
     device = jax.devices()[0]
     args.dtype = args.dtype or ("bfloat16" if device.platform == "gpu" else "float32")
     print(f"device: {device.device_kind} ({device.platform}), batch {args.batch}, M={args.samples}, "
-          f"dtype {args.dtype}, jax {jax.__version__}")
+          f"dtype {args.dtype}, attention {args.attention or 'xla'}, jax {jax.__version__}")
     ceiling = measured_matmul_tflops(device)
     if ceiling is not None:
         peak = peak_flops(device)

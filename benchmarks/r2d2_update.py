@@ -4,6 +4,7 @@ sequences of burn_in + trace + 1 steps (data loading excluded; compilation and w
 
     .venv/bin/python benchmarks/r2d2_update.py                  # paper setting: 64 x (40 + 80)
     .venv/bin/python benchmarks/r2d2_update.py --batch 8 --burn-in 8 --trace 16   # quick CPU run
+    .venv/bin/python benchmarks/r2d2_update.py --scan-unroll 1 8      # LSTM loop unrolling, ratio vs 1
 
 Prints the device, updates/s and, last, the ratio against the paper's ~5 updates/s.
 """
@@ -51,33 +52,42 @@ def main() -> None:
     p.add_argument("--trace", type=int, default=80)
     p.add_argument("--lstm", type=int, default=512)
     p.add_argument("--estimator", default="nstep")
+    p.add_argument("--scan-unroll", type=int, nargs="+", default=[1],
+                   help="R2D2Config.scan_unroll values to time in turn (the first is the baseline)")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
-    config = r2d2.R2D2Config(burn_in=a.burn_in, trace_length=a.trace, lstm_size=a.lstm, estimator=a.estimator)
+    device = jax.devices()[0]
+    print(f"device: {device.platform} ({device.device_kind})")
+    baseline = None
+    for unroll in a.scan_unroll:
+        config = r2d2.R2D2Config(burn_in=a.burn_in, trace_length=a.trace, lstm_size=a.lstm,
+                                 estimator=a.estimator, scan_unroll=unroll).validate()
+        rate, warmup_s, loss = time_updates(config, a)
+        baseline = baseline or rate
+        print(f"batch: {a.batch} sequences x ({a.burn_in} burn-in + {a.trace} trace + 1) steps, LSTM {a.lstm}, "
+              f"estimator {a.estimator}, scan_unroll {unroll}; compile + warm-up {warmup_s:.1f} s; loss {loss:.4f}")
+        print(f"updates/s: {rate:.2f} ({rate * a.batch * a.trace:,.0f} trained steps/s); "
+              f"ratio vs scan_unroll {a.scan_unroll[0]}: {rate / baseline:.3f}", flush=True)
+    print(f"ratio vs paper ({PAPER_UPDATES_PER_S:g}/s), last setting: {rate / PAPER_UPDATES_PER_S:.3f}")
+
+
+def time_updates(config: r2d2.R2D2Config, a) -> tuple[float, float, float]:
+    """(updates/s over a.iters calls, compile + warm-up seconds, final loss) on one fixed batch."""
     state = r2d2.init(jax.random.PRNGKey(a.seed), ATARI, config)
     batch = jax.device_put(random_batch(ATARI, config, a.batch, a.seed))
-
     start = time.perf_counter()
     for _ in range(max(1, a.warmup)):  # the first call compiles
         state, metrics = r2d2.update(state, batch, config)
     jax.block_until_ready((state, metrics))
     warmup_s = time.perf_counter() - start
-
     start = time.perf_counter()
     for _ in range(a.iters):
         state, metrics = r2d2.update(state, batch, config)
     jax.block_until_ready((state, metrics))
-    rate = a.iters / (time.perf_counter() - start)
-
-    device = jax.devices()[0]
-    print(f"device: {device.platform} ({device.device_kind})")
-    print(f"batch: {a.batch} sequences x ({a.burn_in} burn-in + {a.trace} trace + 1) steps, LSTM {a.lstm}, "
-          f"estimator {a.estimator}; compile + warm-up {warmup_s:.1f} s; loss {float(metrics['loss']):.4f}")
-    print(f"updates/s: {rate:.2f} ({rate * a.batch * a.trace:,.0f} trained steps/s)")
-    print(f"ratio vs paper ({PAPER_UPDATES_PER_S:g}/s): {rate / PAPER_UPDATES_PER_S:.3f}")
+    return a.iters / (time.perf_counter() - start), warmup_s, float(metrics["loss"])
 
 
 if __name__ == "__main__":

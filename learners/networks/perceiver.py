@@ -46,6 +46,9 @@ class PerceiverConfig:
     num_obs_tokens: int = 4  # proprioception MLP output tokens
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) uint8 images, or None: no image encoder
     image_channels: tuple[int, int] = (16, 32)
+    # jax.nn.dot_product_attention's implementation: None (XLA, any device) or "cudnn" (fused flash
+    # attention on NVIDIA GPUs; needs bfloat16 compute and head size d_model / num_heads <= 128).
+    attention: str | None = None
 
     def __post_init__(self):
         for name in ("image_shape", "image_channels"):
@@ -63,6 +66,8 @@ class PerceiverConfig:
             raise ConfigError(
                 f"PerceiverConfig.d_model={self.d_model} must be divisible by num_heads={self.num_heads}."
             )
+        if self.attention not in (None, "cudnn"):
+            raise ConfigError(f"PerceiverConfig.attention={self.attention!r} must be None (XLA) or 'cudnn'.")
         if self.image_shape is not None and (len(self.image_shape) != 3 or min(self.image_shape) < 1):
             raise ConfigError(f"PerceiverConfig.image_shape={self.image_shape!r} must be None or (C, H, W).")
         return self
@@ -146,13 +151,14 @@ class AttentionBlock(eqx.Module):
     mlp_in: Dense
     mlp_out: Dense
     num_heads: int = eqx.field(static=True)
+    attention: str | None = eqx.field(static=True)
 
-    def __init__(self, d: int, num_heads: int, mlp_ratio: int, key: jax.Array):
+    def __init__(self, d: int, num_heads: int, mlp_ratio: int, key: jax.Array, attention: str | None = None):
         kq, kkv, ko, k1, k2 = jax.random.split(key, 5)
         self.ln_q, self.ln_kv, self.ln_mlp = LayerNorm(d), LayerNorm(d), LayerNorm(d)
         self.q, self.kv, self.out = Dense(d, d, kq), Dense(d, 2 * d, kkv), Dense(d, d, ko)
         self.mlp_in, self.mlp_out = Dense(d, mlp_ratio * d, k1), Dense(mlp_ratio * d, d, k2)
-        self.num_heads = num_heads
+        self.num_heads, self.attention = num_heads, attention
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         xq = self.ln_q(x)
@@ -162,9 +168,9 @@ class AttentionBlock(eqx.Module):
         q = self.q(xq).reshape(*lead, nq, h, dh)
         k, v = jnp.split(self.kv(ctx), 2, axis=-1)
         k, v = (t.reshape(*t.shape[:-1], h, dh) for t in (k, v))
-        logits = jnp.einsum("...qhc,...khc->...hqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(dh)
-        weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
-        att = jnp.einsum("...hqk,...khc->...qhc", weights, v).reshape(*lead, nq, d)
+        flat = lambda t: t.reshape(-1, *t.shape[-3:])  # noqa: E731  ([*lead, n, h, dh] -> [B', n, h, dh])
+        att = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), implementation=self.attention)
+        att = att.reshape(*lead, nq, d)
         x = x + self.out(att)
         return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.ln_mlp(x))))
 
@@ -229,7 +235,7 @@ class PerceiverActorCritic(eqx.Module):
         self.num_obs_tokens = t
         obs_max, d_max = max(self.obs_sizes), max(self.action_sizes)
         ks = iter(jax.random.split(key, 16))
-        block = lambda k: AttentionBlock(d, cfg.num_heads, cfg.mlp_ratio, k)  # noqa: E731
+        block = lambda k: AttentionBlock(d, cfg.num_heads, cfg.mlp_ratio, k, cfg.attention)  # noqa: E731
         self.obs_mlp = (Dense(2 * obs_max, d, next(ks)), Dense(d, t * d, next(ks)))
         self.obs_pos = jax.random.normal(next(ks), (t, d)) * 0.02
         self.task_embed = jax.random.normal(next(ks), (len(self.obs_sizes), d))

@@ -58,16 +58,17 @@ class RecurrentQNetwork(eqx.Module):
         h, c = jax.vmap(self.core)(x, (h, c))
         return h, (h, c)
 
-    def unroll(self, obs, prev_action, prev_reward, is_first, state: LSTMState):
+    def unroll(self, obs, prev_action, prev_reward, is_first, state: LSTMState, scan_unroll: int = 1):
         """obs [T, B, *obs], prev_action [T, B], prev_reward [T, B], is_first [T, B] bool,
-        state (h, c) [B, H] -> (q [T, B, A] float32, final state (h, c) [B, H])."""
+        state (h, c) [B, H] -> (q [T, B, A] float32, final state (h, c) [B, H]). scan_unroll: time
+        steps per loop iteration (same result, less loop overhead on GPU)."""
         inputs = self._core_inputs(obs, prev_action, prev_reward)  # torso runs on all T*B at once
 
         def body(carry, xs):
             out, carry = self._cell(xs[0], xs[1], carry)
             return carry, out
 
-        final, outs = jax.lax.scan(body, tuple(state), (inputs, jnp.asarray(is_first, bool)))
+        final, outs = jax.lax.scan(body, tuple(state), (inputs, jnp.asarray(is_first, bool)), unroll=scan_unroll)
         return self.head(outs), final
 
     def step(self, obs, prev_action, prev_reward, is_first, state: LSTMState):

@@ -104,3 +104,23 @@ def test_config_validation():
         P.PerceiverConfig(num_latents=0).validate()
     with pytest.raises(ConfigError, match="task"):
         P.PerceiverActorCritic(P.PRESETS["test"], (3, 4), (2,), K, C, jax.random.PRNGKey(0))
+    with pytest.raises(ConfigError, match="attention"):
+        P.PerceiverConfig(attention="flash").validate()
+
+
+def test_attention_block_is_softmax_attention_with_float32_softmax():
+    """Hand-written reference: per head softmax(q k^T / sqrt(dh)) v, then the output projection and MLP."""
+    d, h, nq, nk = 8, 2, 3, 5
+    block = P.AttentionBlock(d, h, 2, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    x, ctx = (jnp.asarray(rng.normal(size=(2, n, d)).astype(np.float32)) for n in (nq, nk))
+    q = block.q(block.ln_q(x)).reshape(2, nq, h, d // h)
+    k, v = (t.reshape(2, nk, h, d // h) for t in jnp.split(block.kv(block.ln_kv(ctx)), 2, axis=-1))
+    w = jax.nn.softmax(np.einsum("bqhc,bkhc->bhqk", q, k) / np.sqrt(d // h), axis=-1)
+    att = np.einsum("bhqk,bkhc->bqhc", w, v).reshape(2, nq, d)
+    y = x + block.out(att)
+    y = y + block.mlp_out(jax.nn.gelu(block.mlp_in(block.ln_mlp(y))))
+    np.testing.assert_allclose(block(x, ctx), y, rtol=1e-5, atol=1e-5)
+    # extra leading dims (the critic's [B, M, ...] queries) are flattened and restored
+    x3 = jnp.stack([x, x + 1.0])  # [2, 2, nq, d]
+    np.testing.assert_allclose(block(x3, jnp.stack([ctx, ctx]))[0], block(x, ctx), rtol=1e-6, atol=1e-6)

@@ -182,6 +182,7 @@ def test_spec_extras():
     ("burn_in", -1), ("trace_length", 0), ("n_step", 0), ("lambda_", 1.5), ("gamma", -0.1),
     ("priority_eta", 2.0), ("target_update_period", 0), ("learning_rate", 0.0), ("lstm_size", 0),
     ("hidden_sizes", ()), ("value_rescaling", "yes"), ("max_grad_norm", -1.0), ("burn_in", 2.5),
+    ("scan_unroll", 0),
 ])
 def test_config_validation(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -197,6 +198,16 @@ def test_unknown_estimator_and_wrong_sequence_length(state):
         r2d2.sequence_loss(state.online, state.target, short, CFG)
     with pytest.raises(ConfigError):
         r2d2.init(jax.random.PRNGKey(0), StepSpec(ArraySpec((4,), "float32"), ArraySpec((2,), "float32")), CFG)
+
+
+def test_scan_unroll_changes_speed_not_the_update(state):
+    batch = make_batch(5)
+    base, m_base = r2d2.update(state, batch, CFG)
+    for unroll in (2, 5, 10):  # 5 does not divide the 9 steps after burn-in: a remainder iteration
+        new, m_new = r2d2.update(state, batch, dataclasses.replace(CFG, scan_unroll=unroll))
+        np.testing.assert_allclose(float(m_new["loss"]), float(m_base["loss"]), rtol=1e-5)
+        for x, y in zip(leaves(new.online), leaves(base.online)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 
 def test_determinism_and_target_copy():
