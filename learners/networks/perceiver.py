@@ -46,8 +46,10 @@ class PerceiverConfig:
     num_obs_tokens: int = 4  # proprioception MLP output tokens
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) uint8 images, or None: no image encoder
     image_channels: tuple[int, int] = (16, 32)
-    # jax.nn.dot_product_attention's implementation: None (XLA, any device) or "cudnn" (fused flash
-    # attention on NVIDIA GPUs; needs bfloat16 compute and head size d_model / num_heads <= 128).
+    # jax.nn.dot_product_attention's implementation for the latent self-attention blocks: None (XLA,
+    # any device) or "cudnn" (fused flash attention on NVIDIA GPUs; bfloat16 compute, head size
+    # d_model / num_heads <= 128). Cross-attention stays on XLA: cuDNN rejects its few input tokens
+    # (seen on an H200: "Unsupported sequence length Q 256, KV 5").
     attention: str | None = None
 
     def __post_init__(self):
@@ -169,7 +171,8 @@ class AttentionBlock(eqx.Module):
         k, v = jnp.split(self.kv(ctx), 2, axis=-1)
         k, v = (t.reshape(*t.shape[:-1], h, dh) for t in (k, v))
         flat = lambda t: t.reshape(-1, *t.shape[-3:])  # noqa: E731  ([*lead, n, h, dh] -> [B', n, h, dh])
-        att = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), implementation=self.attention)
+        impl = self.attention if context is None else None
+        att = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), implementation=impl)
         att = att.reshape(*lead, nq, d)
         x = x + self.out(att)
         return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.ln_mlp(x))))
