@@ -26,7 +26,6 @@ in PEAK_BF16_FLOPS. Sizes whose estimated memory exceeds the device's are skippe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import time
@@ -140,13 +139,14 @@ def bench_loader(args) -> dict:
 
 def bench(size: str, args, loader: dict | None = None) -> dict | None:
     device = jax.devices()[0]
-    net = dataclasses.replace(offline_config.network_config(size), attention=args.attention)
+    net = offline_config.network_config(size)
     if loader is None:
         specs = [StepSpec(ArraySpec((args.obs,), "float32"), ArraySpec((args.act,), "float32")),
                  StepSpec(ArraySpec((args.obs // 2,), "float32"), ArraySpec((args.act // 2,), "float32"))]
     else:
         specs = loader["specs"]
-    config = pac.PACConfig(network=net, compute_dtype=args.dtype, num_action_samples=args.samples)
+    config = pac.PACConfig(network=net, compute_dtype=args.dtype, num_action_samples=args.samples,
+                           attention=args.attention)
     abstract = jax.eval_shape(lambda k: pac.init(k, specs, config), jax.random.PRNGKey(0))
     params = perceiver.count_params(abstract.online)
     # fp32 online + target + Adam mu, nu + grads, plus a rough activation allowance.
@@ -203,7 +203,7 @@ def main(argv=None):
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                         help="compute dtype (default: bfloat16 on GPU, float32 elsewhere)")
     parser.add_argument("--attention", default=None, choices=["cudnn"],
-                        help="PerceiverConfig.attention: cuDNN fused attention (GPU, bfloat16) instead of XLA's")
+                        help="PACConfig.attention: cuDNN fused self-attention (GPU, bfloat16) instead of XLA's")
     parser.add_argument("--data", nargs="+", metavar="DIR", default=None,
                         help="RLDS datasets (one task each): time the offline loader; the learner uses their specs")
     parser.add_argument("--n-step", type=int, default=1, help="with --data: as `rillet train-offline --n-step`")

@@ -80,6 +80,7 @@ class PACConfig:
     target_update_period: int = 100  # hard copy every this many updates (ignored with Polyak)
     target_polyak_tau: float | None = 0.005
     compute_dtype: str = "float32"  # or "bfloat16": bf16 compute, float32 master weights
+    attention: str | None = None  # "cudnn": cuDNN fused self-attention on NVIDIA GPUs (bfloat16 compute)
     network: str | perceiver.PerceiverConfig = "xs"
 
     def validate(self) -> "PACConfig":
@@ -117,6 +118,11 @@ class PACConfig:
             number("target_polyak_tau", 0.0, 1.0, lo_open=True)
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"PACConfig.compute_dtype={self.compute_dtype!r} must be 'float32' or 'bfloat16'.")
+        if self.attention not in perceiver.ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(f"PACConfig.attention={self.attention!r} must be None (XLA) or 'cudnn'.")
+        if self.attention == "cudnn" and self.compute_dtype != "bfloat16":
+            raise ConfigError("PACConfig.attention='cudnn' needs compute_dtype='bfloat16' (cuDNN's fused "
+                              "attention takes 16-bit inputs).")
         perceiver.get_config(self.network)
         return self
 
@@ -181,7 +187,8 @@ def init(key: jax.Array, task_specs: StepSpec | Sequence[StepSpec], config: PACC
         key = jax.random.key_data(key)
     net_key, state_key = jax.random.split(key)
     build = lambda k: perceiver.PerceiverActorCritic(  # noqa: E731  (jitted: one compile, not one per op)
-        perceiver.get_config(config.network), obs_sizes, action_sizes, config.num_bins, config.num_atoms, k)
+        perceiver.get_config(config.network), obs_sizes, action_sizes, config.num_bins, config.num_atoms, k,
+        config.attention)
     online = eqx.filter_jit(build)(net_key)
     opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
     log_temperature = jnp.full((len(obs_sizes),), math.log(config.eta), jnp.float32)

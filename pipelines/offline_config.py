@@ -15,7 +15,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 
@@ -99,6 +99,11 @@ class OfflineConfig:
     """The action evaluated per dimension: the policy's expected action ("mean", deterministic), its most
     likely bin ("mode"; commits to one peak of a bang-bang policy), or a sample. Not part of training:
     a finished run may be re-evaluated with another."""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Network compute precision (master weights and optimizer stay float32); bfloat16 on a GPU or TPU.
+    An execution choice like attention below: neither is part of the resume fingerprint."""
+    attention: Optional[Literal["cudnn"]] = None
+    """cuDNN's fused self-attention on NVIDIA GPUs (needs --compute-dtype bfloat16); None: XLA's."""
     checkpoint_every_steps: int = 1_000
     validation_fraction: float = 0.1
     """Fraction of episodes held out for the validation loss when a dataset has no 'validation' split
@@ -148,6 +153,10 @@ class OfflineConfig:
         need(integer(self.eval_max_episode_steps) and self.eval_max_episode_steps >= 0, "eval_max_episode_steps",
              "must be >= 0")
         need(self.eval_action in DISCRETISED_ACTIONS, "eval_action", f"must be one of {DISCRETISED_ACTIONS}")
+        need(self.compute_dtype in ("float32", "bfloat16"), "compute_dtype", "must be float32 or bfloat16")
+        need(self.attention in (None, "cudnn"), "attention", "must be cudnn or None (XLA)")
+        need(self.attention is None or self.compute_dtype == "bfloat16", "attention",
+             "cuDNN attention needs --compute-dtype bfloat16")
         need(integer(self.checkpoint_every_steps) and self.checkpoint_every_steps >= 1, "checkpoint_every_steps",
              "must be >= 1")
         need(number(self.validation_fraction) and 0 <= self.validation_fraction < 1, "validation_fraction",
@@ -163,7 +172,8 @@ class OfflineConfig:
                              learning_rate=self.learning_rate, target_polyak_tau=self.target_polyak_tau,
                              learning_rate_decay_steps=self.num_steps if self.learning_rate_decay else 0,
                              num_action_samples=self.num_action_samples, gamma=self.gamma, v_min=self.v_min,
-                             v_max=self.v_max, network=network_config(self.size))
+                             v_max=self.v_max, network=network_config(self.size),
+                             compute_dtype=self.compute_dtype, attention=self.attention)
 
     @property
     def transform(self) -> str:

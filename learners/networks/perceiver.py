@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from rillet.errors import ConfigError
 
-__all__ = ["PerceiverConfig", "PRESETS", "get_config", "PerceiverActorCritic", "count_params", "cast_floating"]
+__all__ = ["PerceiverConfig", "PRESETS", "ATTENTION_IMPLEMENTATIONS", "get_config", "PerceiverActorCritic", "count_params", "cast_floating"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +46,6 @@ class PerceiverConfig:
     num_obs_tokens: int = 4  # proprioception MLP output tokens
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) uint8 images, or None: no image encoder
     image_channels: tuple[int, int] = (16, 32)
-    # jax.nn.dot_product_attention's implementation for the latent self-attention blocks: None (XLA,
-    # any device) or "cudnn" (fused flash attention on NVIDIA GPUs; bfloat16 compute, head size
-    # d_model / num_heads <= 128). Cross-attention stays on XLA: cuDNN rejects its few input tokens
-    # (seen on an H200: "Unsupported sequence length Q 256, KV 5").
-    attention: str | None = None
 
     def __post_init__(self):
         for name in ("image_shape", "image_channels"):
@@ -68,8 +63,6 @@ class PerceiverConfig:
             raise ConfigError(
                 f"PerceiverConfig.d_model={self.d_model} must be divisible by num_heads={self.num_heads}."
             )
-        if self.attention not in (None, "cudnn"):
-            raise ConfigError(f"PerceiverConfig.attention={self.attention!r} must be None (XLA) or 'cudnn'.")
         if self.image_shape is not None and (len(self.image_shape) != 3 or min(self.image_shape) < 1):
             raise ConfigError(f"PerceiverConfig.image_shape={self.image_shape!r} must be None or (C, H, W).")
         return self
@@ -84,6 +77,7 @@ PRESETS: dict[str, PerceiverConfig] = {
     "l": PerceiverConfig(d_model=2048, num_heads=16, num_latents=256, num_layers=16),  # ~0.98B
 }
 NOMINAL_PARAMS = {"xs": 1e6, "s": 1e7, "m": 1e8, "l": 1e9}
+ATTENTION_IMPLEMENTATIONS = (None, "cudnn")
 
 
 def get_config(network: str | PerceiverConfig) -> PerceiverConfig:
@@ -229,8 +223,15 @@ class PerceiverActorCritic(eqx.Module):
     num_obs_tokens: int = eqx.field(static=True)
 
     def __init__(self, config: PerceiverConfig, obs_sizes: Sequence[int], action_sizes: Sequence[int],
-                 num_bins: int, num_atoms: int, key: jax.Array):
+                 num_bins: int, num_atoms: int, key: jax.Array, attention: str | None = None):
+        """attention: jax.nn.dot_product_attention's implementation in the latent self-attention
+        blocks, None (XLA, any device) or "cudnn" (fused flash attention on NVIDIA GPUs; bfloat16
+        compute, head size <= 128). It changes speed, not the function, so it is not part of the
+        config. Cross-attention stays on XLA: cuDNN rejects its few input tokens (seen on an H200:
+        "Unsupported sequence length Q 256, KV 5")."""
         cfg = config.validate()
+        if attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(f"attention={attention!r} must be one of {ATTENTION_IMPLEMENTATIONS} (None: XLA).")
         if len(obs_sizes) != len(action_sizes) or not obs_sizes:
             raise ConfigError("obs_sizes and action_sizes must be equally long, one entry per task (>= 1 task).")
         d, t = cfg.d_model, cfg.num_obs_tokens
@@ -238,7 +239,7 @@ class PerceiverActorCritic(eqx.Module):
         self.num_obs_tokens = t
         obs_max, d_max = max(self.obs_sizes), max(self.action_sizes)
         ks = iter(jax.random.split(key, 16))
-        block = lambda k: AttentionBlock(d, cfg.num_heads, cfg.mlp_ratio, k, cfg.attention)  # noqa: E731
+        block = lambda k: AttentionBlock(d, cfg.num_heads, cfg.mlp_ratio, k, attention)  # noqa: E731
         self.obs_mlp = (Dense(2 * obs_max, d, next(ks)), Dense(d, t * d, next(ks)))
         self.obs_pos = jax.random.normal(next(ks), (t, d)) * 0.02
         self.task_embed = jax.random.normal(next(ks), (len(self.obs_sizes), d))

@@ -225,7 +225,7 @@ def test_bfloat16_compute_keeps_float32_master_weights_and_hard_target_copies(st
     ("compute_dtype", "float16"), ("target_polyak_tau", 0.0), ("num_action_samples", 0), ("network", "xxl"),
     ("learning_rate", float("nan")), ("target_update_period", True), ("kl_epsilon", 0.0),
     ("learn_temperature", "yes"), ("dual_learning_rate", -1.0),
-    ("learning_rate_decay_steps", -1),
+    ("learning_rate_decay_steps", -1), ("attention", "flash"), ("attention", "cudnn"),  # cudnn needs bf16
 ])
 def test_config_validation(field, value):
     with pytest.raises(ConfigError, match=field if field != "network" else "Unknown"):

@@ -105,7 +105,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="task"):
         P.PerceiverActorCritic(P.PRESETS["test"], (3, 4), (2,), K, C, jax.random.PRNGKey(0))
     with pytest.raises(ConfigError, match="attention"):
-        P.PerceiverConfig(attention="flash").validate()
+        P.PerceiverActorCritic(P.PRESETS["test"], OBS_SIZES, ACT_SIZES, K, C, jax.random.PRNGKey(0), attention="flash")
 
 
 def test_attention_block_is_softmax_attention_with_float32_softmax():

@@ -194,7 +194,8 @@ def test_bad_inputs(data, tmp_path):
                       ("data", {"data": ()}), ("alpha", {"alpha": 1.5}), ("num_steps", {"num_steps": 0}),
                       ("validation_fraction", {"validation_fraction": 1.0}),
                       ("target_polyak_tau", {"target_polyak_tau": 0.0}), ("kl_epsilon", {"kl_epsilon": -0.1}),
-                      ("eval_action", {"eval_action": "argmax"})):
+                      ("eval_action", {"eval_action": "argmax"}), ("compute_dtype", {"compute_dtype": "float16"}),
+                      ("attention", {"attention": "cudnn"})):  # cudnn with the default float32 compute
         with pytest.raises(ConfigError, match=field):
             dataclasses.replace(config(data, tmp_path / "r4"), **kw).validate()
     assert not os.path.exists(tmp_path / "r4")
@@ -206,6 +207,10 @@ def test_cli_options_and_sizes(capsys):
         tyro.extras.subcommand_cli_from_dict({"train-offline": train_offline_cmd}, args=["train-offline", "--help"])
     assert exit_info.value.code == 0 and "--validation-fraction" in capsys.readouterr().out
     assert cfg.data == ("a", "b") and cfg.size == "cpu-d32" and cfg.num_steps == 5 and not cfg.progress
+    gpu = tyro.cli(OfflineConfig, args=["--data", "a", "b", "--size", "cpu-d32", "--num-steps", "5", "--no-progress",
+                                        "--compute-dtype", "bfloat16", "--attention", "cudnn"])
+    assert gpu.pac_config().compute_dtype == "bfloat16" and gpu.pac_config().attention == "cudnn"
+    assert gpu.fingerprint() == cfg.fingerprint()  # execution choices: a run may resume with either
     counts = [param_count(s, (4, 3), (2, 1)) for s in ("test", "cpu-d32", "cpu-d64", "cpu-d128")]
     assert counts == sorted(counts) and counts[0] < 20_000 < counts[1] and counts[-1] > 500_000
 
