@@ -1,10 +1,13 @@
 # `make test` and `make demo` set up .venv from the lock (constraints.txt) on a fresh machine.
+# `make test` also runs the learner tests on current JAX (.venv-current-jax, constraints-current-jax.txt).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CJ_VENV := .venv-current-jax
+CJ_STAMP := $(CJ_VENV)/.installed
 
-.PHONY: test demo install bench clean
+.PHONY: test test-pinned test-current-jax demo install bench clean
 
 install: $(STAMP)
 
@@ -14,8 +17,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[actors,test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: test-pinned test-current-jax
+
+test-pinned: $(STAMP)
 	$(PY) -m pytest -q tests
+
+$(CJ_STAMP): pyproject.toml constraints-current-jax.txt
+	test -x $(CJ_VENV)/bin/python || $(PYTHON) -m venv $(CJ_VENV)
+	$(CJ_VENV)/bin/python -m pip install -q -c constraints-current-jax.txt jax jaxlib numpy equinox optax chex pytest hypothesis
+	$(CJ_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $(CJ_STAMP)
+
+# rillet.learners on current JAX, as a GPU host runs them (rlax-based reference checks skip there).
+test-current-jax: $(CJ_STAMP)
+	$(CJ_VENV)/bin/python -m pytest -q tests/learners
 
 demo: $(STAMP)
 	$(VENV)/bin/rillet demo
@@ -24,4 +39,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/actor_throughput.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(CJ_VENV) runs
