@@ -219,8 +219,8 @@ def main(argv=None):
     ceiling = measured_matmul_tflops(device)
     if ceiling is not None:
         peak = peak_flops(device)
-        print(f"bf16 8192^3 matmul: {ceiling:.0f} TFLOP/s measured"
-              + (f" ({100e12 * ceiling / peak:.0f}% of the {peak / 1e12:.0f} TFLOP/s datasheet peak MFU uses)" if peak else ""))
+        share = f" ({100e12 * ceiling / peak:.0f}% of the {peak / 1e12:.0f} TFLOP/s datasheet peak MFU uses)" if peak else ""
+        print(f"bf16 8192^3 matmul: {ceiling:.0f} TFLOP/s measured{share}")
     loader = bench_loader(args) if args.data else None
     if loader is None:
         print(f"learner: synthetic tasks obs {args.obs} / act {args.act} and obs {args.obs // 2} / act {args.act // 2}")

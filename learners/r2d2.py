@@ -205,9 +205,11 @@ def sequence_loss(online: RecurrentQNetwork, target: RecurrentQNetwork, batch: M
 
     online_state = state0
     if bi > 0:  # burn-in: warm the online state up without gradients
-        _, online_state = online.unroll(obs[:bi], prev_a[:bi], prev_r[:bi], first[:bi], state0, config.scan_unroll)
+        _, online_state = online.unroll(obs[:bi], prev_a[:bi], prev_r[:bi], first[:bi], state0,
+                                        config.scan_unroll)
         online_state = jax.lax.stop_gradient(online_state)
-    q_online, _ = online.unroll(obs[bi:], prev_a[bi:], prev_r[bi:], first[bi:], online_state, config.scan_unroll)
+    q_online, _ = online.unroll(obs[bi:], prev_a[bi:], prev_r[bi:], first[bi:], online_state,
+                                config.scan_unroll)
     q_target, _ = target.unroll(obs, prev_a, prev_r, first, state0, config.scan_unroll)
     q_online = jnp.swapaxes(q_online, 0, 1)  # [B, T+1, A]
     q_target = jax.lax.stop_gradient(jnp.swapaxes(q_target, 0, 1)[:, bi:])

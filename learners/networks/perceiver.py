@@ -30,7 +30,8 @@ import jax.numpy as jnp
 
 from rillet.errors import ConfigError
 
-__all__ = ["PerceiverConfig", "PRESETS", "ATTENTION_IMPLEMENTATIONS", "get_config", "PerceiverActorCritic", "count_params", "cast_floating"]
+__all__ = ["PerceiverConfig", "PRESETS", "ATTENTION_IMPLEMENTATIONS", "get_config", "PerceiverActorCritic",
+           "count_params", "cast_floating"]
 
 
 @dataclasses.dataclass(frozen=True)

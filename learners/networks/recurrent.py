@@ -68,7 +68,8 @@ class RecurrentQNetwork(eqx.Module):
             out, carry = self._cell(xs[0], xs[1], carry)
             return carry, out
 
-        final, outs = jax.lax.scan(body, tuple(state), (inputs, jnp.asarray(is_first, bool)), unroll=scan_unroll)
+        xs = (inputs, jnp.asarray(is_first, bool))
+        final, outs = jax.lax.scan(body, tuple(state), xs, unroll=scan_unroll)
         return self.head(outs), final
 
     def step(self, obs, prev_action, prev_reward, is_first, state: LSTMState):
