@@ -54,7 +54,9 @@ from rillet.learners.target_network import update_target
 
 __all__ = ["PACConfig", "PACState", "init", "update", "improvement_weights", "temperature_dual",
            "categorical_projection", "policy_loss", "critic_loss", "actions_to_bins", "bins_to_actions",
-           "make_mesh", "shard_batch", "replicate", "task_sizes", "learning_rate_schedule"]
+           "make_mesh", "shard_batch", "replicate", "task_sizes", "learning_rate_schedule", "COMPUTE_DTYPES"]
+
+COMPUTE_DTYPES = ("float32", "bfloat16")  # bfloat16: bf16 compute over float32 master weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +118,8 @@ class PACConfig:
             raise ConfigError(f"PACConfig.v_min={self.v_min} must be < v_max={self.v_max}.")
         if self.target_polyak_tau is not None:
             number("target_polyak_tau", 0.0, 1.0, lo_open=True)
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"PACConfig.compute_dtype={self.compute_dtype!r} must be 'float32' or 'bfloat16'.")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"PACConfig.compute_dtype={self.compute_dtype!r} must be one of {COMPUTE_DTYPES}.")
         if self.attention not in perceiver.ATTENTION_IMPLEMENTATIONS:
             raise ConfigError(f"PACConfig.attention={self.attention!r} must be None (XLA) or 'cudnn'.")
         if self.attention == "cudnn" and self.compute_dtype != "bfloat16":

@@ -153,8 +153,8 @@ class OfflineConfig:
         need(integer(self.eval_max_episode_steps) and self.eval_max_episode_steps >= 0, "eval_max_episode_steps",
              "must be >= 0")
         need(self.eval_action in DISCRETISED_ACTIONS, "eval_action", f"must be one of {DISCRETISED_ACTIONS}")
-        need(self.compute_dtype in ("float32", "bfloat16"), "compute_dtype", "must be float32 or bfloat16")
-        need(self.attention in (None, "cudnn"), "attention", "must be cudnn or None (XLA)")
+        need(self.compute_dtype in pac.COMPUTE_DTYPES, "compute_dtype", f"must be one of {pac.COMPUTE_DTYPES}")
+        need(self.attention in perceiver.ATTENTION_IMPLEMENTATIONS, "attention", "must be cudnn or None (XLA)")
         need(self.attention is None or self.compute_dtype == "bfloat16", "attention",
              "cuDNN attention needs --compute-dtype bfloat16")
         need(integer(self.checkpoint_every_steps) and self.checkpoint_every_steps >= 1, "checkpoint_every_steps",
