@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Collection
 
 import equinox as eqx
 import jax
@@ -20,11 +20,17 @@ from rillet.errors import CheckpointError
 
 class Checkpointer:
     """Saves and restores ``(learner_state, meta)``; meta is a JSON dict holding counters and
-    the config fingerprint, checked on restore."""
+    the config fingerprint, checked on restore.
 
-    def __init__(self, directory: str, fingerprint: dict, max_to_keep: int = 3):
+    retired_keys: fingerprint keys that an older rillet wrote and that no longer identify a run (an
+    option that became an execution choice); they are dropped, at any depth, from a checkpoint's stored
+    fingerprint before the comparison, so such checkpoints still resume."""
+
+    def __init__(self, directory: str, fingerprint: dict, max_to_keep: int = 3,
+                 retired_keys: Collection[str] = ()):
         self.directory = os.path.abspath(directory)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # normalise tuples -> lists
+        self.retired_keys = frozenset(retired_keys)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
@@ -51,7 +57,7 @@ class Checkpointer:
         if step is None:
             raise CheckpointError(f"No checkpoint under {self.directory}.")
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        if meta.get("fingerprint") != self.fingerprint:
+        if _without(meta.get("fingerprint"), self.retired_keys) != self.fingerprint:
             raise CheckpointError(
                 f"The checkpoint at {self.directory} (step {step}) was written with a different config:\n"
                 f"  checkpoint: {json.dumps(meta.get('fingerprint'), sort_keys=True)}\n"
@@ -75,3 +81,12 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _without(tree: Any, keys: frozenset) -> Any:
+    """`tree` (JSON: dicts, lists, scalars) with every dict entry named in `keys` removed, at any depth."""
+    if isinstance(tree, dict):
+        return {k: _without(v, keys) for k, v in tree.items() if k not in keys}
+    if isinstance(tree, list):
+        return [_without(v, keys) for v in tree]
+    return tree

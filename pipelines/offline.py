@@ -58,7 +58,8 @@ from rillet.errors import CheckpointError
 from rillet.learners import pac
 from rillet.learners.networks import perceiver
 from rillet.pipelines.metrics import Progress
-from rillet.pipelines.offline_config import SIZES, OfflineConfig, network_config, param_count  # noqa: F401
+from rillet.pipelines.offline_config import (RETIRED_FINGERPRINT_KEYS, SIZES, OfflineConfig,  # noqa: F401
+                                             network_config, param_count)
 from rillet.pipelines.offline_data import MixedBatches, Task, open_tasks, task_sources
 
 __all__ = ["OfflineConfig", "SIZES", "network_config", "param_count", "Task", "open_tasks", "MixedBatches",
@@ -146,7 +147,8 @@ def train_offline(config: OfflineConfig) -> dict:
     run_dir = os.path.abspath(config.run_dir)
     os.makedirs(run_dir, exist_ok=True)
 
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint())
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint(),
+                        retired_keys=RETIRED_FINGERPRINT_KEYS)
     step, loader_states = 0, None
     if ckpt.latest_step() is None:
         state = pac.init(jax.random.PRNGKey(config.seed), [t.spec for t in tasks], pac_config)
@@ -305,7 +307,8 @@ def load_run(run_dir: str, step: int | None = None) -> tuple[OfflineConfig, list
         raise CheckpointError(f"'{run_dir}' is not a `rillet train-offline` run directory ({e}).") from None
     config = OfflineConfig(**{**raw, "data": tuple(raw["data"])})
     tasks = open_tasks(config.data, check_env=False)
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint())
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint(),
+                        retired_keys=RETIRED_FINGERPRINT_KEYS)
     try:
         state, meta = ckpt.restore(_template(config, tasks), step)
     finally:

@@ -24,6 +24,10 @@ from rillet.errors import ConfigError
 from rillet.learners import pac
 from rillet.learners.networks import perceiver
 
+# Written into fingerprints by older rillet and ignored when resuming: "attention" was a PerceiverConfig
+# field (so part of the network's fingerprint) before it became an execution choice in PACConfig.
+RETIRED_FINGERPRINT_KEYS = ("attention",)
+
 SIZES: dict[str, perceiver.PerceiverConfig] = {
     "cpu-d32": perceiver.PerceiverConfig(d_model=32, num_heads=2, num_latents=8, num_layers=1, num_obs_tokens=2),
     "cpu-d64": perceiver.PerceiverConfig(d_model=64, num_heads=4, num_latents=16, num_layers=2, num_obs_tokens=2),
@@ -180,7 +184,8 @@ class OfflineConfig:
         return "transitions" if self.n_step == 1 else "nstep"
 
     def fingerprint(self) -> dict:
-        """What a checkpoint must agree with to be resumed (the training stream and the model)."""
+        """What a checkpoint must agree with to be resumed (the training stream and the model).
+        Checkpoints whose fingerprint also holds a RETIRED_FINGERPRINT_KEYS entry resume too."""
         keep = ("agent", "size", "alpha", "beta", "eta", "learn_temperature", "kl_epsilon", "learning_rate",
                 "target_polyak_tau", "num_action_samples", "v_min", "v_max",
                 "batch_size", "n_step", "gamma", "seed", "validation_fraction", "learning_rate_decay")

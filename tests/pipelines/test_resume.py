@@ -91,3 +91,23 @@ def test_a_checkpoint_of_another_state_layout_is_refused(tmp_path):
     template = eqx.tree_at(lambda s: s.steps, state, jnp.zeros((2,), jnp.int32))
     with pytest.raises(CheckpointError, match="state layout.*shape"):
         Checkpointer(str(tmp_path / "ckpt"), {"same": True}).restore(template)
+
+
+def test_retired_fingerprint_keys_are_ignored_only_where_named(tmp_path):
+    """A checkpoint whose stored fingerprint carries a key an older version wrote (here a nested
+    "attention") resumes when that key is retired, and is refused otherwise or when a live key differs."""
+    spec = BatchedEnv("CartPole-v1", 1, seed=0).spec
+    state = dqn.init(jax.random.PRNGKey(0), spec, CONFIG)
+    old = {"lr": 1e-3, "network": {"width": 8, "attention": None}}
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), old)
+    ckpt.save(1, state, {"updates": 1})
+    ckpt.close()
+    now = {"lr": 1e-3, "network": {"width": 8}}
+    restored, meta = Checkpointer(str(tmp_path / "ckpt"), now, retired_keys=("attention",)).restore(state)
+    assert meta["updates"] == 1
+    assert jnp.array_equal(restored.steps, state.steps)
+    with pytest.raises(CheckpointError, match="different config"):
+        Checkpointer(str(tmp_path / "ckpt"), now).restore(state)
+    with pytest.raises(CheckpointError, match="different config"):
+        Checkpointer(str(tmp_path / "ckpt"), {"lr": 1e-3, "network": {"width": 16}},
+                     retired_keys=("attention",)).restore(state)
