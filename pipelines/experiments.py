@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Sequence
 
 from rillet.evals.plots import learning_curve
 from rillet.learners.r2d2 import R2D2Config
@@ -255,6 +256,88 @@ def pac_scaling(data: tuple[str, ...], out: str = "runs/pac-scaling",
     return rows
 
 
+# PAC loss settings that may differ between the runs compared by pac-seeds (behaviour cloning, alpha = 1,
+# never uses them); everything else (data, model, updates, batches) must be the same.
+PAC_SEED_SETTINGS = ("alpha", "beta", "eta", "learn_temperature", "kl_epsilon", "num_action_samples")
+
+
+def _seed_result(run_dir: str, differing: Sequence[str]):
+    from rillet.evals.seeds import SeedResult
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    label = "BC" if config["alpha"] == BC_ALPHA else "PAC " + " ".join(f"{k} {config[k]:g}" for k in differing)
+    evals = {e["step"]: e for e in read_jsonl(os.path.join(run_dir, "evals.jsonl")) if e.get("returns")}
+    returns = {}
+    for step in sorted(evals):
+        for task, r in evals[step]["returns"].items():
+            returns.setdefault(task, []).append(r["return_mean"])
+    return SeedResult(label, config["seed"], returns)
+
+
+def pac_seeds(runs: tuple[str, ...], out: str = "runs/pac-seeds", last: int = 1) -> dict:
+    """Seeds of `rillet train-offline` runs that differ only in the seed and PAC loss settings
+    (PAC_SEED_SETTINGS): per setting and task, each seed's return (the mean of its last `last`
+    evaluations), and how many seeds beat BC (alpha 1, same seed) and the dataset mean on every task
+    (table, JSON, PNG). Reads the run directories only; nothing is trained or evaluated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rillet.errors import ConfigError
+    from rillet.evals.seeds import compare_seeds
+
+    configs = []
+    for run in runs:
+        try:
+            with open(os.path.join(run, "config.json")) as f, open(os.path.join(run, "summary.json")) as g:
+                configs.append(json.load(f))
+                summary = json.load(g)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"pac-seeds: '{run}' is not a finished `rillet train-offline` run ({e}).") from None
+    ignored = set(PAC_SEED_SETTINGS) | {"seed", "run_dir", "progress", "eval_every_steps", "checkpoint_every_steps",
+                                         "log_every_steps", "compute_dtype", "attention"}
+    for key in set(configs[0]) - ignored:
+        if any(c.get(key) != configs[0][key] for c in configs):
+            raise ConfigError(f"pac-seeds: the runs differ in '{key}' ({sorted({str(c.get(key)) for c in configs})})"
+                              "; compare runs trained on the same data, model and updates.")
+    differing = [k for k in PAC_SEED_SETTINGS if len({c[k] for c in configs if c["alpha"] != BC_ALPHA}) > 1]
+    differing = differing or ["alpha"]
+    data_means = {t["name"]: t["data_return_mean"] for t in summary["tasks"]}
+    try:
+        table = compare_seeds([_seed_result(r, differing) for r in runs], "BC", data_means, last)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "pac_seeds.json"), "w") as f:
+        json.dump({"last": last, "data_means": data_means, "settings": table, "runs": list(runs)}, f, indent=2)
+    tasks, settings = sorted(data_means), sorted(table, key=lambda s: (s == "BC", s))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), dpi=100, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, s in enumerate(settings):
+            ys = [row[task] for row in table[s]["per_seed"].values()]
+            ax.bar(i, table[s]["mean"][task], 0.6, alpha=0.4)
+            ax.scatter([i] * len(ys), ys, color="black", s=12, zorder=3)
+        ax.axhline(data_means[task], color="grey", linestyle="--", label="dataset mean")
+        ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right", fontsize=7)
+        ax.set(title=task, ylabel="episode return")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Offline PAC vs BC per seed (mean of the last {last} evaluation(s); dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "pac_seeds.png"))
+    plt.close(fig)
+    print(f"{'setting':>28} " + " ".join(f"{t:>24}" for t in tasks) + "   beats BC and data on every task")
+    for s in settings:
+        cells = [f"{table[s]['mean'][t]:.1f} ± {table[s]['std'][t]:.1f}" for t in tasks]
+        print(f"{s:>28} " + " ".join(f"{c:>24}" for c in cells)
+              + f"   {len(table[s]['wins'])}/{len(table[s]['seeds'])} seeds {table[s]['wins']}"
+              + (" (BC: the data mean only)" if s == "BC" else ""))
+    print(f"{'dataset mean':>28} " + " ".join(f"{data_means[t]:>24.1f}" for t in tasks))
+    print(f"figure: {os.path.join(out, 'pac_seeds.png')}")
+    return table
+
+
 def plot_runs(runs: tuple[str, ...], labels: tuple[str, ...] = (), out: str = "runs/curves.png",
               title: str = "", target: float = 0.0) -> str:
     """One figure of the greedy-eval curves (curve.jsonl) of several online run directories."""
@@ -268,4 +351,5 @@ def plot_runs(runs: tuple[str, ...], labels: tuple[str, ...] = (), out: str = "r
 
 
 EXPERIMENTS = {"plot-runs": plot_runs, "po-cartpole": po_cartpole, "estimators": estimators, "pong-smoke": pong_smoke,
-               "pac-data": pac_data, "pac-vs-bc": pac_vs_bc, "pac-scaling": pac_scaling}
+               "pac-data": pac_data, "pac-vs-bc": pac_vs_bc, "pac-scaling": pac_scaling,
+               "pac-seeds": pac_seeds}

@@ -216,7 +216,7 @@ def test_cli_options_and_sizes(capsys):
 
 
 def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
-    from rillet.pipelines.experiments import pac_scaling, pac_vs_bc
+    from rillet.pipelines.experiments import pac_scaling, pac_seeds, pac_vs_bc
 
     vs = pac_vs_bc(data, out=str(tmp_path / "vs"), num_steps=2, size="test", batch_size=4, eval_episodes=2,
                    eval_max_episode_steps=EPISODE_STEPS, n_step=1, validation_fraction=0.2)
@@ -231,3 +231,14 @@ def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
                        validation_fraction=0.2)
     assert rows["test"]["params"] < rows["cpu-d32"]["params"] and all(np.isfinite(r["loss"]) for r in rows.values())
     assert os.path.getsize(tmp_path / "sc" / "pac_scaling.png") > 0
+
+    # pac-seeds reads the finished runs: each setting's seed-0 return is its final evaluation above.
+    runs = tuple(str(tmp_path / "vs" / name) for name in ("bc", "pac-alpha0.1", "pac-alpha0.5"))
+    seeds = pac_seeds(runs, out=str(tmp_path / "seeds"))
+    assert set(seeds) == {"BC", "PAC alpha 0.1", "PAC alpha 0.5"}
+    for task, row in vs["table"].items():
+        assert seeds["PAC alpha 0.1"]["per_seed"][0][task] == row["PAC (alpha 0.1)"]
+        assert seeds["BC"]["per_seed"][0][task] == row["BC (alpha 1)"]
+    assert os.path.getsize(tmp_path / "seeds" / "pac_seeds.png") > 0
+    with pytest.raises(ConfigError, match="the runs differ in"):  # another size, no evaluation: not comparable
+        pac_seeds(runs + (str(tmp_path / "sc" / "cpu-d32"),), out=str(tmp_path / "seeds2"))
