@@ -288,6 +288,8 @@ def pac_seeds(runs: tuple[str, ...], out: str = "runs/pac-seeds", last: int = 1)
     from rillet.errors import ConfigError
     from rillet.evals.seeds import compare_seeds
 
+    if not runs:
+        raise ConfigError("pac-seeds: give the run directories to compare (--runs DIR [DIR ...]).")
     configs = []
     for run in runs:
         try:

@@ -242,3 +242,5 @@ def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
     assert os.path.getsize(tmp_path / "seeds" / "pac_seeds.png") > 0
     with pytest.raises(ConfigError, match="the runs differ in"):  # another size, no evaluation: not comparable
         pac_seeds(runs + (str(tmp_path / "sc" / "cpu-d32"),), out=str(tmp_path / "seeds2"))
+    with pytest.raises(ConfigError, match="give the run directories"):
+        pac_seeds((), out=str(tmp_path / "seeds3"))
