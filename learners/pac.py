@@ -28,9 +28,10 @@ keeps eta fixed at `eta` for all tasks; `eta` is also every learned temperature'
 
 Defaults (the paper does not fix all of them): K = 21 bins (0.1 resolution, 0 is a bin centre);
 C = 101 atoms on [-100, 100] (returns of |r| <= 1 rewards at gamma = 0.99); eta learned from 1.0
-with kl_epsilon = 0.1 (MPO's E-step bound) and its own Adam at 1e-2; M = 16 samples (the critic
-decoder is cheap); alpha = 0.75 (mostly BC, as for mixed-quality data); beta = 1.0 (KL terms are on
-comparable nat scales); Polyak tau = 0.005 (or hard copies).
+with kl_epsilon = 0.1 (MPO's E-step bound; offline training uses 0.01, see OfflineConfig) and its
+own Adam at 1e-2; M = 16 samples (the critic decoder is cheap); alpha = 0.75 (mostly BC, as for
+mixed-quality data); beta = 1.0 (KL terms are on comparable nat scales); Polyak tau = 0.005 (or hard
+copies).
 """
 
 from __future__ import annotations
