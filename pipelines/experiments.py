@@ -266,14 +266,15 @@ PAC_SEED_SETTINGS = ("alpha", "beta", "eta", "learn_temperature", "kl_epsilon", 
 
 def _seed_result(run_dir: str, differing: Sequence[str]):
     from rillet.evals.seeds import SeedResult
+    from rillet.pipelines.offline import latest_evaluations
 
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     label = "BC" if config["alpha"] == BC_ALPHA else "PAC " + " ".join(f"{k} {config[k]:g}" for k in differing)
-    evals = {e["step"]: e for e in read_jsonl(os.path.join(run_dir, "evals.jsonl")) if e.get("returns")}
+    evals = latest_evaluations([e for e in read_jsonl(os.path.join(run_dir, "evals.jsonl")) if e.get("returns")])
     returns = {}
-    for step in sorted(evals):
-        for task, r in evals[step]["returns"].items():
+    for e in evals:
+        for task, r in e["returns"].items():
             returns.setdefault(task, []).append(r["return_mean"])
     return SeedResult(label, config["seed"], returns)
 

@@ -63,7 +63,7 @@ from rillet.pipelines.offline_config import (RETIRED_FINGERPRINT_KEYS, SIZES, Of
 from rillet.pipelines.offline_data import MixedBatches, Task, open_tasks, task_sources
 
 __all__ = ["OfflineConfig", "SIZES", "network_config", "param_count", "Task", "open_tasks", "MixedBatches",
-           "train_offline", "train_offline_cmd", "load_run", "format_summary"]
+           "train_offline", "train_offline_cmd", "load_run", "format_summary", "latest_evaluations"]
 
 
 VALIDATION_TERMS = ("loss", "policy_loss", "bc_loss", "improvement_loss", "critic_loss", "q_data")
@@ -233,7 +233,7 @@ def train_offline(config: OfflineConfig) -> dict:
     metrics.close()
     ckpt.close()
 
-    png = _plot(tasks, _dedupe(evals), os.path.join(run_dir, "curves.png"),
+    png = _plot(tasks, latest_evaluations(evals), os.path.join(run_dir, "curves.png"),
                 f"PAC offline, size {config.size}, alpha {config.alpha:g}, {config.eval_action} action")
     per_task = []
     for t in tasks:
@@ -316,9 +316,10 @@ def load_run(run_dir: str, step: int | None = None) -> tuple[OfflineConfig, list
     return config, tasks, state, meta
 
 
-def _dedupe(evals: list[dict]) -> list[dict]:
+def latest_evaluations(evals: list[dict]) -> list[dict]:
     """One evaluation per step (the latest), in step order."""
-    return list({e["step"]: e for e in evals}.values())
+    by_step = {e["step"]: e for e in evals}
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def format_summary(summary: dict) -> str:
