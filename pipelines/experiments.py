@@ -264,12 +264,11 @@ def pac_scaling(data: tuple[str, ...], out: str = "runs/pac-scaling",
 PAC_SEED_SETTINGS = ("alpha", "beta", "eta", "learn_temperature", "kl_epsilon", "num_action_samples")
 
 
-def _seed_result(run_dir: str, differing: Sequence[str]):
+def _seed_result(run_dir: str, config: dict, differing: Sequence[str]):
+    """The run's SeedResult; config: its config.json, already read."""
     from rillet.evals.seeds import SeedResult
     from rillet.pipelines.offline import latest_evaluations
 
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
     label = "BC" if config["alpha"] == BC_ALPHA else "PAC " + " ".join(f"{k} {config[k]:g}" for k in differing)
     evals = latest_evaluations([e for e in read_jsonl(os.path.join(run_dir, "evals.jsonl")) if e.get("returns")])
     returns = {}
@@ -312,7 +311,7 @@ def pac_seeds(runs: tuple[str, ...], out: str = "runs/pac-seeds", last: int = 1)
     differing = differing or ["alpha"]
     data_means = {t["name"]: t["data_return_mean"] for t in summary["tasks"]}
     try:
-        table = compare_seeds([_seed_result(r, differing) for r in runs], "BC", data_means, last)
+        table = compare_seeds([_seed_result(r, c, differing) for r, c in zip(runs, configs)], "BC", data_means, last)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     os.makedirs(out, exist_ok=True)
