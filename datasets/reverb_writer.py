@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import reverb
 
-from rillet.datasets.nstep import check_nstep_args, nstep_targets, window_return
+from rillet.datasets.nstep import check_nstep_args, discounted_sum
 from rillet.datasets.specs import StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
 
@@ -149,24 +149,24 @@ class NStepTransitionWriter(_BatchedWriter):
     """Writes n-step transitions (o_t, a_t, R_t, D_t, o_{t+m}, extras_t) for every non-last step t.
 
     The transition of start t is inserted at step t+n, or at the episode's last step T with the
-    window truncated to m = T - t (the arithmetic is `nstep_targets`). R_t and D_t are appended as
+    window truncated to m = T - t (the arithmetic is `nstep.discounted_sum`). R_t and D_t are appended as
     extra columns ("nstep") of the step that completes them; the starts left at an episode's end
     get one scalar-only append each, so every item references its data without copies.
     """
 
     def __init__(self, client_or_address, table: str, spec: StepSpec, n: int, gamma: float,
                  priority: float = 1.0, max_in_flight_items: int = 16):
-        check_nstep_args(n, gamma)
+        check_nstep_args(n, gamma, "NStepTransitionWriter")
         super().__init__(client_or_address, table, spec, priority, n + 2, max_in_flight_items)
         self.n, self.gamma = int(n), float(gamma)
 
     def _init_envs(self, num_envs: int) -> None:
         self._rewards = [[] for _ in range(num_envs)]  # rewards of the last <= n steps
-        self._discounts = [[] for _ in range(num_envs)]
+        self._factors = [[] for _ in range(num_envs)]  # gamma * their env discounts
 
     def _reset_env(self, i: int) -> None:
         self._rewards[i].clear()
-        self._discounts[i].clear()
+        self._factors[i].clear()
 
     def _item(self, i: int, start: int, scalar_index: int, next_index: int) -> dict[str, Any]:
         h = self._writers[i].history
@@ -180,35 +180,34 @@ class NStepTransitionWriter(_BatchedWriter):
         }
 
     def _write_env(self, i: int, t: int, last: bool, step: dict[str, Any]) -> None:
-        rewards, discounts = self._rewards[i], self._discounts[i]
+        rewards, factors = self._rewards[i], self._factors[i]
         data = {
             "observation": step["observation"][i],
             "action": step["action"][i],
             "extras": {k: v[i] for k, v in step["extras"].items()},
         }
         first_start = t - len(rewards)  # oldest step still waiting for its transition
-        if last:
-            returns, totals, _ = nstep_targets(np.asarray(rewards), np.asarray(discounts), self.n, self.gamma)
+        if last:  # every pending start, its window cut at the episode's end
+            targets = [discounted_sum(rewards[k:], factors[k:]) for k in range(len(rewards))]
         elif len(rewards) == self.n:
-            ret, tot = window_return(rewards, discounts, self.gamma)
-            returns, totals = [ret], [tot]
+            targets = [discounted_sum(rewards, factors)]
         else:
-            returns = totals = np.zeros(0, np.float32)
+            targets = []
         writer = self._writers[i]
-        for k, (ret, tot) in enumerate(zip(returns, totals)):
+        for k, (ret, tot) in enumerate(targets):
             scalars = {"nstep": {"reward": np.float32(ret), "discount": np.float32(tot)}}
             writer.append({**data, **scalars} if k == 0 else scalars)
             self._create(i, self._item(i, first_start + k, t + k, t))
-        if len(returns) == 0:
+        if not targets:
             writer.append(data)
         if last:
             rewards.clear()
-            discounts.clear()
+            factors.clear()
             return
-        if len(returns):
-            del rewards[0], discounts[0]
+        if targets:
+            del rewards[0], factors[0]
         rewards.append(float(step["reward"][i]))
-        discounts.append(float(step["discount"][i]))
+        factors.append(self.gamma * float(step["discount"][i]))
 
 
 class SequenceWriter(_BatchedWriter):

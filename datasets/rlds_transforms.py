@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from rillet.datasets.nstep import check_nstep_args, window_targets
 from rillet.datasets.rlds_encoding import (WireFormatError, decode_values, feature_segments, join_packed,
                                            parse_example, serialized_features)
 from rillet.datasets.specs import ArraySpec
@@ -118,9 +119,7 @@ def check_transform(transform: str, *, n: int = 1, gamma: float = 0.99, window: 
     if transform not in TRANSFORMS:
         raise ConfigError(f"transform must be one of {TRANSFORMS}, got {transform!r}.")
     if transform == "nstep":
-        from rillet.datasets.nstep import check_nstep_args
-
-        check_nstep_args(n, gamma)
+        check_nstep_args(n, gamma, "rlds_loader")
     if transform == "windows" and (window < 1 or (stride is not None and stride < 1)):
         raise ConfigError(f"windows need window >= 1 and stride >= 1, got {window} and {stride}.")
 
@@ -155,13 +154,10 @@ def nstep(steps: Mapping, t: int, n: int, gamma: float) -> dict:
     """n-step transition from t: with m = min(n, T - t) and g_j = gamma * d_j,
     reward = sum_{k<m} (prod_{j<k} g_{t+j}) r_{t+k}, discount = prod_{j<m} g_{t+j} (0 after a
     termination), next_observation = o_{t+m}, is_terminal of step t+m; float32 scalars."""
-    last = len(steps["reward"]) - 1
-    m = min(n, last - t)
-    g = float(gamma) * steps["discount"][t:t + m].astype(np.float64)
-    weights = np.concatenate([[1.0], np.cumprod(g)])
+    m = min(n, len(steps["reward"]) - 1 - t)
+    ret, disc = window_targets(steps["reward"], steps["discount"], gamma, [t], [m])
     out = transition(steps, t)
-    out["reward"] = np.float32(np.dot(weights[:m], steps["reward"][t:t + m].astype(np.float64)))
-    out["discount"] = np.float32(weights[m])
+    out["reward"], out["discount"] = np.float32(ret[0]), np.float32(disc[0])
     out["next_observation"] = np.array(steps["observation"][t + m])
     out["is_terminal"] = np.array(steps["is_terminal"][t + m])
     return out
@@ -209,14 +205,9 @@ def gather(cols: Mapping, off: np.ndarray, lengths: np.ndarray, ep: np.ndarray, 
            "reward": cols["reward"][rows], "discount": cols["discount"][rows],
            "next_observation": cols["observation"][rows + 1], "is_terminal": cols["is_terminal"][rows + 1],
            "extras": {e: v[rows] for e, v in cols["extras"].items()}}
-    if transform == "nstep":  # the loop of `nstep`, over all records at once
+    if transform == "nstep":  # `nstep` over all records at once
         m = np.minimum(n, lengths[ep] - 1 - k)
-        ret, disc = np.zeros(len(rows)), np.ones(len(rows))
-        for j in range(n):
-            live = j < m
-            at = np.where(live, rows + j, rows)
-            ret += np.where(live, disc * cols["reward"][at].astype(np.float64), 0.0)
-            disc *= np.where(live, float(gamma) * cols["discount"][at].astype(np.float64), 1.0)
+        ret, disc = window_targets(cols["reward"], cols["discount"], gamma, rows, m)
         out["reward"], out["discount"] = ret.astype(np.float32), disc.astype(np.float32)
         out["next_observation"] = cols["observation"][rows + m]
         out["is_terminal"] = cols["is_terminal"][rows + m]

@@ -1,10 +1,10 @@
-"""nstep_targets against a slow loop-based reference."""
+"""nstep_targets, window_targets and discounted_sum against a slow loop-based reference."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rillet.datasets.nstep import nstep_targets, window_return
+from rillet.datasets.nstep import discounted_sum, nstep_targets, window_targets
 from rillet.errors import ConfigError, SpecMismatchError
 
 
@@ -98,12 +98,38 @@ def test_no_tensorflow_import():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_window_return_is_the_scalar_case_of_nstep_targets():
+def test_discounted_sum_on_floats_is_the_scalar_case_of_nstep_targets():
     rng = np.random.default_rng(0)
     for _ in range(50):
         n = int(rng.integers(1, 6))
         rewards = rng.normal(size=n)
         discounts = rng.choice([0.0, 0.5, 1.0], size=n)
         returns, totals, _ = nstep_targets(rewards, discounts, n, 0.9)
-        ret, tot = window_return(rewards, discounts, 0.9)
+        ret, tot = discounted_sum(rewards.tolist(), [0.9 * d for d in discounts.tolist()])
+        assert isinstance(ret, float) and isinstance(tot, float)
         np.testing.assert_allclose([ret, tot], [returns[0], totals[0]], rtol=1e-6, atol=1e-6)
+
+
+def test_discounted_sum_by_hand():
+    assert discounted_sum([], []) == (0.0, 1.0)
+    assert discounted_sum([1.0, 2.0, 4.0], [0.5, 0.5, 0.0]) == (1.0 + 0.5 * 2.0 + 0.25 * 4.0, 0.0)
+    ret, tot = discounted_sum([np.array([1.0, 3.0]), np.array([2.0, 0.0])], [np.array([0.5, 1.0])] * 2)
+    np.testing.assert_array_equal(ret, [2.0, 3.0])
+    np.testing.assert_array_equal(tot, [0.25, 1.0])
+
+
+def test_window_targets_reads_only_its_windows():
+    """Windows of any start and length over a column, padded ends never read (NaN there)."""
+    rng = np.random.default_rng(1)
+    r, d = rng.normal(size=20).astype(np.float32), rng.uniform(size=20).astype(np.float32)
+    starts, lengths = np.array([0, 5, 5, 19, 12, 3]), np.array([3, 1, 0, 1, 8, 4])
+    poisoned_r, poisoned_d = np.full(20, np.nan, np.float32), np.full(20, np.nan, np.float32)
+    for s, m in zip(starts, lengths):
+        poisoned_r[s:s + m], poisoned_d[s:s + m] = r[s:s + m], d[s:s + m]
+    ret, tot = window_targets(poisoned_r, poisoned_d, 0.9, starts, lengths)
+    assert ret.dtype == tot.dtype == np.float64 and ret.shape == tot.shape == (6,)
+    for i, (s, m) in enumerate(zip(starts, lengths)):
+        want = slow_nstep(r[s:s + m].tolist(), d[s:s + m].tolist(), m, 0.9)
+        np.testing.assert_allclose([ret[i], tot[i]], [want[0][0], want[1][0]] if m else [0.0, 1.0], rtol=1e-6)
+    empty = window_targets(r, d, 0.9, np.zeros(0, int), np.zeros(0, int))
+    assert empty[0].shape == empty[1].shape == (0,)
