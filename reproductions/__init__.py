@@ -1,0 +1,28 @@
+"""Paper reproductions: a tuned config, a comparison, a figure, one small module each, composed only
+from rillet's public stages (`train_online`, `train_offline`, the evaluation and plotting stages).
+
+`rillet reproduce NAME [options]` runs REPRODUCTIONS[NAME]; its keyword arguments are the options
+(`rillet reproduce NAME --help`). Results and the commands behind them: docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rillet.reproductions.common import plot_runs
+from rillet.reproductions.pac_offline import pac_data, pac_seeds, pac_vs_bc
+from rillet.reproductions.pac_scaling import pac_scaling
+from rillet.reproductions.r2d2_cartpole import po_cartpole
+from rillet.reproductions.r2d2_estimators import estimators
+from rillet.reproductions.r2d2_pong_smoke import pong_smoke
+
+REPRODUCTIONS: dict[str, Callable] = {
+    "po-cartpole": po_cartpole,
+    "estimators": estimators,
+    "pong-smoke": pong_smoke,
+    "pac-data": pac_data,
+    "pac-vs-bc": pac_vs_bc,
+    "pac-scaling": pac_scaling,
+    "pac-seeds": pac_seeds,
+    "plot-runs": plot_runs,
+}
