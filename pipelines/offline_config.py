@@ -17,8 +17,7 @@ import math
 import os
 from typing import Literal, Optional, Sequence
 
-import numpy as np
-
+from rillet import validation as check
 from rillet.actors.policies import DISCRETISED_ACTIONS
 from rillet.errors import ConfigError
 from rillet.learners import pac
@@ -121,55 +120,50 @@ class OfflineConfig:
     progress: bool = True
 
     def validate(self) -> "OfflineConfig":
-        def need(ok: bool, field: str, rule: str) -> None:
-            if not ok:
-                raise ConfigError(f"OfflineConfig.{field}={getattr(self, field)!r} is invalid: {rule}. "
-                                  f"Fix --{field.replace('_', '-')}.")
+        """Raises ConfigError naming the first bad field and its option; returns self."""
+        owner = "OfflineConfig"
 
-        def integer(v) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        def need(ok: bool, name: str, rule: str) -> None:
+            check.require(ok, owner, name, getattr(self, name), rule, fix=check.cli_option(name))
 
-        def number(v) -> bool:
-            return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
+        def number(name: str, low: float = -math.inf, high: float = math.inf, **open_ends: bool) -> None:
+            check.number(owner, name, getattr(self, name), low, high, fix=check.cli_option(name), **open_ends)
+
+        def integer(name: str, low: int, high: int | None = None) -> None:
+            check.integer(owner, name, getattr(self, name), low, high, fix=check.cli_option(name))
 
         need(isinstance(self.data, (tuple, list)) and len(self.data) >= 1
-             and all(isinstance(d, str) and d for d in self.data), "data", "give one or more dataset directories")
+             and all(isinstance(d, str) and d for d in self.data), "data", "one or more dataset directories")
         need(len(set(os.path.abspath(d) for d in self.data)) == len(self.data), "data",
-             "each dataset may be given once")
-        need(self.agent == "pac", "agent", "only 'pac' trains offline")
+             "a list of distinct datasets (each may be given once)")
+        check.one_of(owner, "agent", self.agent, ("pac",), fix="--agent pac (only PAC trains offline)")
         network_config(self.size)
-        need(number(self.alpha) and 0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
-        need(number(self.beta) and self.beta >= 0, "beta", "must be >= 0")
-        need(number(self.eta) and self.eta > 0, "eta", "must be > 0")
-        need(number(self.kl_epsilon) and self.kl_epsilon > 0, "kl_epsilon", "must be > 0")
-        need(number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "must be > 0")
-        need(number(self.target_polyak_tau) and 0 < self.target_polyak_tau <= 1, "target_polyak_tau",
-             "must be in (0, 1]")
-        need(integer(self.num_action_samples) and self.num_action_samples >= 1, "num_action_samples", "must be >= 1")
-        need(number(self.v_min) and number(self.v_max) and self.v_min < self.v_max, "v_min", "must be < v_max")
-        need(integer(self.batch_size) and self.batch_size >= len(self.data)
-             and self.batch_size % len(self.data) == 0, "batch_size",
-             f"must be a positive multiple of the number of tasks ({len(self.data)}): equal rows per task")
-        need(integer(self.num_steps) and self.num_steps >= 1, "num_steps", "must be >= 1")
-        need(integer(self.n_step) and 1 <= self.n_step <= 100, "n_step", "must be in [1, 100]")
-        need(number(self.gamma) and 0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
-        need(integer(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0")
-        need(integer(self.log_every_steps) and self.log_every_steps >= 1, "log_every_steps", "must be >= 1")
-        need(integer(self.eval_every_steps) and self.eval_every_steps >= 0, "eval_every_steps", "must be >= 0")
-        need(integer(self.eval_episodes) and self.eval_episodes >= 0, "eval_episodes", "must be >= 0")
-        need(integer(self.eval_max_episode_steps) and self.eval_max_episode_steps >= 0, "eval_max_episode_steps",
-             "must be >= 0")
-        need(self.eval_action in DISCRETISED_ACTIONS, "eval_action", f"must be one of {DISCRETISED_ACTIONS}")
-        need(self.compute_dtype in pac.COMPUTE_DTYPES, "compute_dtype", f"must be one of {pac.COMPUTE_DTYPES}")
-        need(self.attention in perceiver.ATTENTION_IMPLEMENTATIONS, "attention", "must be cudnn or None (XLA)")
+        number("alpha", 0, 1)
+        number("beta", 0)
+        for name in ("eta", "kl_epsilon", "learning_rate"):
+            number(name, 0, low_open=True)
+        number("target_polyak_tau", 0, 1, low_open=True)
+        integer("num_action_samples", 1)
+        number("v_min")
+        number("v_max")
+        need(self.v_min < self.v_max, "v_min", f"< v_max={self.v_max}")
+        integer("batch_size", 1)
+        need(self.batch_size % len(self.data) == 0, "batch_size",
+             f"a multiple of the number of tasks ({len(self.data)}): equal rows per task")
+        integer("num_steps", 1)
+        integer("n_step", 1, 100)
+        number("gamma", 0, 1)
+        for name, low in (("seed", 0), ("log_every_steps", 1), ("eval_every_steps", 0), ("eval_episodes", 0),
+                          ("eval_max_episode_steps", 0), ("checkpoint_every_steps", 1), ("validation_batches", 1)):
+            integer(name, low)
+        check.one_of(owner, "eval_action", self.eval_action, DISCRETISED_ACTIONS, fix="--eval-action")
+        check.one_of(owner, "compute_dtype", self.compute_dtype, pac.COMPUTE_DTYPES, fix="--compute-dtype")
+        check.one_of(owner, "attention", self.attention, perceiver.ATTENTION_IMPLEMENTATIONS,
+                     fix="--attention cudnn, or leave it unset for XLA's attention")
         need(self.attention is None or self.compute_dtype == "bfloat16", "attention",
-             "cuDNN attention needs --compute-dtype bfloat16")
-        need(integer(self.checkpoint_every_steps) and self.checkpoint_every_steps >= 1, "checkpoint_every_steps",
-             "must be >= 1")
-        need(number(self.validation_fraction) and 0 <= self.validation_fraction < 1, "validation_fraction",
-             "must be in [0, 1)")
-        need(integer(self.validation_batches) and self.validation_batches >= 1, "validation_batches", "must be >= 1")
-        need(isinstance(self.run_dir, str) and bool(self.run_dir), "run_dir", "must be a directory path")
+             "None with --compute-dtype float32 (cuDNN attention needs --compute-dtype bfloat16)")
+        number("validation_fraction", 0, 1, high_open=True)
+        need(isinstance(self.run_dir, str) and bool(self.run_dir), "run_dir", "a directory path")
         self.pac_config().validate()
         return self
 
