@@ -109,19 +109,28 @@ def _flat_spec(spec: StepSpec) -> dict[str, ArraySpec]:
     return flat
 
 
+def shard_filename(template: str, dataset: str, split: str, file_format: str, index: int,
+                   num_shards: int | None = None) -> str:
+    """A shard's file name from a TFDS filepathTemplate ({DATASET}, {SPLIT}, {FILEFORMAT},
+    {SHARD_INDEX} and, if the template has it, {NUM_SHARDS}; indices are 5 digits)."""
+    name = (template.replace("{DATASET}", dataset).replace("{SPLIT}", split).replace("{FILEFORMAT}", file_format)
+            .replace("{SHARD_INDEX}", f"{index:05d}"))
+    return name if num_shards is None else name.replace("{NUM_SHARDS}", f"{num_shards:05d}")
+
+
 def _shard_paths(path: str, info: Mapping[str, Any], split: str) -> list[str]:
+    """The shard files of `split` that dataset_info.json lists, by its own template (so datasets
+    written with any template load); DatasetPathError if one is missing."""
     splits = {s["name"]: s for s in info.get("splits", [])}
     if split not in splits:
         raise ConfigError(f"unknown split {split!r} in '{path}'; available: {sorted(splits)}.")
     s = splits[split]
-    lengths = [int(n) for n in s.get("shardLengths", [])]
+    count = len(s.get("shardLengths", []))
     template = s.get("filepathTemplate", "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}-of-{NUM_SHARDS}")
     files = []
-    for i in range(len(lengths)):
-        name = (template.replace("{DATASET}", info["name"]).replace("{SPLIT}", split)
-                .replace("{FILEFORMAT}", info.get("fileFormat", "tfrecord"))
-                .replace("{SHARD_INDEX}", f"{i:05d}").replace("{NUM_SHARDS}", f"{len(lengths):05d}"))
-        full = os.path.join(path, name)
+    for i in range(count):
+        full = os.path.join(path, shard_filename(template, info["name"], split, info.get("fileFormat", "tfrecord"),
+                                                 i, count))
         if not os.path.exists(full):
             raise DatasetPathError(f"shard '{full}' listed in dataset_info.json is missing.")
         files.append(full)

@@ -6,8 +6,8 @@ Each tick is copied into a time-major buffer ([ticks, B, ...] per field); when e
 (is_first ... is_last) ends, its rows are sliced out of that buffer at once and encoded as one
 ``tf.train.Example`` of the TFDS features ``{"steps": Dataset({field: Tensor})}`` (flat keys
 ``steps/<field>``, `rlds_encoding.encode_example`, the same proto tfds' serializer makes), written
-to ArrayRecord (or TFRecord) shards; close() writes dataset_info.json / features.json through
-`tfds.core.DatasetInfo`, so `tfds.builder_from_directory(out_dir)` (as_data_source, as_dataset)
+to ArrayRecord (or TFRecord) shards; close() writes dataset_info.json / features.json as tfds does
+(`rlds_finalise.DatasetDraft`), so `tfds.builder_from_directory(out_dir)` (as_data_source, as_dataset)
 and `rillet.datasets.rlds_reader` both load it.
 
 Two ways to use it:
@@ -17,9 +17,9 @@ Two ways to use it:
     run(Stream(steps) | rlds_writer(out_dir, spec, env_id=..., ...))             # stage
 
 The stage passes steps on and closes when its input ends (or the consumer stops iterating);
-an exception upstream aborts the write. Crash safety: everything goes to a sibling temporary
-directory ``<out_dir>.incomplete-<pid>-<hex>`` holding a RILLET_INCOMPLETE marker; only a clean
-close() removes the marker and renames it atomically to out_dir. Episodes still running at
+an exception upstream aborts the write. Crash safety (`rlds_finalise.DatasetDraft`): everything goes
+to a sibling temporary directory ``<out_dir>.incomplete-<pid>-<hex>`` holding a RILLET_INCOMPLETE
+marker; only a clean close() removes the marker and renames it atomically to out_dir. Episodes still running at
 close() are dropped and counted in the card (``rillet_card.json``, also metadata.json). Episode
 lengths and returns go to ``rillet_index-<split>.npz`` for the Grain loader (`rlds_loader`);
 ``max_episodes`` stops writing after that many episodes (later ones are counted, not written).
@@ -27,23 +27,19 @@ lengths and returns go to ``rillet_index-<split>.npz`` for the Grain loader (`rl
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
-import uuid
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from rillet import validation
 from rillet.datasets.rlds_encoding import encode_example
-from rillet.datasets.rlds_loader import write_index
-from rillet.datasets.rlds_reader import CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, STEP_FIELDS
+from rillet.datasets.rlds_finalise import DatasetDraft
+from rillet.datasets.rlds_reader import CARD_FILE, STEP_FIELDS
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
 
 DATASET_NAME = "rillet_rlds"
-FILE_FORMATS = ("array_record", "tfrecord")
 
 
 def step_features(spec: StepSpec):
@@ -65,45 +61,30 @@ class RldsWriter:
     def __init__(self, out_dir: str, spec: StepSpec, *, env_id: str, policy_name: str, seed: int,
                  file_format: str = "array_record", max_episodes_per_shard: int = 1000,
                  split: str = "train", flush_every: int = 32, max_episodes: int | None = None):
-        import tensorflow_datasets as tfds
+        from google.protobuf import json_format
 
-        if file_format not in FILE_FORMATS:
-            raise ConfigError(f"file_format must be one of {FILE_FORMATS}, got {file_format!r}.")
-        if max_episodes_per_shard < 1 or flush_every < 1:
-            raise ConfigError("max_episodes_per_shard and flush_every must be >= 1, got "
-                              f"{max_episodes_per_shard} and {flush_every}.")
-        self.out_dir = os.path.abspath(os.fspath(out_dir))
-        if os.path.exists(self.out_dir):
-            raise ConfigError(f"'{self.out_dir}' already exists; rlds_writer never overwrites a dataset. "
-                              "Choose a new out_dir or delete the old one.")
+        validation.integer("RldsWriter", "max_episodes_per_shard", max_episodes_per_shard, low=1)
+        validation.integer("RldsWriter", "flush_every", flush_every, low=1)
         self.spec, self.split, self.flush_every, self.max_episodes = spec, split, flush_every, max_episodes
-        self.tmp_dir = f"{self.out_dir}{INCOMPLETE_INFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.makedirs(self.tmp_dir)
-        with open(os.path.join(self.tmp_dir, INCOMPLETE_MARKER), "w") as f:
-            f.write(f"Unfinished rlds_writer output for {self.out_dir}; safe to delete.\n")
+        self._features = json_format.MessageToDict(step_features(spec).to_proto())  # features.json as tfds writes it
         self.card: dict[str, Any] = {
             "format": "rillet.rlds/1", "env_id": env_id, "policy": policy_name, "seed": int(seed),
             "rillet_version": _rillet_version(), "file_format": file_format, "split": split,
             "spec": spec.to_json(),
         }
-        self._info = tfds.core.DatasetInfo(
-            builder=tfds.core.dataset_info.DatasetIdentity(
-                name=DATASET_NAME, version=tfds.core.Version("1.0.0"), data_dir=self.tmp_dir, module_name=""),
-            features=step_features(spec),
-            description=(f"RLDS episodes of {env_id} from policy {policy_name!r} (seed {seed}), written by "
-                         f"rillet {self.card['rillet_version']}; counts in {CARD_FILE} / metadata.json."),
-            metadata=tfds.core.MetadataDict(),
-        )
-        self._shards = ShardWriter(self.tmp_dir, split, file_format, max_episodes_per_shard)
+        self._info = {"name": DATASET_NAME, "version": "1.0.0", "description": (
+            f"RLDS episodes of {env_id} from policy {policy_name!r} (seed {seed}), written by "
+            f"rillet {self.card['rillet_version']}; counts in {CARD_FILE} / metadata.json.")}
+        self._draft = DatasetDraft(out_dir, DATASET_NAME, file_format, max_episodes_per_shard)
+        self.out_dir = self._draft.out_dir
+        self._shards = self._draft.split(split)
         self._fields = {k: v for k, v in spec.fields().items() if k != "extras"}
         self._fields.update({f"extras/{k}": v for k, v in spec.extras.items()})
         self._ticks: dict[str, np.ndarray] = {}  # field -> [capacity, B, ...]: recent ticks, time-major
         self._rows = self._first_tick = self._tick = 0  # rows used; absolute tick of row 0; ticks seen
         self._start = np.zeros(0, np.int64)  # per env: absolute tick its running episode began, or -1
         self._signature: tuple | None = None  # shapes/dtypes of the last checked step
-        self._pending: list[bytes] = []
-        self._returns: list[float] = []
-        self._lengths: list[int] = []
+        self._pending: list[tuple[bytes, int, float]] = []  # finished episodes: (record, length, return)
         self.num_steps = self.episodes_abandoned = self.steps_outside_episodes = self.episodes_over_limit = 0
         self.closed = False
 
@@ -167,23 +148,22 @@ class RldsWriter:
     @property
     def num_episodes(self) -> int:
         """Episodes finished so far (written or queued)."""
-        return len(self._lengths)
+        return len(self._shards.lengths) + len(self._pending)
 
     def _finish(self, env: int, start: int) -> None:
         """Encodes env's episode from tick `start` to the current tick."""
-        if self.max_episodes is not None and len(self._lengths) >= self.max_episodes:
+        if self.max_episodes is not None and self.num_episodes >= self.max_episodes:
             self.episodes_over_limit += 1
             return
         rows = slice(start - self._first_tick, self._rows)
         steps = {k: np.ascontiguousarray(buf[rows, env]) for k, buf in self._ticks.items()}
-        self._pending.append(encode_example({f"steps/{k}": v for k, v in steps.items()}))
-        self._returns.append(float(steps["reward"].sum()))
-        self._lengths.append(len(steps["reward"]))
+        record = encode_example({f"steps/{k}": v for k, v in steps.items()})
+        self._pending.append((record, len(steps["reward"]), float(steps["reward"].sum())))
         self.num_steps += len(steps["reward"])
 
     def _flush(self) -> None:
-        for record in self._pending:
-            self._shards.write(record)
+        for episode in self._pending:
+            self._shards.write(*episode)
         self._pending = []
 
     def close(self) -> dict:
@@ -191,29 +171,12 @@ class RldsWriter:
         if self.closed:
             return self.card
         self._flush()
-        self._shards.close()
-        r = np.asarray(self._returns, np.float64)
-        self.card.update({
-            "num_episodes": len(r), "num_steps": self.num_steps,
-            "return_mean": float(r.mean()) if len(r) else None,
-            "return_min": float(r.min()) if len(r) else None,
-            "return_max": float(r.max()) if len(r) else None,
-            "episodes_dropped_unfinished": int(np.count_nonzero(self._start >= 0)),
-            "episodes_abandoned": self.episodes_abandoned,
-            "steps_outside_episodes": self.steps_outside_episodes, "closed_unix": time.time(),
-        })
+        card = {**self.card, "episodes_dropped_unfinished": int(np.count_nonzero(self._start >= 0)),
+                "episodes_abandoned": self.episodes_abandoned, "steps_outside_episodes": self.steps_outside_episodes,
+                "closed_unix": time.time()}
         if self.max_episodes is not None:
-            self.card["episodes_over_limit"] = self.episodes_over_limit
-        self._info.metadata.update(self.card)
-        self._shards.describe(self._info)
-        self._info.write_to_directory(self.tmp_dir)  # dataset_info.json, features.json, metadata.json
-        write_index(self.tmp_dir, self.split, self._lengths, r)
-        with open(os.path.join(self.tmp_dir, CARD_FILE), "w") as f:
-            json.dump(self.card, f, indent=2, sort_keys=True)
-        os.remove(os.path.join(self.tmp_dir, INCOMPLETE_MARKER))
-        _fsync_dir(self.tmp_dir)
-        os.rename(self.tmp_dir, self.out_dir)  # atomic on one filesystem; fails if out_dir appeared
-        _fsync_dir(os.path.dirname(self.out_dir))
+            card["episodes_over_limit"] = self.episodes_over_limit
+        self.card = self._draft.commit(self._info, self._features, card)
         self.closed = True
         return self.card
 
@@ -221,8 +184,7 @@ class RldsWriter:
         """Discards everything written (the temporary directory); out_dir is never created."""
         if not self.closed:
             self.closed = True
-            self._shards.close()
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self._draft.discard()
 
     def __enter__(self) -> "RldsWriter":
         return self
@@ -232,54 +194,6 @@ class RldsWriter:
             self.close()
         else:
             self.abort()
-
-
-class ShardWriter:
-    """Serialized episodes -> shards ``rillet_rlds-<split>.<format>-<index>`` of at most `per_shard`
-    records (ArrayRecord, group_size 1, or TFRecord); `describe(info)` sets the split in a DatasetInfo."""
-
-    def __init__(self, directory: str, split: str, file_format: str, per_shard: int):
-        from tensorflow_datasets.core import file_adapters, naming
-
-        self.split, self.file_format, self.per_shard = split, file_format, per_shard
-        self.template = naming.ShardedFileTemplate(
-            data_dir=directory, dataset_name=DATASET_NAME, split=split,
-            filetype_suffix=file_adapters.FileFormat.from_value(file_format).file_suffix,
-            template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}")
-        self.lengths: list[int] = []
-        self.num_bytes = 0
-        self._writer: Any = None
-
-    def write(self, record: bytes) -> None:
-        if self._writer is None:
-            path = os.fspath(self.template.sharded_filepath(shard_index=len(self.lengths), num_shards=None))
-            if self.file_format == "array_record":
-                from array_record.python.array_record_module import ArrayRecordWriter
-
-                self._writer = ArrayRecordWriter(path, "group_size:1")
-            else:
-                import tensorflow as tf
-
-                self._writer = tf.io.TFRecordWriter(path)
-            self.lengths.append(0)
-        self._writer.write(record)
-        self.lengths[-1] += 1
-        self.num_bytes += len(record)
-        if self.lengths[-1] >= self.per_shard:
-            self.close()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def describe(self, info: Any) -> None:
-        from tensorflow_datasets.core import splits
-
-        info.set_file_format(self.file_format, override=True)
-        info.set_splits(splits.SplitDict([splits.SplitInfo(
-            name=self.split, shard_lengths=list(self.lengths), num_bytes=self.num_bytes,
-            filename_template=self.template)]))
 
 
 def rlds_writer(out_dir: str, spec: StepSpec, **kwargs) -> Callable[[Iterator], Iterator]:
@@ -311,11 +225,3 @@ def _rillet_version() -> str:
     import rillet
 
     return rillet.__version__
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

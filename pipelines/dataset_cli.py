@@ -7,30 +7,28 @@
     python -m rillet.pipelines.dataset_cli convert d --out d_tfr --to tfrecord
 
 `dataset_commands()` maps "dataset <name>" to these functions (for `rillet`). Merge, split and
-convert copy serialized episodes record by record (nothing is re-encoded), write the episode index,
-and, like the writer, build the output in ``<out>.incomplete-...`` and rename it when done.
+convert copy serialized episodes record by record (nothing is re-encoded) into a
+`rlds_finalise.DatasetDraft`, as the writer does: shards named like the writer's, the episode index,
+built in ``<out>.incomplete-...`` and renamed when done.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import uuid
 from typing import Annotated, Callable, Iterator, Literal
 
 import numpy as np
 import tyro
 
+from rillet import validation as check
 from rillet.datasets import rlds_transforms as T
-from rillet.datasets.rlds_loader import write_index
-from rillet.datasets.rlds_reader import (CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, check_complete,
-                                         read_step_layout, _shard_paths)
+from rillet.datasets.rlds_finalise import DatasetDraft
+from rillet.datasets.rlds_reader import CARD_FILE, check_complete, read_step_layout, _shard_paths
 from rillet.errors import ConfigError
 
 Positional = tyro.conf.Positional
-TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}-of-{NUM_SHARDS}"
 
 
 def _info(path: str) -> dict:
@@ -65,76 +63,20 @@ def _records(path: str, info: dict, split: str) -> Iterator[bytes]:
             yield record.numpy()
 
 
-def _shard_writer(path: str, file_format: str):
-    if file_format == "array_record":
-        from array_record.python.array_record_module import ArrayRecordWriter
-
-        return ArrayRecordWriter(path, "group_size:1")
-    import tensorflow as tf
-
-    return tf.io.TFRecordWriter(path)
-
-
-def _write_split(tmp: str, name: str, split: str, records: list[bytes] | Iterator[bytes], count: int,
-                 file_format: str, per_shard: int, layout) -> tuple[dict, list, list]:
-    """Writes `count` records into ceil(count / per_shard) shards; returns (split info, lengths, returns)."""
-    shards = max(1, -(-count // per_shard))
-    lengths, returns, sizes, total = [], [], [0] * shards, 0
-    it = iter(records)
-    for s in range(shards):
-        fname = (TEMPLATE.replace("{DATASET}", name).replace("{SPLIT}", split).replace("{FILEFORMAT}", file_format)
-                 .replace("{SHARD_INDEX}", f"{s:05d}").replace("{NUM_SHARDS}", f"{shards:05d}"))
-        writer = _shard_writer(os.path.join(tmp, fname), file_format)
-        for _ in range(min(per_shard, count - s * per_shard)):
-            rec = next(it)
-            steps = T.decode_episode(rec, layout, tmp)
-            lengths.append(len(steps["is_first"]))
-            returns.append(float(steps["reward"].sum(dtype=np.float64)))
-            writer.write(rec)
-            sizes[s] += 1
-            total += len(rec)
-        writer.close()
-    write_index(tmp, split, lengths, returns)
-    return ({"name": split, "numBytes": str(total), "shardLengths": [str(n) for n in sizes],
-             "filepathTemplate": TEMPLATE}, lengths, returns)
-
-
-def _build(out: str, base: str, splits: dict[str, tuple[Callable[[], Iterator[bytes]], int]], file_format: str,
+def _build(out: str, base: str, splits: dict[str, Callable[[], Iterator[bytes]]], file_format: str,
            card_extra: dict, per_shard: int) -> dict:
-    """Writes a dataset with `splits` {name: (records factory, count)} like `base`; returns its card."""
-    out = os.path.abspath(out)
-    if os.path.exists(out):
-        raise ConfigError(f"'{out}' already exists; choose a new --out.")
-    if file_format not in ("array_record", "tfrecord"):
-        raise ConfigError(f"file format must be 'array_record' or 'tfrecord', got {file_format!r}.")
+    """Writes a dataset with `splits` {name: records factory} and the features of `base`; returns its card."""
+    check.integer("", "episodes_per_shard", per_shard, low=1, fix="--episodes-per-shard")
     info, layout = _info(base), read_step_layout(base)
-    tmp = f"{out}{INCOMPLETE_INFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.makedirs(tmp)
-    try:
-        open(os.path.join(tmp, INCOMPLETE_MARKER), "w").close()
-        shutil.copy(os.path.join(base, "features.json"), tmp)
-        split_infos, all_lengths, all_returns = [], [], []
-        for split, (factory, count) in splits.items():
-            s, lengths, returns = _write_split(tmp, info["name"], split, factory(), count, file_format, per_shard, layout)
-            split_infos.append(s)
-            all_lengths += lengths
-            all_returns += returns
-        info = {**info, "fileFormat": file_format, "splits": split_infos}
-        r = np.asarray(all_returns, np.float64)
-        card = {**_card(base), **card_extra, "file_format": file_format,
-                "num_episodes": len(r), "num_steps": int(sum(all_lengths)),
-                "return_mean": float(r.mean()) if len(r) else None,
-                "return_min": float(r.min()) if len(r) else None, "return_max": float(r.max()) if len(r) else None,
-                "splits": {s["name"]: sum(int(n) for n in s["shardLengths"]) for s in split_infos}}
-        for fname, obj in (("dataset_info.json", info), (CARD_FILE, card), ("metadata.json", card)):
-            with open(os.path.join(tmp, fname), "w") as f:
-                json.dump(obj, f, indent=2, sort_keys=True)
-        os.remove(os.path.join(tmp, INCOMPLETE_MARKER))
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return card
+    with open(os.path.join(base, "features.json")) as f:
+        features = json.load(f)
+    with DatasetDraft(out, info["name"], file_format, per_shard, option="--out") as draft:
+        for split, records in splits.items():
+            shards = draft.split(split)
+            for record in records():
+                steps = T.decode_episode(record, layout, base)
+                shards.write(record, len(steps["is_first"]), float(steps["reward"].sum(dtype=np.float64)))
+        return draft.commit(info, features, {**_card(base), **card_extra})
 
 
 def _split_counts(path: str, info: dict) -> dict[str, int]:
@@ -255,8 +197,7 @@ def merge(inputs: list[str], out: str, file_format: Literal["array_record", "tfr
     splits = {}
     for name in names:
         parts = [(p, info) for p, info in zip(inputs, infos) if name in _split_counts(p, info)]
-        splits[name] = ((lambda parts=parts, name=name: (r for p, i in parts for r in _records(p, i, name))),
-                        sum(_split_counts(p, i)[name] for p, i in parts))
+        splits[name] = lambda parts=parts, name=name: (r for p, i in parts for r in _records(p, i, name))
     card = _build(out, inputs[0], splits, file_format, {"merged_from": [os.path.abspath(p) for p in inputs]},
                   episodes_per_shard)
     print(f"merged {len(inputs)} datasets into {out}: {card['splits']}")
@@ -281,7 +222,7 @@ def split(path: Annotated[str, Positional], out: str, validation_fraction: float
     def part(val: bool):
         return lambda: (r for r, v in zip(_records(path, info, source_split), is_val) if v == val)
 
-    card = _build(out, path, {"train": (part(False), n - n_val), "validation": (part(True), n_val)},
+    card = _build(out, path, {"train": part(False), "validation": part(True)},
                   info.get("fileFormat", "tfrecord"), {"split_from": os.path.abspath(path), "split_seed": seed},
                   episodes_per_shard)
     print(f"split {path} into {out}: {card['splits']}")
@@ -292,7 +233,7 @@ def convert(path: Annotated[str, Positional], out: str, to: Literal["array_recor
             episodes_per_shard: int = 1000) -> dict:
     """Copies every split into `to` shards (TFRecord <-> ArrayRecord) with the episode index."""
     info = _info(path)
-    splits = {s: ((lambda s=s: _records(path, info, s)), n) for s, n in _split_counts(path, info).items()}
+    splits = {s: (lambda s=s: _records(path, info, s)) for s in _split_counts(path, info)}
     card = _build(out, path, splits, to, {"converted_from": os.path.abspath(path)}, episodes_per_shard)
     print(f"converted {path} ({info.get('fileFormat', 'tfrecord')}) to {out} ({to}): {card['splits']}")
     return card
