@@ -49,10 +49,12 @@ def test_episode_boundaries_with_auto_reset(num_envs, limit, seed):
             # CartPole pays 1 per action; the last step (action ignored by EnvPool) pays nothing.
             np.testing.assert_array_equal([s["reward"] for s in ep], [1.0] * T + [0.0])
             assert ep[-1]["discount"] == 0.0
-            if ep[-1]["is_terminal"]:
-                assert ep[-2]["discount"] == 0.0 and T < limit + 1
-            else:  # truncated at the step limit: bootstrapping continues through step T-1
-                assert T == limit and ep[-2]["discount"] == 1.0
+            x, theta = ep[-1]["observation"][0], ep[-1]["observation"][2]
+            out_of_bounds = max(abs(x) / 2.4, abs(theta) / (12 * 2 * np.pi / 360))  # > 1: CartPole terminates
+            if ep[-1]["is_terminal"]:  # the pole fell or the cart left the track
+                assert ep[-2]["discount"] == 0.0 and out_of_bounds > 1 - 1e-5
+            else:  # truncated at the step limit, still in bounds: bootstrapping continues through step T-1
+                assert T == limit and ep[-2]["discount"] == 1.0 and out_of_bounds <= 1 + 1e-5
             assert all(s["discount"] == 1.0 for s in ep[:-2])
             assert np.abs(ep[0]["observation"]).max() <= 0.05, "an episode starts from a fresh reset state"
 
@@ -71,6 +73,7 @@ def test_last_step_action_is_ignored_by_envpool():
                 obs_after_last = nxt.observation[0]
                 assert nxt.first[0] and nxt.reward[0] == 0.0
             out = nxt
+        assert obs_after_last is not None, "the 5-step limit ends an episode within 6 steps"
         outs.append(obs_after_last)
     np.testing.assert_array_equal(outs[0], outs[1])
 
@@ -81,6 +84,7 @@ def test_gymnasium_and_dm_apis_give_the_same_steps():
         env = BatchedEnv("CartPole-v1", 3, seed=7, api=api, max_episode_steps=12)
         streams.append(collect(env, 40, seed=1))
         assert env.spec == env_step_spec("CartPole-v1")
+    assert len(streams[0]) == len(streams[1]) == 40
     for a, b in zip(*streams):
         for k in ("observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal"):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -84,9 +84,11 @@ def test_array_record_round_trip_through_plain_tfds(written):
         assert ep["is_first"][0] and ep["is_last"][-1]
         assert not ep["is_first"][1:].any() and not ep["is_last"][:-1].any()
 
-    # no step lost or duplicated: written + open tails == everything the actor emitted
-    tails = NUM_ENVS * TICKS - sum(len(e["is_first"]) for e in want)
-    assert card["num_steps"] == NUM_ENVS * TICKS - tails == sum(len(e["is_first"]) for e in want)
+    # no step lost or duplicated: written + each env's open tail (after its last is_last) == all emitted
+    last = np.array([s["is_last"] for s in steps])  # [TICKS, B]
+    tails = sum(TICKS - 1 - int(np.flatnonzero(last[:, i])[-1]) for i in range(NUM_ENVS))
+    assert card["num_steps"] + tails == NUM_ENVS * TICKS
+    assert card["num_steps"] == sum(len(e["is_first"]) for e in want)
 
     got_rillet = [e["steps"] for e in rlds_episodes(out)]
     assert_same_episodes(got_rillet, want)

@@ -62,6 +62,7 @@ def test_split_merge_convert_round_trip(generated, tmp_path):
     assert back["splits"] == merged["splits"]
     want = [e["steps"] for e in rlds_episodes(tmp_path / "m")]
     got = [e["steps"] for e in rlds_episodes(tmp_path / "ar")]
+    assert len(got) == len(want) == 54
     assert all(np.array_equal(a["observation"], b["observation"]) for a, b in zip(want, got))
     src = tfds.builder_from_directory(str(tmp_path / "ar")).as_data_source()["train"]
     assert len(src) == 54 and len(list(src[0]["steps"])) == len(got[0]["reward"])
