@@ -55,6 +55,13 @@ def test_sequences_carry_correct_boundaries_masks_and_states(tmp_path_factory, n
     items = next(reverb_sampler.sample_batches(address, "seq", count, num_workers_per_iterator=1,
                                                rate_limiter_timeout_ms=1_000))["data"]
     server.stop()
+    # prev_action / prev_reward at each observation: a_{t-1} and r_{t-1} of that env's episode, 0 at
+    # is_first (a set per observation, in case two steps share one)
+    expected_prev = {}
+    for k, s in enumerate(steps):
+        for e in range(num_envs):
+            prev = (0, 0.0) if s["is_first"][e] else (int(steps[k - 1]["action"][e]), float(steps[k - 1]["reward"][e]))
+            expected_prev.setdefault(s["observation"][e].astype(spec.observation.np_dtype).tobytes(), set()).add(prev)
 
     for j in range(count):
         mask = items["mask"][j]
@@ -67,10 +74,9 @@ def test_sequences_carry_correct_boundaries_masks_and_states(tmp_path_factory, n
         core = (h[:1], c[:1])
         for t in range(real - 1):
             prev_a, prev_r = items["extras"]["prev_action"][j][t], items["extras"]["prev_reward"][j][t]
-            if items["is_first"][j][t]:
-                assert prev_a == 0 and prev_r == 0.0
-            else:
-                assert prev_a == items["action"][j][t - 1] if t > 0 else True
+            assert (int(prev_a), float(prev_r)) in expected_prev[items["observation"][j][t].tobytes()], (
+                "prev_action/prev_reward are the episode's a_{t-1}, r_{t-1} (0 at is_first), also at a "
+                "sequence's first step")
             _, core = network.step(items["observation"][j][t:t + 1], np.array([prev_a]), np.array([prev_r]),
                                    items["is_first"][j][t:t + 1], core)
             np.testing.assert_allclose(np.asarray(core[0])[0], h[t + 1], rtol=1e-5, atol=1e-5)
