@@ -53,8 +53,9 @@ def test_episode_boundaries_with_auto_reset(num_envs, limit, seed):
             out_of_bounds = max(abs(x) / 2.4, abs(theta) / (12 * 2 * np.pi / 360))  # > 1: CartPole terminates
             if ep[-1]["is_terminal"]:  # the pole fell or the cart left the track
                 assert ep[-2]["discount"] == 0.0 and out_of_bounds > 1 - 1e-5
-            else:  # truncated at the step limit, still in bounds: bootstrapping continues through step T-1
-                assert T == limit and ep[-2]["discount"] == 1.0 and out_of_bounds <= 1 + 1e-5
+            else:  # truncated at the step limit: bootstrapping continues through step T-1. (EnvPool reports
+                # a fall exactly at the limit as a truncation too: terminated = done & ~trunc.)
+                assert T == limit and ep[-2]["discount"] == 1.0
             assert all(s["discount"] == 1.0 for s in ep[:-2])
             assert np.abs(ep[0]["observation"]).max() <= 0.05, "an episode starts from a fresh reset state"
 
