@@ -1,8 +1,33 @@
-"""Exploration schedules for actors."""
+"""Exploration families for actors: per-actor parameters handed to the actors in place of a bare
+array. A family has ``parameters(num_actors) -> {name: [num_actors]}``; the policy reads each name
+from its actor state (EpsilonLadder: {"epsilon"}; the (beta_j, gamma_j) family and a bandit's choice
+add theirs).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from rillet.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class EpsilonLadder:
+    """Ape-X's ladder: actor i of N acts epsilon_i-greedily, epsilon_i = base ** (1 + alpha * i / (N - 1))."""
+
+    base: float = 0.4
+    alpha: float = 7.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.base <= 1.0 or self.alpha < 0:
+            raise ConfigError(f"EpsilonLadder(base={self.base}, alpha={self.alpha}): base must be in [0, 1] "
+                              "and alpha >= 0.")
+
+    def parameters(self, num_actors: int) -> dict[str, np.ndarray]:
+        """{"epsilon": [num_actors] float32}."""
+        return {"epsilon": apex_epsilons(num_actors, self.base, self.alpha)}
 
 
 def apex_epsilons(num_envs: int, base: float = 0.4, alpha: float = 7.0) -> np.ndarray:

@@ -60,20 +60,21 @@ def random_policy(num_actions: int | None, action_shape: tuple[int, ...] = ()) -
     return policy
 
 
-def recurrent_epsilon_greedy(step_fn: Callable) -> Callable:
-    """Epsilon-greedy over a recurrent Q-network, jitted over the batch of environments.
+def recurrent_epsilon_greedy(head: str = "q") -> Callable:
+    """Epsilon-greedy over the Q head `head` of a `RecurrentNetwork`, jitted over the environments.
 
-    step_fn(params, obs [B, ...], prev_action [B], prev_reward [B], is_first [B], core) -> (q [B, A], core).
-    actor_state: {"epsilon": [B], "core": (h, c) [B, H], "prev_action": [B], "prev_reward": [B],
-    "is_first": [B], "policy_index": [B]} (see `recurrent_observe`). Extras record the core state
-    entering the step, the behaviour probability of the taken action, the network's previous
-    action/reward inputs and the policy index j.
+    actor_state: {"epsilon": [B], "core": (h, c) [B, H], "is_first": [B], "policy_index": [B], and one
+    [B] entry per core input the network declares (e.g. "prev_action", "prev_reward"; see
+    `recurrent_observe`)}. Extras record the core state entering the step, the behaviour probability
+    of the taken action, every core input and the policy index j.
     """
 
     @eqx.filter_jit
     def policy(params, observation, actor_state, key):
         s = actor_state
-        q, core = step_fn(params, observation, s["prev_action"], s["prev_reward"], s["is_first"], s["core"])
+        inputs = {i.name: s[i.name] for i in params.inputs}
+        _, heads, core = params.step(observation, inputs, s["is_first"], s["core"])
+        q = heads[head]
         num_actions = q.shape[-1]
         greedy_action = jnp.argmax(q, axis=-1).astype(s["prev_action"].dtype)
         k_explore, k_action = jax.random.split(key)
@@ -85,7 +86,7 @@ def recurrent_epsilon_greedy(step_fn: Callable) -> Callable:
         h, c = s["core"]
         extras = {"recurrent_state_h": h, "recurrent_state_c": c, "behaviour_prob": prob.astype(jnp.float32),
                   "prev_action": s["prev_action"], "prev_reward": s["prev_reward"],
-                  "policy_index": s["policy_index"]}
+                  "policy_index": s["policy_index"], **inputs}
         return action, extras, {**s, "core": core, "prev_action": action}
 
     return policy

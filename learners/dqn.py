@@ -11,7 +11,6 @@ Pure functions over pytrees: `init(key, spec, config) -> LearnerState` and
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import equinox as eqx
@@ -21,8 +20,9 @@ import numpy as np
 import optax
 
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
-from rillet.errors import ConfigError, SpecMismatchError
-from rillet.learners import value_ops
+from rillet import validation as check
+from rillet.errors import SpecMismatchError
+from rillet.learners import optim, value_ops
 from rillet.learners.networks import q_network
 from rillet.learners.target_network import update_target
 
@@ -49,77 +49,45 @@ class DQNConfig:
 
     def validate(self) -> "DQNConfig":
         """Raises ConfigError naming the first bad field; returns self."""
-
-        def positive(name: str, what: str = "> 0"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ConfigError(f"DQNConfig.{name}={v!r} is invalid: it must be a finite number {what}. Set {name} {what}.")
-
-        positive("learning_rate", "> 0 (e.g. 1e-3 for CartPole, 6.25e-5 for Atari)")
-        positive("adam_eps", "> 0 (e.g. 1e-8)")
-        positive("max_grad_norm", "> 0 (e.g. 10)")
-        positive("huber_delta", "> 0 (e.g. 1.0)")
-        for name in ("double_q", "dueling"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ConfigError(f"DQNConfig.{name}={getattr(self, name)!r} must be True or False.")
-        period = self.target_update_period
-        if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
-            raise ConfigError(
-                f"DQNConfig.target_update_period={period!r} is invalid: it must be an integer >= 1 "
-                "(number of updates between hard target copies, e.g. 500)."
-            )
-        tau = self.target_polyak_tau
-        if tau is not None and (
-            isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < tau <= 1.0)
-        ):
-            raise ConfigError(
-                f"DQNConfig.target_polyak_tau={tau!r} is invalid: it must be None (periodic hard copies) "
-                "or a number in (0, 1] (e.g. 0.005)."
-            )
-        hs = self.hidden_sizes
-        if not isinstance(hs, tuple) or any(
-            isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hs
-        ):
-            raise ConfigError(
-                f"DQNConfig.hidden_sizes={hs!r} is invalid: it must be a tuple of positive integers, "
-                "e.g. (256, 256)."
-            )
+        owner = "DQNConfig"
+        check.number(owner, "learning_rate", self.learning_rate, 0.0, low_open=True,
+                     fix="learning_rate (e.g. 1e-3 for CartPole, 6.25e-5 for Atari)")
+        for name in ("adam_eps", "max_grad_norm", "huber_delta"):
+            check.number(owner, name, getattr(self, name), 0.0, low_open=True)
+        check.boolean(owner, "double_q", self.double_q)
+        check.boolean(owner, "dueling", self.dueling)
+        check.integer(owner, "target_update_period", self.target_update_period, low=1,
+                      fix="target_update_period (updates between hard target copies, e.g. 500)")
+        if self.target_polyak_tau is not None:
+            check.number(owner, "target_polyak_tau", self.target_polyak_tau, 0.0, 1.0, low_open=True,
+                         fix="target_polyak_tau: None (periodic hard copies) or e.g. 0.005")
+        check.int_tuple(owner, "hidden_sizes", self.hidden_sizes, low=1, fix="hidden_sizes, e.g. (256, 256)")
         return self
 
 
 class LearnerState(eqx.Module):
-    """online/target: Q-networks; opt_state: optax state; steps: int32 [] updates done;
+    """online/target: Q-networks; opt_state: {"q": optax state}; steps: int32 [] updates done;
     key: uint32 [2] raw PRNG key data. `eqx.filter(state, eqx.is_array)` is the checkpoint."""
 
     online: eqx.Module
     target: eqx.Module
-    opt_state: optax.OptState
+    opt_state: dict
     steps: jax.Array
     key: jax.Array
 
 
-def _optimizer(config: DQNConfig) -> optax.GradientTransformation:
-    return optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(config.learning_rate, eps=config.adam_eps),
-    )
+def optimizers(config: DQNConfig) -> dict:
+    """One parameter group, "q": Adam after global-norm clipping."""
+    return {"q": optim.adam(config.learning_rate, config.adam_eps, config.max_grad_norm)}
 
 
 def init(key: jax.Array, spec: StepSpec, config: DQNConfig) -> LearnerState:
     """Validates `config` and builds online = target network, Adam state, steps = 0."""
     config.validate()
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)  # store plain uint32 so checkpoints are numeric arrays
-    net_key, state_key = jax.random.split(key)
+    net_key, state_key = jax.random.split(optim.key_data(key))
     online = q_network(spec, config, net_key)
-    opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
-    return LearnerState(
-        online=online,
-        target=online,
-        opt_state=opt_state,
-        steps=jnp.zeros((), jnp.int32),
-        key=state_key,
-    )
+    return LearnerState(online=online, target=online, opt_state=optim.init_groups(optimizers(config), {"q": online}),
+                        steps=jnp.zeros((), jnp.int32), key=state_key)
 
 
 def q_values(network: eqx.Module, observation: jax.Array) -> jax.Array:
@@ -144,8 +112,8 @@ def td_targets(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig)
     return _targets(state.online, state.target, batch, config)
 
 
-def _loss(params, static, target, batch, config: DQNConfig):
-    online = eqx.combine(params, static)
+def _loss(modules, target, batch, config: DQNConfig):
+    online = modules["q"]
     obs, next_obs = batch["observation"], batch["next_observation"]
     action = jnp.asarray(batch["action"], jnp.int32)
     reward = jnp.asarray(batch["reward"], jnp.float32)
@@ -167,22 +135,19 @@ def _loss(params, static, target, batch, config: DQNConfig):
 @eqx.filter_jit
 def update(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig):
     """One gradient step. Returns (new_state, metrics) with metrics = {"loss": [], "mean_q": []
-    (mean Q(s, a) over the batch), "grad_norm": [] (before clipping), "td_abs": [B] |TD error|}.
+    (mean Q(s, a) over the batch), "grad_norm": [] (before clipping), "td_abs": [B] |TD error|,
+    "priorities": [B] the new replay priorities (= td_abs)}.
 
     The target network is a hard copy of the new online network whenever the new step count is
     a multiple of `target_update_period`, or Polyak-averaged every step if `target_polyak_tau`.
     """
-    params, static = eqx.partition(state.online, eqx.is_inexact_array)
-    grad_fn = jax.value_and_grad(_loss, has_aux=True)
-    (loss, aux), grads = grad_fn(params, static, state.target, batch, config)
-    updates, opt_state = _optimizer(config).update(grads, state.opt_state, params)
-    online = eqx.apply_updates(state.online, updates)
-    steps = state.steps + 1
-
+    modules, opt_state, (loss, aux), norms = optim.group_step(
+        _loss, optimizers(config), {"q": state.online}, state.opt_state, state.target, batch, config)
+    online, steps = modules["q"], state.steps + 1
     target = update_target(online, state.target, steps, config.target_update_period, config.target_polyak_tau)
-
     new_state = LearnerState(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key)
-    metrics = {"loss": loss, "mean_q": aux["mean_q"], "grad_norm": optax.global_norm(grads), "td_abs": aux["td_abs"]}
+    metrics = {"loss": loss, "mean_q": aux["mean_q"], "grad_norm": norms["q"], "td_abs": aux["td_abs"],
+               "priorities": aux["td_abs"]}
     return new_state, metrics
 
 

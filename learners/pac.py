@@ -48,8 +48,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rillet.datasets.specs import StepSpec
-from rillet.errors import ConfigError, SpecMismatchError
-from rillet.learners import value_ops
+from rillet import validation as check
+from rillet.errors import SpecMismatchError
+from rillet.learners import optim, value_ops
 from rillet.learners.networks import perceiver
 from rillet.learners.target_network import update_target
 
@@ -88,44 +89,26 @@ class PACConfig:
 
     def validate(self) -> "PACConfig":
         """Raises ConfigError naming the first bad field; returns self."""
-
-        def number(name, lo, hi, lo_open=False, hi_open=False):
-            v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-            if not ok:
-                lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-                raise ConfigError(f"PACConfig.{name}={v!r} is invalid: it must be a number in {lb}{lo}, {hi}{rb}.")
-
-        number("alpha", 0.0, 1.0)
-        number("beta", 0.0, math.inf, hi_open=True)
-        number("eta", 0.0, math.inf, lo_open=True, hi_open=True)
-        number("gamma", 0.0, 1.0)
-        number("kl_epsilon", 0.0, math.inf, lo_open=True, hi_open=True)
-        number("dual_learning_rate", 0.0, math.inf, lo_open=True, hi_open=True)
-        if not isinstance(self.learn_temperature, bool):
-            raise ConfigError(f"PACConfig.learn_temperature={self.learn_temperature!r} must be True or False.")
-        number("learning_rate", 0.0, math.inf, lo_open=True, hi_open=True)
-        number("adam_eps", 0.0, math.inf, lo_open=True, hi_open=True)
-        number("max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
-        for name, lo in (("learning_rate_decay_steps", 0), ("num_action_samples", 1), ("num_bins", 2),
-                         ("num_atoms", 2), ("target_update_period", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ConfigError(f"PACConfig.{name}={v!r} is invalid: it must be an integer >= {lo}.")
-        number("v_min", -math.inf, math.inf, True, True)
-        number("v_max", -math.inf, math.inf, True, True)
-        if not self.v_min < self.v_max:
-            raise ConfigError(f"PACConfig.v_min={self.v_min} must be < v_max={self.v_max}.")
+        owner, inf = "PACConfig", math.inf
+        check.number(owner, "alpha", self.alpha, 0.0, 1.0)
+        check.number(owner, "beta", self.beta, 0.0)
+        check.number(owner, "gamma", self.gamma, 0.0, 1.0)
+        for name in ("eta", "kl_epsilon", "dual_learning_rate", "learning_rate", "adam_eps", "max_grad_norm"):
+            check.number(owner, name, getattr(self, name), 0.0, inf, low_open=True)
+        check.boolean(owner, "learn_temperature", self.learn_temperature)
+        for name, low in (("learning_rate_decay_steps", 0), ("num_action_samples", 1), ("num_bins", 2),
+                          ("num_atoms", 2), ("target_update_period", 1)):
+            check.integer(owner, name, getattr(self, name), low=low)
+        check.number(owner, "v_min", self.v_min)
+        check.number(owner, "v_max", self.v_max)
+        check.require(self.v_min < self.v_max, owner, "v_min", self.v_min, f"< v_max={self.v_max}")
         if self.target_polyak_tau is not None:
-            number("target_polyak_tau", 0.0, 1.0, lo_open=True)
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(f"PACConfig.compute_dtype={self.compute_dtype!r} must be one of {COMPUTE_DTYPES}.")
-        if self.attention not in perceiver.ATTENTION_IMPLEMENTATIONS:
-            raise ConfigError(f"PACConfig.attention={self.attention!r} must be None (XLA) or 'cudnn'.")
-        if self.attention == "cudnn" and self.compute_dtype != "bfloat16":
-            raise ConfigError("PACConfig.attention='cudnn' needs compute_dtype='bfloat16' (cuDNN's fused "
-                              "attention takes 16-bit inputs).")
+            check.number(owner, "target_polyak_tau", self.target_polyak_tau, 0.0, 1.0, low_open=True)
+        check.one_of(owner, "compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        check.one_of(owner, "attention", self.attention, perceiver.ATTENTION_IMPLEMENTATIONS,
+                     fix="attention: None (XLA) or 'cudnn'")
+        check.require(self.attention != "cudnn" or self.compute_dtype == "bfloat16", owner, "attention",
+                      self.attention, "None unless compute_dtype='bfloat16' (cuDNN's fused attention takes 16-bit inputs)")
         perceiver.get_config(self.network)
         return self
 
@@ -166,8 +149,7 @@ def task_sizes(task_specs: StepSpec | Sequence[StepSpec]) -> tuple[tuple[int, ..
 
 
 def _optimizer(config: PACConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                       optax.adam(learning_rate_schedule(config), eps=config.adam_eps))
+    return optim.adam(learning_rate_schedule(config), config.adam_eps, config.max_grad_norm)
 
 
 def learning_rate_schedule(config: PACConfig) -> optax.ScalarOrSchedule:
@@ -186,9 +168,7 @@ def init(key: jax.Array, task_specs: StepSpec | Sequence[StepSpec], config: PACC
     """Validates `config`, builds online = target Perceiver, Adam state, counters at 0."""
     config.validate()
     obs_sizes, action_sizes = task_sizes(task_specs)
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    net_key, state_key = jax.random.split(key)
+    net_key, state_key = jax.random.split(optim.key_data(key))
     build = lambda k: perceiver.PerceiverActorCritic(  # noqa: E731  (jitted: one compile, not one per op)
         perceiver.get_config(config.network), obs_sizes, action_sizes, config.num_bins, config.num_atoms, k,
         config.attention)

@@ -13,28 +13,33 @@ A batch is B sequences of L = burn_in + trace_length + 1 RLDS steps (batch-major
 Steps 0..burn_in-1 only warm up the LSTM states (no gradient); the trace_length transitions
 starting at burn_in..L-2 are learned; step L-1 is the bootstrap state. Transition t is valid iff
 mask[t] and not is_last[t] and not is_first[t+1].
+
+R2D2 is a composition of shared parts: the recurrent core (`networks.recurrent`, inputs prev_action
+and prev_reward, one head "q"), its burn-in unroll and transition mask (`recurrent_value`), the
+array-level targets, loss and priorities (`sequence_targets`) and the grouped optimiser step (`optim`,
+one group "q"). Agents built on R2D2 reuse these parts with other inputs, heads, rewards and groups.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from rillet.datasets.specs import ArraySpec, StepSpec
+from rillet import validation as check
 from rillet.errors import ConfigError, SpecMismatchError
-from rillet.learners import returns
-from rillet.learners.networks.recurrent import RecurrentQNetwork, recurrent_q_network
+from rillet.learners import optim, recurrent_value, returns, sequence_targets
+from rillet.learners.networks import TORSOS, DuelingHead, LinearHead
+from rillet.learners.networks.recurrent import CoreInput, RecurrentNetwork, recurrent_network
 from rillet.learners.target_network import update_target
 
-__all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "sequence_priorities",
-           "spec_extras", "actor_step", "EXTRAS"]
+__all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "spec_extras", "core_inputs",
+           "build_network", "optimizers", "EXTRAS"]
 
 EXTRAS = ("recurrent_state_h", "recurrent_state_c", "behaviour_prob", "prev_action", "prev_reward")
 
@@ -66,6 +71,9 @@ class R2D2Config:
     max_grad_norm: float | None = 40.0
     lstm_size: int = 512
     hidden_sizes: tuple[int, ...] = (512,)  # MLP torso for vector observations only
+    torso: str = "auto"
+    """networks.TORSOS: "auto" (an MLP for vectors, the Nature-DQN conv torso for uint8 images), "mlp",
+    "nature_dqn"."""
     dueling: bool = True
     use_prev_action_reward: bool = True
     scan_unroll: int = 1
@@ -86,76 +94,67 @@ class R2D2Config:
 
     def validate(self) -> "R2D2Config":
         """Raises ConfigError naming the first bad field; returns self."""
-
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ConfigError(f"R2D2Config.{name}={v!r} is invalid: it must be an integer >= {low}.")
-
-        def number(name, low, high, low_open=False):
-            v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            if not ok or v > high or v < low or (low_open and v == low):
-                lo = "(" if low_open else "["
-                raise ConfigError(f"R2D2Config.{name}={v!r} is invalid: it must lie in {lo}{low}, {high}].")
-
-        integer("burn_in", 0)
-        integer("trace_length", 1)
-        integer("n_step", 1)
-        integer("target_update_period", 1)
-        integer("lstm_size", 1)
-        integer("scan_unroll", 1)
+        owner = "R2D2Config"
+        for name, low in (("burn_in", 0), ("trace_length", 1), ("n_step", 1), ("target_update_period", 1),
+                          ("lstm_size", 1), ("scan_unroll", 1)):
+            check.integer(owner, name, getattr(self, name), low=low)
         returns.check_estimator(self.estimator)
-        number("lambda_", 0.0, 1.0)
-        number("gamma", 0.0, 1.0)
-        number("priority_eta", 0.0, 1.0)
-        number("target_epsilon", 0.0, 1.0)
-        number("learning_rate", 0.0, math.inf, low_open=True)
-        number("adam_eps", 0.0, math.inf, low_open=True)
+        check.one_of(owner, "torso", self.torso, TORSOS)
+        for name in ("lambda_", "gamma", "priority_eta", "target_epsilon"):
+            check.number(owner, name, getattr(self, name), 0.0, 1.0)
+        check.number(owner, "learning_rate", self.learning_rate, 0.0, low_open=True)
+        check.number(owner, "adam_eps", self.adam_eps, 0.0, low_open=True)
         if self.max_grad_norm is not None:
-            number("max_grad_norm", 0.0, math.inf, low_open=True)
+            check.number(owner, "max_grad_norm", self.max_grad_norm, 0.0, low_open=True, fix="max_grad_norm (None: no clipping)")
         for name in ("value_rescaling", "dueling", "use_prev_action_reward"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ConfigError(f"R2D2Config.{name}={getattr(self, name)!r} must be True or False.")
-        hs = self.hidden_sizes
-        if not isinstance(hs, tuple) or not hs or any(
-                isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1 for x in hs):
-            raise ConfigError(f"R2D2Config.hidden_sizes={hs!r} must be a non-empty tuple of positive ints.")
+            check.boolean(owner, name, getattr(self, name))
+        check.int_tuple(owner, "hidden_sizes", self.hidden_sizes, nonempty=True, low=1)
         return self
 
 
 class R2D2State(eqx.Module):
-    """online/target: RecurrentQNetwork; opt_state: optax state; steps: int32 [] updates done;
+    """online/target: RecurrentNetwork; opt_state: {"q": optax state}; steps: int32 [] updates done;
     key: uint32 [2] raw PRNG key data."""
 
-    online: RecurrentQNetwork
-    target: RecurrentQNetwork
-    opt_state: optax.OptState
+    online: RecurrentNetwork
+    target: RecurrentNetwork
+    opt_state: dict
     steps: jax.Array
     key: jax.Array
 
 
-def _optimizer(config: R2D2Config) -> optax.GradientTransformation:
-    adam = optax.adam(config.learning_rate, eps=config.adam_eps)
-    if config.max_grad_norm is None:
-        return adam
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
+def optimizers(config: R2D2Config) -> dict:
+    """One parameter group, "q": Adam after global-norm clipping (None: no clipping)."""
+    return {"q": optim.adam(config.learning_rate, config.adam_eps, config.max_grad_norm)}
 
 
-def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array) -> RecurrentQNetwork:
-    return recurrent_q_network(spec, key, hidden_sizes=config.hidden_sizes, lstm_size=config.lstm_size,
-                               dueling=config.dueling, use_prev_action_reward=config.use_prev_action_reward)
+def core_inputs(spec: StepSpec, config: R2D2Config) -> tuple[CoreInput, ...]:
+    """The core's extra inputs: the previous action (one-hot) and reward, unless switched off."""
+    if not config.use_prev_action_reward:
+        return ()
+    return CoreInput("prev_action", int(spec.num_actions)), CoreInput("prev_reward")
+
+
+def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array) -> RecurrentNetwork:
+    """The recurrent Q-network for `spec`: config.torso, LSTM of lstm_size, a (dueling) head "q"."""
+    num_actions = spec.num_actions
+    if num_actions is None or int(num_actions) < 1 or spec.action.shape != () \
+            or not np.issubdtype(spec.action.np_dtype, np.integer):
+        raise ConfigError(
+            f"R2D2 needs scalar discrete actions, but '{spec.env_id or 'unnamed env'}' has action spec "
+            f"{spec.action.shape} {spec.action.dtype} (num_actions={num_actions}).")
+    head_cls = DuelingHead if config.dueling else LinearHead
+    return recurrent_network(spec, key, inputs=core_inputs(spec, config), lstm_size=config.lstm_size,
+                             heads={"q": lambda size, k: head_cls(size, int(num_actions), k)},
+                             torso=config.torso, hidden_sizes=config.hidden_sizes)
 
 
 def init(key: jax.Array, spec: StepSpec, config: R2D2Config) -> R2D2State:
     """Validates `config`; online = target network, Adam state, steps = 0."""
     config.validate()
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    net_key, state_key = jax.random.split(key)
+    net_key, state_key = jax.random.split(optim.key_data(key))
     online = build_network(spec, config, net_key)
-    opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
-    return R2D2State(online=online, target=online, opt_state=opt_state,
+    return R2D2State(online=online, target=online, opt_state=optim.init_groups(optimizers(config), {"q": online}),
                      steps=jnp.zeros((), jnp.int32), key=state_key)
 
 
@@ -168,26 +167,7 @@ def spec_extras(spec: StepSpec, config: R2D2Config) -> StepSpec:
                             prev_reward=ArraySpec((), "float32"))
 
 
-@eqx.filter_jit
-def actor_step(network: RecurrentQNetwork, obs, prev_action, prev_reward, is_first, state):
-    """Jitted actor step: obs [B, *obs], prev_action [B], prev_reward [B], is_first [B],
-    state (h, c) [B, H] -> (q [B, A], new state). Record `state` (the input) as the step's extras."""
-    return network.step(obs, prev_action, prev_reward, is_first, state)
-
-
-def sequence_priorities(td: jax.Array, valid: jax.Array, eta: float) -> jax.Array:
-    """p = eta * max|td| + (1 - eta) * mean|td| over valid steps; td, valid [B, T] -> [B] (0 if none)."""
-    abs_td = jnp.where(valid, jnp.abs(td), 0.0)
-    count = jnp.sum(valid, axis=-1)
-    mean = jnp.sum(abs_td, axis=-1) / jnp.maximum(count, 1)
-    return eta * jnp.max(abs_td, axis=-1) + (1.0 - eta) * mean
-
-
-def _time_major(x):
-    return jnp.swapaxes(jnp.asarray(x), 0, 1)
-
-
-def sequence_loss(online: RecurrentQNetwork, target: RecurrentQNetwork, batch: Mapping[str, Any],
+def sequence_loss(online: RecurrentNetwork, target: RecurrentNetwork, batch: Mapping[str, Any],
                   config: R2D2Config):
     """Masked, importance-weighted 0.5 * td^2 loss: mean over each sequence's valid transitions,
     then weighted mean over B. Returns (loss [], aux) with aux td, valid [B, T], q_taken [B, T]."""
@@ -197,50 +177,21 @@ def sequence_loss(online: RecurrentQNetwork, target: RecurrentQNetwork, batch: M
         raise SpecMismatchError(
             f"R2D2 batch has sequences of length {L}; burn_in={bi} + trace_length={T} + 1 bootstrap "
             f"step = {config.sequence_length}. Write replay sequences of that length.")
-    ex = batch["extras"]
-    obs, first = _time_major(batch["observation"]), _time_major(batch["is_first"])
-    prev_a, prev_r = _time_major(ex["prev_action"]), _time_major(ex["prev_reward"])
-    state0 = (jnp.asarray(ex["recurrent_state_h"])[:, 0], jnp.asarray(ex["recurrent_state_c"])[:, 0])
-    state0 = jax.lax.stop_gradient(state0)
-
-    online_state = state0
-    if bi > 0:  # burn-in: warm the online state up without gradients
-        _, online_state = online.unroll(obs[:bi], prev_a[:bi], prev_r[:bi], first[:bi], state0,
-                                        config.scan_unroll)
-        online_state = jax.lax.stop_gradient(online_state)
-    q_online, _ = online.unroll(obs[bi:], prev_a[bi:], prev_r[bi:], first[bi:], online_state,
-                                config.scan_unroll)
-    q_target, _ = target.unroll(obs, prev_a, prev_r, first, state0, config.scan_unroll)
-    q_online = jnp.swapaxes(q_online, 0, 1)  # [B, T+1, A]
-    q_target = jax.lax.stop_gradient(jnp.swapaxes(q_target, 0, 1)[:, bi:])
-
+    online_heads, target_heads = recurrent_value.unroll_with_burn_in(online, target, batch, bi, config.scan_unroll)
+    q_online, q_target = online_heads["q"], target_heads["q"]  # [B, T+1, A]
     actions = jnp.asarray(batch["action"], jnp.int32)[:, bi:]  # [B, T+1]
     step = slice(bi, bi + T)
-    valid = (jnp.asarray(batch["mask"], bool)[:, step] & ~jnp.asarray(batch["is_last"], bool)[:, step]
-             & ~jnp.asarray(batch["is_first"], bool)[:, bi + 1:])
-    reward = jnp.asarray(batch["reward"], jnp.float32)[:, step]
-    discount = config.gamma * jnp.asarray(batch["discount"], jnp.float32)[:, step]
-    mu = jnp.asarray(ex["behaviour_prob"], jnp.float32)[:, step]
-    greedy = jnp.argmax(jax.lax.stop_gradient(q_online), axis=-1)  # double Q: online argmax
-    num_actions = q_online.shape[-1]
-    pi = ((1.0 - config.target_epsilon) * jax.nn.one_hot(greedy, num_actions, dtype=jnp.float32)
-          + config.target_epsilon / num_actions)
-
-    def targets(q, a, r, d, p, m, v):
-        return returns.returns_for(config.estimator, q, a, r, d, p, m, v, lambda_=config.lambda_,
-                                   n=config.n_step, value_rescaling=config.value_rescaling)
-
-    g = jax.lax.stop_gradient(jax.vmap(targets)(q_target, actions, reward, discount, pi, mu, valid))
+    valid = recurrent_value.transition_mask(batch, bi, T)
+    discount = sequence_targets.sequence_discounts(batch["discount"][:, step], config.gamma)
+    g = sequence_targets.sequence_targets(
+        config.estimator, q_target, sequence_targets.target_policy(q_online, config.target_epsilon), actions,
+        jnp.asarray(batch["reward"], jnp.float32)[:, step], discount,
+        jnp.asarray(batch["extras"]["behaviour_prob"], jnp.float32)[:, step], valid,
+        lambda_=config.lambda_, n=config.n_step, value_rescaling=config.value_rescaling)
     q_taken = jnp.take_along_axis(q_online[:, :T], actions[:, :T, None], axis=-1)[..., 0]
     td = jnp.where(valid, g - q_taken, 0.0)
-    per_sequence = jnp.sum(0.5 * jnp.square(td), axis=-1) / jnp.maximum(jnp.sum(valid, axis=-1), 1)
-    weights = jnp.asarray(batch.get("weights", jnp.ones_like(per_sequence)), jnp.float32)
-    loss = jnp.mean(weights * per_sequence)
+    loss = sequence_targets.td_loss(td, valid, batch.get("weights"))
     return loss, {"td": td, "valid": valid, "q_taken": q_taken}
-
-
-def _loss(params, static, target, batch, config):
-    return sequence_loss(eqx.combine(params, static), target, batch, config)
 
 
 @eqx.filter_jit
@@ -249,22 +200,20 @@ def update(state: R2D2State, batch: Mapping[str, Any], config: R2D2Config):
     Q(x_t, a_t) over valid steps), grad_norm [] (before clipping), priorities [B] (new sequence
     priorities), valid_steps []. The target is a hard copy of the online network whenever the new
     step count is a multiple of target_update_period."""
-    params, static = eqx.partition(state.online, eqx.is_inexact_array)
-    (loss, aux), grads = jax.value_and_grad(_loss, has_aux=True)(params, static, state.target, batch, config)
-    updates, opt_state = _optimizer(config).update(grads, state.opt_state, params)
-    online = eqx.apply_updates(state.online, updates)
-    steps = state.steps + 1
+    def loss_fn(modules, target, batch):
+        return sequence_loss(modules["q"], target, batch, config)
 
-    target = update_target(online, state.target, steps, config.target_update_period)
-
+    modules, opt_state, (loss, aux), norms = optim.group_step(
+        loss_fn, optimizers(config), {"q": state.online}, state.opt_state, state.target, batch)
+    online, steps = modules["q"], state.steps + 1
     valid = aux["valid"]
     n_valid = jnp.sum(valid)
     metrics = {
         "loss": loss,
         "mean_q": jnp.sum(jnp.where(valid, aux["q_taken"], 0.0)) / jnp.maximum(n_valid, 1),
-        "grad_norm": optax.global_norm(grads),
-        "priorities": sequence_priorities(aux["td"], valid, config.priority_eta),
+        "grad_norm": norms["q"],
+        "priorities": sequence_targets.sequence_priorities(aux["td"], valid, config.priority_eta),
         "valid_steps": n_valid,
     }
-    new_state = R2D2State(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key)
-    return new_state, metrics
+    target = update_target(online, state.target, steps, config.target_update_period)
+    return R2D2State(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key), metrics

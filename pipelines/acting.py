@@ -9,9 +9,10 @@ from typing import Any, Callable
 
 from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
+from rillet.datasets.replay_stage import replay_writer
 from rillet.datasets.reverb_writer import reverb_writer
 from rillet.datasets.rlds_writer import rlds_writer
-from rillet.pipelines.agents import actor_epsilons, builder_for
+from rillet.learners.agents import get_agent
 from rillet.pipelines.stages import Stream, tap
 
 TRANSITIONS_TABLE = "transitions"
@@ -40,11 +41,12 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
     """
     stop = stop or threading.Event()
     a = config.actor
-    builder = builder_for(config.agent)
+    agent = get_agent(config.agent)
     env = BatchedEnv(config.env_id, a.num_envs, seed=config.seed + env_steps_done, num_threads=a.num_threads,
                      observation_indices=config.observation_indices)
-    writer = builder.writer(address, TRANSITIONS_TABLE, spec, config)
-    parts = builder.actor(spec, config, actor_epsilons(config))
+    writer = replay_writer(agent.replay_item(config.learner), address, TRANSITIONS_TABLE, spec, config.replay,
+                           config.gamma)
+    parts = agent.actor_parts(spec, config.learner, a, a.num_envs)
     budget = config.total_env_steps - env_steps_done
     max_ticks = max(0, -(-budget // a.num_envs))
     steps = 0

@@ -1,29 +1,32 @@
-"""The `rillet` command line. Options come from the config dataclasses (tyro).
+"""The `rillet` command line. Options come from the config dataclasses (tyro); the agent is a
+subcommand, and its options carry its name:
 
-    rillet demo                         # DQN on CartPole-v1, embedded Reverb, ends with an eval
-    rillet train-online --env-id CartPole-v1 --total-env-steps 50000 --run-dir runs/x
-    rillet train-online --help          # every option of OnlineConfig
+    rillet demo                                         # DQN on CartPole-v1, embedded Reverb
+    rillet train-online dqn --env-id CartPole-v1 --total-env-steps 50000 --run-dir runs/x
+    rillet train-online r2d2 --observation-indices 0 2 --r2d2.burn-in 10 --r2d2.lstm-size 128
+    rillet train-online r2d2 --help                     # the run's options and R2D2's only
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import sys
 import time
+import typing
 import warnings
-from typing import Annotated
+from typing import Annotated, Callable
 
 import tyro
 
 from rillet.errors import ConfigError, RilletError
+from rillet.learners.agents import agent_names, get_agent
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.learners.dqn import DQNConfig
 
 DEMO_TARGET_RETURN = 475.0
-# The top-level config's fields are the command's options: --env-id, --replay.address, ...
-ConfigArg = Annotated[OnlineConfig, tyro.conf.arg(name="")]
 
 
 def demo_config(run_dir: str = "") -> OnlineConfig:
@@ -32,7 +35,7 @@ def demo_config(run_dir: str = "") -> OnlineConfig:
     It evaluates 20 greedy episodes every 5k env steps and stops early at a mean of 475.
     """
     return OnlineConfig(
-        env_id="CartPole-v1", total_env_steps=100_000, seed=0, gamma=0.99,
+        agent="dqn", env_id="CartPole-v1", total_env_steps=100_000, seed=0, gamma=0.99,
         learner=DQNConfig(), replay=ReplayConfig(), actor=ActorConfig(),
         eval_every_steps=5_000, eval_episodes=20, stop_at_return=DEMO_TARGET_RETURN,
         run_dir=run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -49,7 +52,7 @@ def demo(run_dir: str = "", seed: int = 0) -> dict:
     return summary
 
 
-def train_online_cmd(config: ConfigArg) -> dict:
+def train_online_cmd(config: OnlineConfig) -> dict:
     """Trains an online agent (actors -> Reverb -> learner), resuming from the run directory."""
     from rillet.pipelines.online import train_online
 
@@ -58,21 +61,22 @@ def train_online_cmd(config: ConfigArg) -> dict:
     return summary
 
 
-def act_cmd(config: ConfigArg) -> int:
+def act_cmd(config: OnlineConfig) -> int:
     """Acts in this process only, writing to the Reverb server at --replay.address and taking the
     policy parameters the learner publishes there (run `rillet train-online --no-local-actors`)."""
     from rillet.pipelines.acting import act
     from rillet.pipelines.param_sync import ParamsSubscriber
 
     if not config.replay.address:
-        raise ConfigError("rillet act needs --replay.address host:port of a running `rillet replay-server`.")
+        raise ConfigError(f"rillet act needs --replay.address host:port of a running `rillet replay-server "
+                          f"{config.agent}`.")
     spec, template = _spec_and_network(config)
     steps = act(config, spec, config.replay.address, ParamsSubscriber(config.replay.address, template), 0)
     print(f"rillet act: wrote {steps} env steps to {config.replay.address}")
     return steps
 
 
-def replay_server_cmd(config: ConfigArg, port: int = 0) -> None:
+def replay_server_cmd(config: OnlineConfig, port: int = 0) -> None:
     """Serves the replay and params tables for `config` until interrupted; prints the address."""
     from rillet.pipelines.online import serve_replay
 
@@ -86,13 +90,12 @@ def _spec_and_network(config: OnlineConfig):
     """The agent's step spec and a network template (for the params table) of a validated config."""
     import jax
 
-    from rillet.actors.envpool_env import env_step_spec
-    from rillet.pipelines.agents import builder_for
+    from rillet.pipelines.online import agent_spec
 
     config.validate()
-    builder = builder_for(config.agent)
-    spec = builder.spec(env_step_spec(config.env_id, config.observation_indices), config)
-    return spec, builder.network(builder.init(jax.random.PRNGKey(0), spec, config))
+    agent = get_agent(config.agent)
+    spec = agent_spec(config)
+    return spec, agent.network(agent.init(jax.random.PRNGKey(0), spec, config.learner))
 
 
 def _print_summary(summary: dict, target: float | None = None) -> None:
@@ -106,24 +109,100 @@ def _print_summary(summary: dict, target: float | None = None) -> None:
     print(line)
 
 
+AGENT_COMMANDS: dict[str, Callable] = {"train-online": train_online_cmd, "act": act_cmd,
+                                       "replay-server": replay_server_cmd}
+
+
+def online_config_type(agent_name: str) -> type:
+    """OnlineConfig with `learner` typed as the agent's options under --<agent>.* and `agent` fixed."""
+    agent = get_agent(agent_name)
+    learner = Annotated[agent.config_type, tyro.conf.arg(name=agent.name, help=f"{agent.name} options")]
+    return dataclasses.make_dataclass(
+        f"OnlineConfig_{agent.name.replace('-', '_')}",
+        [("agent", Annotated[str, tyro.conf.Suppress], dataclasses.field(default=agent.name)),
+         ("learner", learner, dataclasses.field(default=agent.default_config()))],
+        bases=(OnlineConfig,), frozen=True)
+
+
+def _agent_command(fn: Callable, agent_name: str) -> Callable:
+    """`fn(config: OnlineConfig, ...)` as a tyro command whose config options are the agent's."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    config_type = online_config_type(agent_name)
+
+    def command(config, **kwargs):
+        plain = OnlineConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(OnlineConfig)})
+        return fn(plain, **kwargs)
+
+    params = [p.replace(annotation=Annotated[config_type, tyro.conf.arg(name="")] if p.name == "config"
+                        else hints[p.name]) for p in inspect.signature(fn).parameters.values()]
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = fn.__doc__
+    return command
+
+
+def _agent_argv(command: str, argv: list[str]) -> str:
+    """The agent named after `command` in argv; ConfigError saying how to name one otherwise, or when an
+    option of another agent (or an old option form) is given."""
+    names = agent_names()
+    usage = f"rillet {command} {{{','.join(names)}}} [options]"
+    if "--agent" in argv or any(a.startswith("--agent=") for a in argv):
+        raise ConfigError(f"--agent is now a subcommand: {usage}, e.g. `rillet {command} r2d2 --help`.")
+    if not argv or argv[0].startswith("-"):
+        raise ConfigError(f"name the agent first: {usage} (`rillet {command} AGENT --help` lists its options).")
+    agent = argv[0]
+    if agent not in names:
+        raise ConfigError(f"unknown agent {agent!r}; known agents: {names}. Usage: {usage}.")
+    for arg in argv[1:]:
+        prefix = arg[2:].split(".", 1)[0] if arg.startswith("--") and "." in arg.split("=", 1)[0] else None
+        if prefix == "learner":
+            raise ConfigError(f"{arg.split('=')[0]} is now --{agent}.{arg[len('--learner.'):].split('=')[0]} "
+                              f"(the agent's options carry its name).")
+        if prefix in names and prefix != agent:
+            raise ConfigError(f"{arg.split('=')[0]} is an option of agent {prefix}, not of {agent}: run "
+                              f"`rillet {command} {prefix} ...` or drop the option.")
+    return agent
+
+
+def _run_agent_command(command: str, argv: list[str]) -> None:
+    agent = _agent_argv(command, argv)
+    fn = _agent_command(AGENT_COMMANDS[command], agent)
+    tyro.cli(fn, args=argv[1:], prog=f"rillet {command} {agent}",
+             description=f"{get_agent(agent).summary}. {AGENT_COMMANDS[command].__doc__.strip()}")
+
+
+def _reproductions() -> dict:
+    from rillet.reproductions import REPRODUCTIONS
+
+    return REPRODUCTIONS
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
     warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")  # gymnasium Box specs
     from rillet.pipelines.dataset_cli import dataset_commands
-    from rillet.pipelines.experiments import EXPERIMENTS
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    groups = {"experiment": EXPERIMENTS, "dataset": dataset_commands()}
     from rillet.pipelines.offline import train_offline_cmd
 
-    commands = {"demo": demo, "train-online": train_online_cmd, "train-offline": train_offline_cmd,
-                "act": act_cmd, "replay-server": replay_server_cmd}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    groups = {"reproduce": _reproductions, "dataset": dataset_commands}
+    commands = {"demo": demo, "train-offline": train_offline_cmd}
+    everything = [*commands, *AGENT_COMMANDS, *groups]
     try:
-        if argv and argv[0] in groups:  # nested groups: `rillet experiment po-cartpole ...`
-            tyro.extras.subcommand_cli_from_dict(groups[argv[0]], args=argv[1:], prog=f"rillet {argv[0]}")
+        if argv and argv[0] == "experiment":
+            raise ConfigError("`rillet experiment NAME` is now `rillet reproduce NAME` (see `rillet reproduce --help`).")
+        if argv and argv[0] in AGENT_COMMANDS and not (len(argv) > 1 and argv[1] in ("-h", "--help")):
+            _run_agent_command(argv[0], argv[1:])
+        elif argv and argv[0] in AGENT_COMMANDS:
+            print(f"usage: rillet {argv[0]} {{{','.join(agent_names())}}} [options]\n\n"
+                  f"{AGENT_COMMANDS[argv[0]].__doc__.strip()}\n\nagents:")
+            for name in agent_names():
+                print(f"  {name:<10} {get_agent(name).summary}")
+            print(f"\n`rillet {argv[0]} AGENT --help` lists the run's options and the agent's.")
+        elif argv and argv[0] in groups:  # nested groups: `rillet reproduce po-cartpole ...`
+            tyro.extras.subcommand_cli_from_dict(groups[argv[0]](), args=argv[1:], prog=f"rillet {argv[0]}")
         else:
             tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog="rillet",
-                                                 description="rillet: " + " | ".join([*commands, *groups]))
+                                                 description="rillet: " + " | ".join(everything))
     except RilletError as e:
         print(f"rillet: error: {e}", file=sys.stderr)
         return 2

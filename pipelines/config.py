@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
+from rillet import validation as check
 from rillet.errors import ConfigError
-from rillet.learners.dqn import DQNConfig
-from rillet.learners.pac import PACConfig
-from rillet.learners.r2d2 import R2D2Config
+from rillet.learners.agents import get_agent
 
 
 def _require(ok: bool, field: str, value, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{field}={value!r} is out of range: {rule}. Fix the option --{field}.")
+    """ConfigError "<field>=<value> is invalid: it must be <rule>. Fix --<field>." unless ok (field: the
+    option's name, e.g. "replay.n-step")."""
+    check.require(ok, "", field, value, rule, fix=f"--{field}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,18 +43,18 @@ class ReplayConfig:
     """host:port of a Reverb server in another process; empty: an embedded in-process server."""
 
     def validate(self) -> None:
-        _require(self.max_size >= 1, "replay.max-size", self.max_size, "must be >= 1")
+        _require(self.max_size >= 1, "replay.max-size", self.max_size, ">= 1")
         _require(1 <= self.min_size_to_sample <= self.max_size, "replay.min-size-to-sample",
-                 self.min_size_to_sample, f"must be in [1, replay.max-size={self.max_size}]")
-        _require(self.samples_per_insert >= 0, "replay.samples-per-insert", self.samples_per_insert, "must be >= 0")
+                 self.min_size_to_sample, f"in [1, replay.max-size={self.max_size}]")
+        _require(self.samples_per_insert >= 0, "replay.samples-per-insert", self.samples_per_insert, ">= 0")
         _require(self.sampler in ("uniform", "prioritized"), "replay.sampler", self.sampler,
-                 "must be 'uniform' or 'prioritized'")
-        _require(0 <= self.priority_exponent <= 1, "replay.priority-exponent", self.priority_exponent, "must be in [0, 1]")
+                 "'uniform' or 'prioritized'")
+        _require(0 <= self.priority_exponent <= 1, "replay.priority-exponent", self.priority_exponent, "in [0, 1]")
         _require(0 <= self.importance_exponent <= 1, "replay.importance-exponent", self.importance_exponent,
-                 "must be in [0, 1]")
-        _require(1 <= self.n_step <= 100, "replay.n-step", self.n_step, "must be in [1, 100]")
-        _require(self.sequence_period >= 1, "replay.sequence-period", self.sequence_period, "must be >= 1")
-        _require(1 <= self.batch_size <= 65536, "replay.batch-size", self.batch_size, "must be in [1, 65536]")
+                 "in [0, 1]")
+        _require(1 <= self.n_step <= 100, "replay.n-step", self.n_step, "in [1, 100]")
+        _require(self.sequence_period >= 1, "replay.sequence-period", self.sequence_period, ">= 1")
+        _require(1 <= self.batch_size <= 65536, "replay.batch-size", self.batch_size, "in [1, 65536]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,30 +68,31 @@ class ActorConfig:
     """EnvPool worker threads; 0 lets EnvPool choose."""
 
     def validate(self) -> None:
-        _require(1 <= self.num_envs <= 4096, "actor.num-envs", self.num_envs, "must be in [1, 4096]")
-        _require(0 <= self.epsilon_base <= 1, "actor.epsilon-base", self.epsilon_base, "must be in [0, 1]")
-        _require(self.epsilon_alpha >= 0, "actor.epsilon-alpha", self.epsilon_alpha, "must be >= 0")
-        _require(self.num_threads >= 0, "actor.num-threads", self.num_threads, "must be >= 0")
+        _require(1 <= self.num_envs <= 4096, "actor.num-envs", self.num_envs, "in [1, 4096]")
+        _require(0 <= self.epsilon_base <= 1, "actor.epsilon-base", self.epsilon_base, "in [0, 1]")
+        _require(self.epsilon_alpha >= 0, "actor.epsilon-alpha", self.epsilon_alpha, ">= 0")
+        _require(self.num_threads >= 0, "actor.num-threads", self.num_threads, ">= 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class OnlineConfig:
-    """An online run: EnvPool actors -> Reverb -> a pure learner, with evals and checkpoints."""
+    """An online run: EnvPool actors -> Reverb -> a pure learner, with evals and checkpoints.
 
+    agent names a registered agent record; learner holds its options (an instance of the record's
+    config_type; None: the record's defaults)."""
+
+    agent: str = "dqn"
+    learner: Any = None
+    """The agent's options (DQNConfig for dqn, R2D2Config for r2d2, PACConfig for pac, ...)."""
     env_id: str = "CartPole-v1"
     observation_indices: tuple[int, ...] = ()
     """Keep only these entries of a vector observation (e.g. 0 2: CartPole without velocities)."""
-    agent: str = "dqn"
     seed: int = 0
     total_env_steps: int = 100_000
     """Environment steps (summed over all envs) after which acting stops."""
     gamma: float = 0.99
-    learner: DQNConfig = DQNConfig()
-    """Learner options of --agent dqn."""
-    r2d2: R2D2Config = R2D2Config()
-    """Learner options of --agent r2d2 (its gamma is r2d2.gamma)."""
-    pac: PACConfig = PACConfig(alpha=0.0, network="test")
-    """Learner options of --agent pac (online: alpha 0, a small Perceiver)."""
+    """Discount of the n-step transitions that transition agents' actors write (sequence agents
+    discount in their learner, e.g. --r2d2.gamma)."""
     record_dir: str = ""
     """Also write every actor episode to this RLDS dataset directory (empty: do not record)."""
     replay: ReplayConfig = ReplayConfig()
@@ -107,19 +109,26 @@ class OnlineConfig:
     """Run the actors in a thread of this process; False: actors are other processes (`rillet act`)
     writing to replay.address, and this process only learns."""
 
-    def validate(self) -> "OnlineConfig":
-        from rillet.pipelines.agents import BUILDERS
+    def __post_init__(self):
+        if self.learner is None:
+            object.__setattr__(self, "learner", get_agent(self.agent).default_config())
 
-        _require(self.agent in BUILDERS, "agent", self.agent, f"known agents: {sorted(BUILDERS)}")
-        _require(self.total_env_steps >= 1, "total-env-steps", self.total_env_steps, "must be >= 1")
-        _require(0 <= self.gamma <= 1, "gamma", self.gamma, "must be in [0, 1]")
-        _require(self.eval_every_steps >= 0, "eval-every-steps", self.eval_every_steps, "must be >= 0")
-        _require(self.eval_episodes >= 1, "eval-episodes", self.eval_episodes, "must be >= 1")
+    def validate(self) -> "OnlineConfig":
+        agent = get_agent(self.agent)
+        if not isinstance(self.learner, agent.config_type):
+            raise ConfigError(f"OnlineConfig.learner is a {type(self.learner).__name__}; agent {self.agent!r} takes "
+                              f"a {agent.config_type.__name__}. Pass learner={agent.config_type.__name__}(...).")
+        _require(self.total_env_steps >= 1, "total-env-steps", self.total_env_steps, ">= 1")
+        _require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
+        _require(self.eval_every_steps >= 0, "eval-every-steps", self.eval_every_steps, ">= 0")
+        _require(self.eval_episodes >= 1, "eval-episodes", self.eval_episodes, ">= 1")
         _require(self.checkpoint_every_updates >= 1, "checkpoint-every-updates",
-                 self.checkpoint_every_updates, "must be >= 1")
+                 self.checkpoint_every_updates, ">= 1")
         _require(self.local_actors or bool(self.replay.address), "no-local-actors", not self.local_actors,
-                 "a learner without local actors needs --replay.address of a shared Reverb server")
-        self.learner_config().validate()
+                 "False only with --replay.address of a shared Reverb server (the actors' processes write there)")
+        _require(agent.prioritized or self.replay.sampler == "uniform", "replay.sampler", self.replay.sampler,
+                 f"'uniform' for agent {self.agent} (its update returns no priorities)")
+        self.learner.validate()
         self.replay.validate()
         self.actor.validate()
         return self
@@ -127,11 +136,19 @@ class OnlineConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    @classmethod
+    def from_json(cls, raw: dict) -> "OnlineConfig":
+        """The config a run directory's config.json holds (also one written before the agent record,
+        with the agent's options under "r2d2" or "pac")."""
+        agent = get_agent(raw.get("agent", "dqn"))
+        learner = raw.get(agent.name, raw.get("learner")) if agent.name in ("r2d2", "pac") else raw.get("learner")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in raw.items() if k in fields},
+                      "observation_indices": tuple(raw.get("observation_indices", ())),
+                      "learner": agent.config_type(**learner), "replay": ReplayConfig(**raw["replay"]),
+                      "actor": ActorConfig(**raw["actor"])})
+
     def learner_fingerprint(self) -> dict:
         """The parts of the config a checkpoint must agree with to be restored."""
         return {"env_id": self.env_id, "observation_indices": list(self.observation_indices),
-                "agent": self.agent, "learner": dataclasses.asdict(self.learner_config())}
-
-    def learner_config(self):
-        """The learner options of the chosen agent."""
-        return {"dqn": self.learner, "r2d2": self.r2d2, "pac": self.pac}.get(self.agent, self.learner)
+                "agent": self.agent, "learner": dataclasses.asdict(self.learner)}

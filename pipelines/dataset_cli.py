@@ -88,8 +88,8 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
              progress: bool = True) -> dict:
     """Generates `episodes` episodes of EnvPool `env` into a new RLDS dataset `out`.
 
-    policy: "random" (uniform actions) or "checkpoint:PATH" (greedy DQN restored from a
-    `rillet train-online` run directory: its config.json and checkpoints/).
+    policy: "random" (uniform actions) or "checkpoint:PATH" (the evaluation policy of any agent, restored
+    from a `rillet train-online` run directory: its config.json and checkpoints/).
     """
     from tqdm import tqdm
 
@@ -101,11 +101,12 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
         raise ConfigError(f"--episodes and --num-envs must be >= 1, got {episodes} and {num_envs}.")
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
     pool = BatchedEnv(env, num_envs, seed=seed, **kwargs)
-    act, params = _policy(policy, pool.spec)
+    parts, params = _policy(policy, pool.spec, num_envs)
     bar = tqdm(total=episodes, unit="episode", disable=not progress, file=sys.stderr)
     with RldsWriter(out, pool.spec, env_id=env, policy_name=policy, seed=seed, file_format=file_format,
                     max_episodes=episodes) as writer:
-        for step in envpool_actor(pool, act, lambda: params, None, seed=seed):
+        for step in envpool_actor(pool, parts.policy, lambda: params, parts.actor_state, seed=seed,
+                                  observe=parts.observe):
             writer.write(step)
             bar.update(writer.num_episodes - bar.n)
             if writer.num_episodes >= episodes:
@@ -116,36 +117,25 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
     return writer.card
 
 
-def _policy(policy: str, spec):
-    from rillet.actors.policies import greedy, random_policy
+def _policy(policy: str, spec, num_envs: int):
+    """(ActorParts, params) of --policy: uniform random actions, or the evaluation policy of the agent
+    a `rillet train-online` run directory (or one of its checkpoints/<step>) holds."""
+    from rillet.actors.policies import random_policy
+    from rillet.learners.agents import ActorParts, get_agent
+    from rillet.pipelines.online import load_online_run
 
     if policy == "random":
-        return random_policy(spec.num_actions, spec.action.shape), None
+        return ActorParts(random_policy(spec.num_actions, spec.action.shape), None), None
     if not policy.startswith("checkpoint:"):
         raise ConfigError(f"--policy must be 'random' or 'checkpoint:RUN_DIR', got {policy!r}.")
-    import jax
-
-    from rillet.learners import dqn
-    from rillet.pipelines.checkpointing import Checkpointer
-    from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
-
     run_dir = os.path.abspath(policy[len("checkpoint:"):])
     if os.path.basename(run_dir).isdigit():  # .../checkpoints/<step>
         run_dir = os.path.dirname(os.path.dirname(run_dir))
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            raw = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"'{run_dir}' is not a `rillet train-online` run directory ({e}).") from None
-    config = OnlineConfig(**{**raw, "learner": dqn.DQNConfig(**raw["learner"]),
-                             "replay": ReplayConfig(**raw["replay"]), "actor": ActorConfig(**raw["actor"])})
+    config, agent_spec, state = load_online_run(run_dir)
     if config.env_id != spec.env_id:
         raise ConfigError(f"the checkpoint in '{run_dir}' was trained on {config.env_id}, not {spec.env_id}.")
-    template = dqn.init(jax.random.PRNGKey(0), spec, config.learner)
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
-    state, _ = ckpt.restore(template)
-    ckpt.close()
-    return greedy(dqn.q_values), state.online
+    agent = get_agent(config.agent)
+    return agent.evaluator(agent_spec, config.learner, num_envs), agent.network(state)
 
 
 def inspect(path: Annotated[str, Positional], split: str = "train", histogram: str = "", steps: int = 3) -> dict:

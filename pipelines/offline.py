@@ -56,8 +56,11 @@ import tyro
 
 from rillet.errors import CheckpointError
 from rillet.learners import pac
+from rillet.learners.agents import get_agent
 from rillet.learners.networks import perceiver
+from rillet.pipelines.learning import LoopClock, learn, save_checkpoint
 from rillet.pipelines.metrics import Progress
+from rillet.pipelines.stages import Stream, every, last, take, tap
 from rillet.pipelines.offline_config import (RETIRED_FINGERPRINT_KEYS, SIZES, OfflineConfig,  # noqa: F401
                                              network_config, param_count)
 from rillet.pipelines.offline_data import MixedBatches, Task, open_tasks, task_sources
@@ -136,124 +139,155 @@ def _plot(tasks: Sequence[Task], evals: list[dict], path: str, title: str) -> st
 
 def train_offline(config: OfflineConfig) -> dict:
     """Runs (or resumes) an offline run; returns the summary (also written to <run_dir>/summary.json)."""
-    import jax
-
     from rillet.pipelines.checkpointing import Checkpointer
-    from rillet.pipelines.metrics import MetricsWriter, read_jsonl
+    from rillet.pipelines.metrics import MetricsWriter
 
     config.validate()
-    pac_config = config.pac_config()
     tasks = open_tasks(config.data, check_env=config.eval_episodes > 0)
     run_dir = os.path.abspath(config.run_dir)
     os.makedirs(run_dir, exist_ok=True)
-
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint(),
                         retired_keys=RETIRED_FINGERPRINT_KEYS)
-    step, loader_states = 0, None
-    if ckpt.latest_step() is None:
-        state = pac.init(jax.random.PRNGKey(config.seed), [t.spec for t in tasks], pac_config)
-    else:
-        state, meta = ckpt.restore(_template(config, tasks))  # CheckpointError if written with another config
-        step, loader_states = int(meta["step"]), meta["loader_states"]
-        print(f"Resumed from {ckpt.directory} at update {step}.")
-    state = _on_device(state)  # fresh and restored states alike: one compiled update, not two
+    state, step, loader_states = _restore_or_init(ckpt, config, tasks)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
-
     train_sources, val_sources = task_sources(tasks, config, run_dir)
     batches = MixedBatches(train_sources, tasks, "train", config, config.seed)
     if loader_states is not None and step < config.num_steps:  # a finished run only re-evaluates: a run
         batches.set_state(loader_states)  # directory copied elsewhere (its split data moved) still does
-    validation = []
-    val_tasks = [t for t, s in zip(tasks, val_sources) if s is not None]
-    if val_tasks:
-        val_stream = MixedBatches([s for s in val_sources if s is not None], val_tasks, "validation", config,
-                                  config.seed + 7_919)
-        validation = [next(val_stream) for _ in range(config.validation_batches)]
-        del val_stream
-    val_key = _on_device(jax.random.key_data(jax.random.PRNGKey(config.seed + 104_729)))
-    policies = [_eval_policy(t.task_id, pac_config.num_bins, config.eval_action) for t in tasks]
-
     metrics = MetricsWriter(run_dir)
-    evals_path = os.path.join(run_dir, "evals.jsonl")
-    evals = [e for e in read_jsonl(evals_path) if e["step"] <= step]  # drop evals past the checkpoint
     progress = Progress(config.progress, config.num_steps, step, unit="update",
                         desc=f"pac offline ({len(config.data)} task{'s' if len(config.data) > 1 else ''})")
+    evaluation = _Evaluation(run_dir, tasks, config, _validation_batches(tasks, val_sources, config), metrics,
+                             progress, step)
     started, start_step = time.time(), step
-
-    def evaluate() -> dict:
-        record = {"step": step}
-        if validation:
-            record["validation"] = _validation_loss(state, validation, pac_config, val_key)
-            metrics.write(step, record["validation"], prefix="validation/")
-        if config.eval_episodes:
-            record["eval_action"] = config.eval_action
-            record["returns"] = _eval_returns(tasks, state.online, config, policies)
-            for name, r in record["returns"].items():
-                metrics.write(step, r, prefix=f"eval/{name}/")
-        evals.append(record)
-        with open(evals_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        progress.note(**({"val_loss": f"{record['validation']['loss']:.3f}"} if validation else {}))
-        return record
-
-    def save() -> None:
-        ckpt.save(step, state, {"step": step, "loader_states": batches.get_state()})
-
-    last, loader_s, loop_s, timed = None, 0.0, 0.0, 0  # this process's loop, bar its first (compiling) update
     try:
-        while step < config.num_steps:
-            t0 = time.perf_counter()
-            batch = next(batches)
-            waited = time.perf_counter() - t0
-            state, m = pac.update(state, batch, pac_config)  # asynchronous dispatch: blocked on below
-            step += 1
-            progress.add()
-            log = step % config.log_every_steps == 0 or step == config.num_steps
-            checkpoint = step % config.checkpoint_every_steps == 0 or step == config.num_steps
-            evaluation = (config.eval_every_steps and step % config.eval_every_steps == 0) or step == config.num_steps
-            if log or checkpoint or evaluation:  # charge the queued device work to the loop, not to evals
-                jax.block_until_ready(state)
-            if step > start_step + 1:
-                loader_s, loop_s, timed = loader_s + waited, loop_s + time.perf_counter() - t0, timed + 1
-            if log:
-                metrics.write(step, m, prefix="learner/")
-                rates = _throughput(loader_s, loop_s, timed * config.batch_size)
-                metrics.write(step, {"updates_per_s": (step - start_step) / (time.time() - started),
-                                     **{k: v for k, v in rates.items() if v is not None}}, prefix="time/")
-                progress.note(loss=f"{float(m['loss']):.3f}")
-            if checkpoint:
-                save()
-            if evaluation:
-                last = evaluate()
+        state, step, clock = _train(config, state, step, batches, ckpt, metrics, progress, evaluation)
     finally:
         progress.close()
-    if last is None:  # nothing left to train (resumed at num_steps): evaluate the restored state
-        last = evaluate()
+    last = evaluation.last or evaluation(step, state)  # nothing left to train: evaluate the restored state
     metrics.close()
     ckpt.close()
-
-    png = _plot(tasks, latest_evaluations(evals), os.path.join(run_dir, "curves.png"),
+    png = _plot(tasks, latest_evaluations(evaluation.records), os.path.join(run_dir, "curves.png"),
                 f"PAC offline, size {config.size}, alpha {config.alpha:g}, {config.eval_action} action")
-    per_task = []
-    for t in tasks:
-        row = {"task_id": t.task_id, "name": t.name, "env_id": t.env_id, "data": t.path, "obs_size": t.obs_size,
-               "action_size": t.action_size, "data_episodes": t.data_episodes,
-               "data_return_mean": t.data_return_mean}
-        if "returns" in last:
-            row["eval"] = last["returns"][t.name]
-        per_task.append(row)
-    summary = {"steps": step, "tasks": per_task, "final_validation": last.get("validation"),
+    summary = {"steps": step, "tasks": _task_rows(tasks, last), "final_validation": last.get("validation"),
                "skipped_total": int(state.skipped), "params": perceiver.count_params(state.online),
                "size": config.size, "alpha": config.alpha, "eval_action": config.eval_action,
-               "run_dir": run_dir, "checkpoints": ckpt.directory,
-               "metrics": metrics.path, "evals": evals_path, "curves": png,
-               "wall_s": round(time.time() - started, 1), **_throughput(loader_s, loop_s, timed * config.batch_size)}
+               "run_dir": run_dir, "checkpoints": ckpt.directory, "metrics": metrics.path,
+               "evals": evaluation.path, "curves": png, "wall_s": round(time.time() - started, 1),
+               **_throughput(clock.loader_s, clock.loop_s, clock.timed_updates * config.batch_size)}
     if step == start_step:  # only re-evaluated: keep the timing of the run that trained (if it left one)
         summary.update(_previous_timing(os.path.join(run_dir, "summary.json"), step))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def _restore_or_init(ckpt, config: OfflineConfig, tasks: Sequence[Task]):
+    """(state committed to the first device, update count, loader states or None) of the latest
+    checkpoint, or of a fresh PAC learner."""
+    import jax
+
+    if ckpt.latest_step() is None:
+        state = get_agent("pac").init(jax.random.PRNGKey(config.seed), [t.spec for t in tasks], config.pac_config())
+        step, loader_states = 0, None
+    else:
+        state, meta = ckpt.restore(_template(config, tasks))  # CheckpointError if written with another config
+        step, loader_states = int(meta["step"]), meta["loader_states"]
+        print(f"Resumed from {ckpt.directory} at update {step}.")
+    return _on_device(state), step, loader_states  # fresh and restored states alike: one compiled update
+
+
+def _validation_batches(tasks: Sequence[Task], val_sources, config: OfflineConfig) -> list[dict]:
+    """`validation_batches` fixed mixed batches of the tasks that have validation data ([] if none)."""
+    val_tasks = [t for t, s in zip(tasks, val_sources) if s is not None]
+    if not val_tasks:
+        return []
+    stream = MixedBatches([s for s in val_sources if s is not None], val_tasks, "validation", config,
+                          config.seed + 7_919)
+    return [next(stream) for _ in range(config.validation_batches)]
+
+
+class _Evaluation:
+    """`evaluation(step, state) -> record`: the validation loss and the per-task returns at `state`,
+    written to metrics and to <run_dir>/evals.jsonl (evaluations past the restored step are dropped)."""
+
+    def __init__(self, run_dir: str, tasks, config: OfflineConfig, validation: list, metrics, progress, step: int):
+        import jax
+
+        from rillet.pipelines.metrics import read_jsonl
+
+        self.tasks, self.config, self.validation = tasks, config, validation
+        self.metrics, self.progress, self.last = metrics, progress, None
+        self.pac_config = config.pac_config()
+        self.val_key = _on_device(jax.random.key_data(jax.random.PRNGKey(config.seed + 104_729)))
+        self.policies = [_eval_policy(t.task_id, self.pac_config.num_bins, config.eval_action) for t in tasks]
+        self.path = os.path.join(run_dir, "evals.jsonl")
+        self.records = [e for e in read_jsonl(self.path) if e["step"] <= step]
+
+    def __call__(self, step: int, state) -> dict:
+        record = {"step": step}
+        if self.validation:
+            record["validation"] = _validation_loss(state, self.validation, self.pac_config, self.val_key)
+            self.metrics.write(step, record["validation"], prefix="validation/")
+        if self.config.eval_episodes:
+            record["eval_action"] = self.config.eval_action
+            record["returns"] = _eval_returns(self.tasks, state.online, self.config, self.policies)
+            for name, r in record["returns"].items():
+                self.metrics.write(step, r, prefix=f"eval/{name}/")
+        self.records.append(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.progress.note(**({"val_loss": f"{record['validation']['loss']:.3f}"} if self.validation else {}))
+        self.last = record
+        return record
+
+
+def _train(config: OfflineConfig, state, step: int, batches: MixedBatches, ckpt, metrics, progress, evaluation):
+    """The learner's stage composition over the Grain batches, up to num_steps updates: the same
+    learner, checkpoint and metrics stages as an online run. Returns (state, step, LoopClock)."""
+    import jax
+
+    agent, clock, end, start = get_agent("pac"), LoopClock(), config.num_steps, step
+
+    def due(tick) -> bool:  # a stage below reads the state: charge the queued device work to the loop
+        n = tick.step
+        return (n % config.log_every_steps == 0 or n % config.checkpoint_every_steps == 0 or n == end
+                or bool(config.eval_every_steps and n % config.eval_every_steps == 0))
+
+    def log(tick) -> None:
+        metrics.write(tick.step, tick.metrics, prefix="learner/")
+        rates = _throughput(clock.loader_s, clock.loop_s, clock.timed_updates * config.batch_size)
+        metrics.write(tick.step, {"updates_per_s": (tick.step - start) / max(time.perf_counter() - started, 1e-9),
+                                  **{k: v for k, v in rates.items() if v is not None}}, prefix="time/")
+        progress.note(loss=f"{float(tick.metrics['loss']):.3f}")
+
+    meta = lambda tick: {"step": tick.step, "loader_states": batches.get_state()}  # noqa: E731
+    stream = (Stream(clock.timed(batches)) | take(max(0, end - step))
+              | learn(agent.update, state, config.pac_config(), start=step)
+              | tap(lambda tick: progress.add())
+              | tap(lambda tick: jax.block_until_ready(tick.state) if due(tick) else None)
+              | tap(clock.lap)
+              | every(config.log_every_steps, log, start=step, final=end)
+              | every(config.checkpoint_every_steps, save_checkpoint(ckpt, meta), start=step, final=end)
+              | every(config.eval_every_steps, lambda tick: evaluation(tick.step, tick.state), start=step, final=end)
+              | tap(clock.restart))
+    started = time.perf_counter()
+    clock.start()
+    final = last(stream)
+    return (state, step, clock) if final is None else (final.state, final.step, clock)
+
+
+def _task_rows(tasks: Sequence[Task], record: dict) -> list[dict]:
+    """Per task: its data and, if evaluated, its evaluation return."""
+    rows = []
+    for t in tasks:
+        row = {"task_id": t.task_id, "name": t.name, "env_id": t.env_id, "data": t.path, "obs_size": t.obs_size,
+               "action_size": t.action_size, "data_episodes": t.data_episodes, "data_return_mean": t.data_return_mean}
+        if "returns" in record:
+            row["eval"] = record["returns"][t.name]
+        rows.append(row)
+    return rows
 
 
 def _previous_timing(path: str, step: int) -> dict:

@@ -1,8 +1,10 @@
-"""The online runner: EnvPool actors write n-step transitions into Reverb; a pure learner samples
-them; Reverb's rate limiter keeps the two in step. Checkpoints, metrics, progress bar, periodic and
-final greedy evaluation, and a learning-curve PNG, all under the run directory.
+"""The online runner: EnvPool actors write the agent's replay items into Reverb; the learner stage
+samples them; Reverb's rate limiter keeps the two in step. Checkpoints, metrics, progress bar,
+periodic and final greedy evaluation, and a learning-curve PNG, all under the run directory.
 
-    result = train_online(OnlineConfig(env_id="CartPole-v1", run_dir="runs/demo"))
+    result = train_online(OnlineConfig(agent="dqn", env_id="CartPole-v1", run_dir="runs/demo"))
+
+The run is one stage composition (read `_train` top to bottom); it reads only the agent's record.
 """
 
 from __future__ import annotations
@@ -16,128 +18,187 @@ import numpy as np
 import reverb
 
 from rillet.actors.envpool_env import env_step_spec
-from rillet.datasets import reverb_sampler, reverb_tables
+from rillet.datasets import replay_stage, reverb_sampler, reverb_tables
+from rillet.errors import CheckpointError
 from rillet.evals.plots import learning_curve
 from rillet.evals.returns import greedy_return_stage
+from rillet.learners.agents import get_agent
 from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorThread, LatestParams
-from rillet.pipelines.agents import builder_for
 from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines.config import OnlineConfig
+from rillet.pipelines.learning import log_metrics, learn, save_checkpoint
 from rillet.pipelines.metrics import MetricsWriter, Progress, read_jsonl
 from rillet.pipelines.param_sync import ParamsPublisher, params_table
+from rillet.pipelines.stages import Stream, every, last, tap, until
 
 LOG_EVERY_UPDATES = 100
 PUBLISH_EVERY_UPDATES = 20  # to actors in other processes, through the Reverb "params" table
 
+__all__ = ["train_online", "agent_spec", "load_online_run", "replay_table", "serve_replay", "importance_weights"]
+importance_weights = replay_stage.importance_weights
 
-def replay_table(config: OnlineConfig, spec):
-    """The Reverb table an online run writes to and samples from (the agent's item signature)."""
-    r = config.replay
-    return reverb_tables.make_table(
-        TRANSITIONS_TABLE, builder_for(config.agent).signature(spec, config), sampler=r.sampler,
-        priority_exponent=r.priority_exponent, max_size=r.max_size,
-        min_size_to_sample=r.min_size_to_sample, samples_per_insert=r.samples_per_insert or None)
+
+def agent_spec(config: OnlineConfig):
+    """The StepSpec the agent's actors record in config.env_id (the env's spec plus the agent's extras)."""
+    return get_agent(config.agent).spec(env_step_spec(config.env_id, config.observation_indices), config.learner)
+
+
+def replay_table(config: OnlineConfig, spec) -> reverb.Table:
+    """The Reverb table an online run writes to and samples from (the agent's replay item)."""
+    item = get_agent(config.agent).replay_item(config.learner)
+    return replay_stage.replay_table(TRANSITIONS_TABLE, item, spec, config.replay)
 
 
 def serve_replay(config: OnlineConfig, spec, params_template, port: int | None = None):
-    """A Reverb server with the transitions table and the params table (for `rillet replay-server`)."""
+    """A Reverb server with the replay table and the params table (for `rillet replay-server`)."""
     return reverb_tables.make_server([replay_table(config, spec), params_table(params_template)], port=port)
+
+
+def load_online_run(run_dir: str, step: int | None = None):
+    """(config, agent spec, learner state) of a `rillet train-online` run directory's latest (or given)
+    checkpoint; CheckpointError if it is not one or its checkpoint does not fit its config."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            config = OnlineConfig.from_json(json.load(f))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"'{run_dir}' is not a `rillet train-online` run directory ({e!r}).") from None
+    agent, spec = get_agent(config.agent), agent_spec(config)
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
+    try:
+        state, _ = ckpt.restore(agent.init(jax.random.PRNGKey(config.seed), spec, config.learner), step)
+    finally:
+        ckpt.close()
+    return config, spec, state
 
 
 def _connect_replay(config: OnlineConfig, spec):
     """Returns (server or None, address). Embedded server unless config.replay.address is set."""
     if config.replay.address:
+        item = get_agent(config.agent).replay_item(config.learner)
         reverb_sampler.check_table_matches(config.replay.address, TRANSITIONS_TABLE,
-                                           builder_for(config.agent).signature(spec, config))
+                                           replay_stage.item_signature(item, spec))
         return None, config.replay.address
     server = reverb_tables.make_server([replay_table(config, spec)])
     return server, f"localhost:{server.port}"
 
 
+class _Run:
+    """The state of one run that the stages share: counters, the curve, the stop flag."""
+
+    def __init__(self, config: OnlineConfig, run_dir: str, env_steps: int, updates: int):
+        self.config, self.run_dir = config, run_dir
+        self.env_steps, self.updates = env_steps, updates
+        self.curve_path = os.path.join(run_dir, "curve.jsonl")
+        self.curve = [(r["env_steps"], r["return_mean"]) for r in read_jsonl(self.curve_path)]
+        self.best = {"return_mean": -np.inf}
+        self.stop = False
+        self.started = time.time()
+
+    def counters(self) -> dict:
+        return {"env_steps": self.env_steps, "updates": self.updates}
+
+
 def train_online(config: OnlineConfig) -> dict:
     """Runs (or resumes) an online run; returns the final evaluation and where things were written."""
     config.validate()
-    builder = builder_for(config.agent)
-    spec = builder.spec(env_step_spec(config.env_id, config.observation_indices), config)
+    agent = get_agent(config.agent)
+    spec = agent_spec(config)
     run_dir = os.path.abspath(config.run_dir)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
-
-    state = builder.init(jax.random.PRNGKey(config.seed), spec, config)
+    state = agent.init(jax.random.PRNGKey(config.seed), spec, config.learner)
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
-    counters = {"env_steps": 0, "updates": 0}
+    env_steps = updates = 0
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
-        counters = {k: int(meta[k]) for k in counters}
-        print(f"Resumed from {ckpt.directory} at update {counters['updates']}, env step {counters['env_steps']}.")
-
+        env_steps, updates = int(meta["env_steps"]), int(meta["updates"])
+        print(f"Resumed from {ckpt.directory} at update {updates}, env step {env_steps}.")
+    run = _Run(config, run_dir, env_steps, updates)
     metrics = MetricsWriter(run_dir)
-    eval_policy, eval_state_fn, eval_observe = builder.evaluator(spec, config)
-    evaluate = greedy_return_stage(config.env_id, eval_policy, config.eval_episodes, seed=config.seed + 10_000,
-                                   actor_state_fn=eval_state_fn, observe=eval_observe,
-                                   observation_indices=config.observation_indices)
-    curve_path = os.path.join(run_dir, "curve.jsonl")
-    curve = [(r["env_steps"], r["return_mean"]) for r in read_jsonl(curve_path)]
+    parts = agent.evaluator(spec, config.learner, 1)
+    evaluate = greedy_return_stage(config.env_id, parts.policy, config.eval_episodes, seed=config.seed + 10_000,
+                                   actor_state_fn=lambda n: agent.evaluator(spec, config.learner, n).actor_state,
+                                   observe=parts.observe, observation_indices=config.observation_indices)
+    state = _train(run, agent, spec, state, ckpt, metrics, evaluate)
+    ckpt.save(run.updates, state, run.counters())
+    final = _evaluate(run, evaluate, agent.network(state), metrics, None)
+    png = learning_curve({f"{config.agent} greedy return": run.curve}, os.path.join(run_dir, "learning_curve.png"),
+                         title=f"{config.agent} on {config.env_id}")
+    metrics.close()
+    ckpt.close()
+    summary = {"final_eval": final, "best_eval": run.best if np.isfinite(run.best["return_mean"]) else final,
+               **run.counters(), "run_dir": run_dir, "checkpoints": ckpt.directory, "learning_curve": png,
+               "metrics": metrics.path, "wall_s": round(time.time() - run.started, 1)}
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
+    """Actors and replay up, the learner's stage composition drained, actors and replay down.
+    Returns the final learner state."""
+    config = run.config
     server, address = _connect_replay(config, spec)
-    replay = reverb.Client(address)  # one client for priority updates and table queries
-    params = LatestParams(builder.network(state))
-    progress = Progress(config.progress, config.total_env_steps, counters["env_steps"],
-                        desc=f"{config.agent} {config.env_id}")
-
-    def on_env_steps(n):
-        counters["env_steps"] += n
-        progress.add(n)
-
+    client = reverb.Client(address)  # one client for priority updates and table queries
+    params = LatestParams(agent.network(state))
+    progress = Progress(config.progress, config.total_env_steps, run.env_steps, desc=f"{config.agent} {config.env_id}")
     publisher = ParamsPublisher(address) if config.replay.address else None
     if publisher is not None:
-        publisher.publish(builder.network(state))
+        publisher.publish(agent.network(state))
     actor = None
     if config.local_actors:
-        actor = ActorThread(config, spec, address, params.get, counters["env_steps"], on_env_steps=on_env_steps)
+        def on_env_steps(n):
+            run.env_steps += n
+            progress.add(n)
+
+        actor = ActorThread(config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps)
         actor.start()
-    next_eval = _next_multiple(counters["env_steps"], config.eval_every_steps)
-    best = {"return_mean": -np.inf}
-    started = time.time()
-    table_size = None
+
+    def keep_sampling():
+        if actor is None:
+            return None
+        actor.check()
+        return actor.is_alive()
+
+    def remote_progress(tick=None):
+        if actor is None:  # actors in other processes: their progress is the table's insert count
+            n = replay_stage.inserted(client, TRANSITIONS_TABLE) - run.env_steps
+            run.env_steps += n
+            progress.add(n)
+
+    def log(tick):
+        remote_progress()
+        log_metrics(metrics, "learner/", lambda t: run.env_steps,
+                    lambda t: {"updates": t.step, "updates_per_s": t.step / (time.time() - run.started)})(tick)
+        progress.note(loss=f"{float(tick.metrics['loss']):.3f}")
+
+    def periodic_eval(tick):
+        result = _evaluate(run, evaluate, agent.network(tick.state), metrics, progress)
+        run.stop = bool(config.stop_at_return and result["return_mean"] >= config.stop_at_return)
+
+    prioritized = config.replay.sampler == "prioritized"
+    stream = Stream(replay_stage.sampled_batches(address, TRANSITIONS_TABLE, config.replay.batch_size, keep_sampling))
+    stream = stream | _checked_first(lambda batch: agent.check_batch(spec, batch["data"]))
+    if prioritized and config.replay.importance_exponent > 0:
+        stream = stream | replay_stage.importance_weighted(client, TRANSITIONS_TABLE, config.replay.importance_exponent)
+    stream = stream | learn(agent.update, state, config.learner, start=run.updates, data=lambda b: b["data"])
+    if prioritized:
+        stream = stream | replay_stage.updated_priorities(client, TRANSITIONS_TABLE)
+    stream = (stream
+              | tap(lambda tick: _advance(run, params, agent, tick))
+              | every(PUBLISH_EVERY_UPDATES if publisher else 0, lambda t: publisher.publish(agent.network(t.state)),
+                      start=run.updates)
+              | every(LOG_EVERY_UPDATES, log, start=run.updates)
+              | every(config.checkpoint_every_updates, save_checkpoint(ckpt, lambda t: run.counters()),
+                      start=run.updates)
+              | every(config.eval_every_steps, periodic_eval, count=lambda t: run.env_steps, start=run.env_steps)
+              | until(lambda tick: run.stop))
     try:
-        batches = _batches(config, address, actor)
-        for i, batch in enumerate(batches):
-            if i == 0:
-                builder.check_batch(spec, batch["data"])
-            data = batch["data"]
-            if config.replay.sampler == "prioritized" and config.replay.importance_exponent > 0:
-                if counters["updates"] % LOG_EVERY_UPDATES == 0 or table_size is None:
-                    table_size = _table_size(replay)
-                data = {**data, "weights": importance_weights(batch["probability"], table_size,
-                                                              config.replay.importance_exponent)}
-            state, m = builder.update(state, data, config)
-            counters["updates"] += 1
-            params.set(builder.network(state))
-            if publisher is not None and counters["updates"] % PUBLISH_EVERY_UPDATES == 0:
-                publisher.publish(builder.network(state))
-            if config.replay.sampler == "prioritized":
-                reverb_sampler.update_priorities(replay, TRANSITIONS_TABLE, batch["key"], builder.priorities(m))
-            if counters["updates"] % LOG_EVERY_UPDATES == 0:
-                if actor is None:
-                    on_env_steps(_inserted(replay) - counters["env_steps"])
-                metrics.write(counters["env_steps"], {**m, "updates": counters["updates"],
-                                                      "updates_per_s": counters["updates"] / (time.time() - started)},
-                              prefix="learner/")
-                progress.note(loss=f"{float(m['loss']):.3f}")
-            if counters["updates"] % config.checkpoint_every_updates == 0:
-                ckpt.save(counters["updates"], state, dict(counters))
-            if config.eval_every_steps and counters["env_steps"] >= next_eval:
-                result = _evaluate(evaluate, builder.network(state), counters, metrics, curve, curve_path, progress)
-                next_eval = _next_multiple(counters["env_steps"], config.eval_every_steps)
-                if result["return_mean"] > best["return_mean"]:
-                    best = result
-                if config.stop_at_return and result["return_mean"] >= config.stop_at_return:
-                    break
+        final = last(stream)
         if actor is not None:
             actor.check()
-        else:
-            on_env_steps(_inserted(replay) - counters["env_steps"])
+        remote_progress()
     finally:
         if actor is not None:
             actor.stop_event.set()
@@ -146,71 +207,35 @@ def train_online(config: OnlineConfig) -> dict:
         if actor is not None:
             actor.join(timeout=30)
         progress.close()
-
-    ckpt.save(counters["updates"], state, dict(counters))
-    final = _evaluate(evaluate, builder.network(state), counters, metrics, curve, curve_path, None)
-    png = learning_curve({f"{config.agent} greedy return": curve}, os.path.join(run_dir, "learning_curve.png"),
-                         title=f"{config.agent} on {config.env_id}")
-    metrics.close()
-    ckpt.close()
-    summary = {"final_eval": final, "best_eval": best if np.isfinite(best["return_mean"]) else final,
-               **counters, "run_dir": run_dir, "checkpoints": ckpt.directory, "learning_curve": png,
-               "metrics": metrics.path, "wall_s": round(time.time() - started, 1)}
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    return state if final is None else final.state
 
 
-def _batches(config: OnlineConfig, address: str, actor: ActorThread | None):
-    """Sampled batches while actors insert. A sampler that times out (actors blocked, slow to
-    start, or finished) is reopened while the local actor lives, or, without one, while the
-    remote actors' insert count still grows."""
-    inserted = -1
-    while True:
-        for batch in reverb_sampler.sample_batches(address, TRANSITIONS_TABLE, config.replay.batch_size,
-                                                   rate_limiter_timeout_ms=2_000):
-            yield batch
-        if actor is not None:
-            actor.check()
-            if not actor.is_alive():
-                return
-            continue
-        now = _inserted(reverb.Client(address))
-        if now == inserted and now > 0:
-            return
-        inserted = now
+def _advance(run: _Run, params: LatestParams, agent, tick) -> None:
+    """After each update: the run's update count, and the newest parameters for the local actors."""
+    run.updates = tick.step
+    params.set(agent.network(tick.state))
 
 
-def importance_weights(probability: np.ndarray, table_size: int, beta: float) -> np.ndarray:
-    """Prioritized-replay correction: (N * P(i)) ** -beta normalised by the batch maximum.
+def _checked_first(check):
+    """Transform: calls check(item) on the first item only (the learner's batch spec check)."""
 
-    probability [B] (sampling probabilities from Reverb), table_size N -> weights [B] float32 in (0, 1].
-    """
-    w = (max(table_size, 1) * np.asarray(probability, np.float64)) ** (-beta)
-    return (w / w.max()).astype(np.float32)
+    def stage(it):
+        for i, item in enumerate(it):
+            if i == 0:
+                check(item)
+            yield item
 
-
-def _table_size(client) -> int:
-    return int(client.server_info()[TRANSITIONS_TABLE].current_size)
-
-
-def _inserted(client) -> int:
-    """Items inserted into the transitions table so far (remote actors' progress)."""
-    info = client.server_info()[TRANSITIONS_TABLE]
-    return int(info.rate_limiter_info.insert_stats.completed)
+    return stage
 
 
-def _evaluate(evaluate, network, counters, metrics, curve, curve_path, progress) -> dict:
+def _evaluate(run: _Run, evaluate, network, metrics, progress) -> dict:
     result = evaluate(network)
-    metrics.write(counters["env_steps"], result, prefix="eval/")
-    curve.append((counters["env_steps"], result["return_mean"]))
-    with open(curve_path, "a") as f:
-        f.write(json.dumps({"env_steps": counters["env_steps"], **result}) + "\n")
+    metrics.write(run.env_steps, result, prefix="eval/")
+    run.curve.append((run.env_steps, result["return_mean"]))
+    with open(run.curve_path, "a") as f:
+        f.write(json.dumps({"env_steps": run.env_steps, **result}) + "\n")
     if progress is not None:
         progress.note(eval=f"{result['return_mean']:.0f}")
+    if result["return_mean"] > run.best["return_mean"]:
+        run.best = result
     return result
-
-
-def _next_multiple(value: int, period: int) -> int:
-    return (value // period + 1) * period if period else np.iinfo(np.int64).max
-

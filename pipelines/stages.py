@@ -50,6 +50,45 @@ def tap(fn: Callable[[Any], None]) -> Callable[[Iterator], Iterator]:
     return stage
 
 
+def every(period: int, fn: Callable[[Any], None], count: Callable[[Any], int] = lambda item: item.step,
+          start: int = 0, final: int | None = None) -> Callable[[Iterator], Iterator]:
+    """Transform: calls fn(item) whenever count(item) has reached the next multiple of `period` after
+    `start` (0: never), and when count(item) == final; passes every item on. A resumed run passes its
+    restored count as `start` and keeps the same schedule."""
+
+    def stage(it):
+        due = (start // period + 1) * period if period else None
+        for item in it:
+            n = count(item)
+            if (due is not None and n >= due) or (final is not None and n == final):
+                fn(item)
+                if due is not None and n >= due:
+                    due = (n // period + 1) * period
+            yield item
+
+    return stage
+
+
+def until(stop: Callable[[Any], bool]) -> Callable[[Iterator], Iterator]:
+    """Transform: passes items on up to and including the first for which stop(item) is true."""
+
+    def stage(it):
+        for item in it:
+            yield item
+            if stop(item):
+                return
+
+    return stage
+
+
+def last(stream: Iterable, default: Any = None) -> Any:
+    """Sink: drains the stream, returns its last item (`default` if it had none)."""
+    item = default
+    for item in stream:
+        pass
+    return item
+
+
 def run(stream: Iterable) -> int:
     """Sink: drains the stream, returns how many items passed."""
     count = 0

@@ -14,7 +14,9 @@ from rillet.errors import ConfigError
 from rillet.learners.networks.mlp import MLP, batch_apply
 from rillet.learners.networks.nature_dqn import FEATURES, NatureDQN
 
-__all__ = ["MLP", "NatureDQN", "LinearHead", "DuelingHead", "QNetwork", "q_network"]
+__all__ = ["MLP", "NatureDQN", "LinearHead", "DuelingHead", "QNetwork", "q_network", "make_torso", "TORSOS"]
+
+TORSOS = ("auto", "mlp", "nature_dqn")  # "auto": mlp for vectors [D], nature_dqn for uint8 images [C, H, W]
 
 
 class LinearHead(eqx.Module):
@@ -81,28 +83,34 @@ def q_network(spec: StepSpec, config: Any, key: jax.Array) -> eqx.Module:
         )
     hidden = tuple(int(h) for h in getattr(config, "hidden_sizes", (256, 256)))
     dueling = bool(getattr(config, "dueling", False))
-    obs = spec.observation
     torso_key, head_key = jax.random.split(key)
-    if len(obs.shape) == 1:
-        if not dueling:
-            return MLP(obs.shape[0], hidden, num_actions, key)
+    if len(spec.observation.shape) == 1 and not dueling:
+        return MLP(spec.observation.shape[0], hidden, num_actions, key)
+    torso, features = make_torso(spec, torso_key, "auto", hidden)
+    head_cls = DuelingHead if dueling else LinearHead
+    return QNetwork(torso, head_cls(features, num_actions, head_key))
+
+
+def make_torso(spec: StepSpec, key: jax.Array, kind: str = "auto",
+               hidden_sizes: tuple[int, ...] = (512,)) -> tuple[eqx.Module, int]:
+    """The torso `kind` (one of TORSOS) for `spec`'s observation -> (module, feature size).
+
+    "mlp": rank-1 obs [D] -> ReLU MLP with `hidden_sizes` (output hidden_sizes[-1], ReLU'd);
+    "nature_dqn": uint8 [C, H, W] -> the Nature-DQN conv torso (512 features, hidden_sizes unused).
+    Raises ConfigError for a kind that does not fit the observation.
+    """
+    obs = spec.observation
+    if kind == "auto":
+        kind = "mlp" if len(obs.shape) == 1 else "nature_dqn"
+    if kind == "mlp" and len(obs.shape) == 1:
+        hidden = tuple(int(h) for h in hidden_sizes)
         if not hidden:
-            raise ConfigError(
-                "dueling=True with vector observations needs at least one hidden layer; "
-                f"got hidden_sizes={hidden}. Set hidden_sizes, e.g. (256, 256)."
-            )
-        torso = MLP(obs.shape[0], hidden[:-1], hidden[-1], torso_key, activate_final=True)
-        return QNetwork(torso, DuelingHead(hidden[-1], num_actions, head_key))
-    if len(obs.shape) == 3:
-        if obs.np_dtype != np.uint8:
-            raise ConfigError(
-                f"Image observations must be uint8 [C, H, W] (scaled by 1/255 in the torso), got "
-                f"{obs.shape} {obs.dtype}. Convert frames to uint8 or flatten them to a vector."
-            )
-        torso = NatureDQN(*obs.shape, key=torso_key)
-        head_cls = DuelingHead if dueling else LinearHead
-        return QNetwork(torso, head_cls(FEATURES, num_actions, head_key))
+            raise ConfigError("vector observations need at least one torso layer: set hidden_sizes, e.g. (256, 256).")
+        return MLP(obs.shape[0], hidden[:-1], hidden[-1], key, activate_final=True), hidden[-1]
+    if kind == "nature_dqn" and len(obs.shape) == 3 and obs.np_dtype == np.uint8:
+        return NatureDQN(*obs.shape, key=key), FEATURES
+    if kind not in TORSOS:
+        raise ConfigError(f"unknown torso {kind!r}; choose one of {TORSOS}.")
     raise ConfigError(
-        f"Unsupported observation spec {obs.shape} {obs.dtype}: DQN networks support rank-1 vectors "
-        "[D] (MLP) and rank-3 uint8 images [C, H, W] (Nature-DQN). Flatten or stack the observation."
-    )
+        f"Unsupported observation spec {obs.shape} {obs.dtype} for the {kind} torso: networks support vectors "
+        "[D] (mlp) and uint8 images [C, H, W] (nature_dqn; scaled by 1/255). Flatten, stack or convert it.")

@@ -1,12 +1,16 @@
-"""Recurrent Q-network (R2D2): torso -> [features, one-hot a_{t-1}, r_{t-1}] -> LSTM -> Q head.
+"""The recurrent core shared by the recurrent agents: torso -> [features, named extra inputs] -> LSTM
+-> named heads. R2D2 declares two extra inputs (the previous action, one-hot, and the previous reward)
+and one head "q"; NGU adds the previous intrinsic reward and a one-hot policy index; HiMo adds heads.
 
-Time-major: obs [T, B, *obs] -> q [T, B, A]. The LSTM state is a tuple (h [B, H], c [B, H]) and is
-reset to zeros before any step with is_first (an episode starting inside the sequence).
+Time-major: observation [T, B, *obs], each input [T, B] -> features [T, B, H] and each head [T, B, ...].
+The LSTM state is a tuple (h [B, H], c [B, H]) and is reset to zeros before any step with is_first
+(an episode starting inside the sequence).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Callable, Mapping, Sequence
 
 import equinox as eqx
 import jax
@@ -15,23 +19,43 @@ import numpy as np
 
 from rillet.datasets.specs import StepSpec
 from rillet.errors import ConfigError
-from rillet.learners.networks import DuelingHead, LinearHead
-from rillet.learners.networks.mlp import MLP
-from rillet.learners.networks.nature_dqn import FEATURES, NatureDQN
+from rillet.learners.networks import make_torso
 
-__all__ = ["RecurrentQNetwork", "recurrent_q_network", "LSTMState"]
+__all__ = ["CoreInput", "RecurrentNetwork", "recurrent_network", "LSTMState"]
 
 LSTMState = tuple  # (h [B, H], c [B, H]) float32
 
 
-class RecurrentQNetwork(eqx.Module):
-    """Torso (MLP or Nature-DQN conv), optional previous action/reward inputs, LSTM, Q head."""
+@dataclasses.dataclass(frozen=True)
+class CoreInput:
+    """A named extra input of the core, read by name from a batch's extras (or an actor's state).
+
+    size > 0: an integer index encoded one-hot over `size` classes (previous action, policy index);
+    size == 0: a real scalar (previous extrinsic or intrinsic reward).
+    """
+
+    name: str
+    size: int = 0
+
+    @property
+    def width(self) -> int:
+        """Entries this input adds to the core's input vector."""
+        return self.size or 1
+
+    def encode(self, value: jax.Array, dtype) -> jax.Array:
+        """value [...] -> [..., width] in `dtype`."""
+        if self.size:
+            return jax.nn.one_hot(jnp.asarray(value, jnp.int32), self.size, dtype=dtype)
+        return jnp.asarray(value, dtype)[..., None]
+
+
+class RecurrentNetwork(eqx.Module):
+    """Torso, named extra inputs, LSTM core and named heads over the core's features."""
 
     torso: eqx.Module
     core: eqx.nn.LSTMCell
-    head: eqx.Module
-    num_actions: int = eqx.field(static=True)
-    use_prev_action_reward: bool = eqx.field(static=True)
+    heads: dict
+    inputs: tuple[CoreInput, ...] = eqx.field(static=True)
 
     @property
     def lstm_size(self) -> int:
@@ -42,77 +66,72 @@ class RecurrentQNetwork(eqx.Module):
         zeros = jnp.zeros((batch, self.lstm_size), jnp.float32)
         return zeros, zeros
 
-    def _core_inputs(self, obs, prev_action, prev_reward) -> jax.Array:
-        """obs [..., *obs], prev_action [...] int, prev_reward [...] -> LSTM inputs [..., F']."""
-        x = self.torso(obs)
-        if not self.use_prev_action_reward:
+    def core_inputs(self, observation: jax.Array, inputs: Mapping[str, jax.Array]) -> jax.Array:
+        """observation [..., *obs] and every declared input [...] -> LSTM inputs [..., F + widths]."""
+        x = self.torso(observation)
+        missing = [i.name for i in self.inputs if i.name not in inputs]
+        if missing:
+            raise KeyError(f"the recurrent core needs the inputs {missing}; got {sorted(inputs)}.")
+        if not self.inputs:
             return x
-        one_hot = jax.nn.one_hot(jnp.asarray(prev_action, jnp.int32), self.num_actions, dtype=x.dtype)
-        reward = jnp.asarray(prev_reward, x.dtype)[..., None]
-        return jnp.concatenate([x, one_hot, reward], axis=-1)
+        return jnp.concatenate([x, *(i.encode(inputs[i.name], x.dtype) for i in self.inputs)], axis=-1)
 
     def _cell(self, x, is_first, state):
-        """One LSTM step over a batch: x [B, F'], is_first [B] -> (out [B, H], state)."""
+        """One LSTM step over a batch: x [B, F'], is_first [B] -> (features [B, H], state)."""
         keep = jnp.logical_not(jnp.asarray(is_first, bool))[:, None]
         h, c = (jnp.where(keep, s, 0.0) for s in state)
         h, c = jax.vmap(self.core)(x, (h, c))
         return h, (h, c)
 
-    def unroll(self, obs, prev_action, prev_reward, is_first, state: LSTMState, scan_unroll: int = 1):
-        """obs [T, B, *obs], prev_action [T, B], prev_reward [T, B], is_first [T, B] bool,
-        state (h, c) [B, H] -> (q [T, B, A] float32, final state (h, c) [B, H]). scan_unroll: time
-        steps per loop iteration (same result, less loop overhead on GPU)."""
-        inputs = self._core_inputs(obs, prev_action, prev_reward)  # torso runs on all T*B at once
+    def apply_heads(self, features: jax.Array) -> dict:
+        """features [..., H] -> {head name: head(features) [..., *out]}."""
+        return {name: head(features) for name, head in self.heads.items()}
 
-        def body(carry, xs):
-            out, carry = self._cell(xs[0], xs[1], carry)
+    def unroll(self, observation, inputs: Mapping[str, jax.Array], is_first, state: LSTMState,
+               scan_unroll: int = 1):
+        """observation [T, B, *obs], inputs {name: [T, B]}, is_first [T, B] bool, state (h, c) [B, H]
+        -> (features [T, B, H], {head: [T, B, ...]}, final state). scan_unroll: time steps per loop
+        iteration (the same result, less loop overhead on GPU)."""
+        xs = (self.core_inputs(observation, inputs), jnp.asarray(is_first, bool))  # torso on all T*B at once
+
+        def body(carry, x):
+            out, carry = self._cell(x[0], x[1], carry)
             return carry, out
 
-        xs = (inputs, jnp.asarray(is_first, bool))
-        final, outs = jax.lax.scan(body, tuple(state), xs, unroll=scan_unroll)
-        return self.head(outs), final
+        final, features = jax.lax.scan(body, tuple(state), xs, unroll=scan_unroll)
+        return features, self.apply_heads(features), final
 
-    def step(self, obs, prev_action, prev_reward, is_first, state: LSTMState):
-        """One actor step: obs [B, *obs], prev_action [B], prev_reward [B], is_first [B] bool,
-        state (h, c) [B, H] -> (q [B, A], new state)."""
-        out, state = self._cell(self._core_inputs(obs, prev_action, prev_reward), is_first, state)
-        return self.head(out), state
+    def step(self, observation, inputs: Mapping[str, jax.Array], is_first, state: LSTMState):
+        """One actor step: observation [B, *obs], inputs {name: [B]}, is_first [B] bool, state (h, c)
+        [B, H] -> (features [B, H], {head: [B, ...]}, new state)."""
+        features, state = self._cell(self.core_inputs(observation, inputs), is_first, state)
+        return features, self.apply_heads(features), state
 
 
-def recurrent_q_network(spec: StepSpec, key: jax.Array, *, hidden_sizes: Sequence[int] = (512,),
-                        lstm_size: int = 512, dueling: bool = True,
-                        use_prev_action_reward: bool = True) -> RecurrentQNetwork:
-    """Builds the network for `spec`: rank-1 obs [D] -> ReLU MLP torso with `hidden_sizes`
-    (output hidden_sizes[-1]); rank-3 uint8 [C, H, W] -> Nature-DQN torso (512 features,
-    hidden_sizes unused). Raises ConfigError for continuous actions or other observations."""
-    num_actions = spec.num_actions
-    if num_actions is None or int(num_actions) < 1 or spec.action.shape != () \
-            or not np.issubdtype(spec.action.np_dtype, np.integer):
-        raise ConfigError(
-            f"R2D2 needs scalar discrete actions, but '{spec.env_id or 'unnamed env'}' has action spec "
-            f"{spec.action.shape} {spec.action.dtype} (num_actions={num_actions}).")
+HeadFactory = Callable[[int, jax.Array], eqx.Module]  # (in_size, key) -> head module
+
+
+def recurrent_network(spec: StepSpec, key: jax.Array, *, inputs: Sequence[CoreInput], lstm_size: int,
+                      heads: Mapping[str, HeadFactory], torso: str = "auto",
+                      hidden_sizes: Sequence[int] = (512,)) -> RecurrentNetwork:
+    """Builds a RecurrentNetwork for `spec`: the torso `torso` (see `networks.make_torso`), the declared
+    inputs and heads (each made by heads[name](lstm_size, key)). key splits into torso, core and head
+    keys; the first head gets the head key itself and further heads keys split from it, so adding a
+    head leaves the others' initialisation unchanged."""
     if isinstance(lstm_size, bool) or not isinstance(lstm_size, (int, np.integer)) or lstm_size < 1:
         raise ConfigError(f"lstm_size must be a positive integer, got {lstm_size!r}.")
+    if not heads:
+        raise ConfigError("a recurrent network needs at least one head.")
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"core input names must be distinct, got {names}.")
     k_torso, k_core, k_head = jax.random.split(key, 3)
-    obs = spec.observation
-    if len(obs.shape) == 1:
-        hidden = tuple(int(h) for h in hidden_sizes)
-        if not hidden:
-            raise ConfigError("vector observations need at least one torso layer: set hidden_sizes, e.g. (64,).")
-        torso = MLP(obs.shape[0], hidden[:-1], hidden[-1], k_torso, activate_final=True)
-        features = hidden[-1]
-    elif len(obs.shape) == 3 and obs.np_dtype == np.uint8:
-        torso, features = NatureDQN(*obs.shape, key=k_torso), FEATURES
-    else:
-        raise ConfigError(
-            f"Unsupported observation spec {obs.shape} {obs.dtype}: R2D2 supports vectors [D] (MLP torso) "
-            "and uint8 images [C, H, W] (Nature-DQN torso).")
-    in_size = features + (int(num_actions) + 1 if use_prev_action_reward else 0)
-    head_cls = DuelingHead if dueling else LinearHead
-    return RecurrentQNetwork(
-        torso=torso,
+    torso_module, features = make_torso(spec, k_torso, torso, hidden_sizes)
+    head_keys = [k_head, *jax.random.split(k_head, len(heads) - 1)] if len(heads) > 1 else [k_head]
+    in_size = features + sum(i.width for i in inputs)
+    return RecurrentNetwork(
+        torso=torso_module,
         core=eqx.nn.LSTMCell(in_size, int(lstm_size), key=k_core),
-        head=head_cls(int(lstm_size), int(num_actions), k_head),
-        num_actions=int(num_actions),
-        use_prev_action_reward=bool(use_prev_action_reward),
+        heads={name: make(int(lstm_size), k) for (name, make), k in zip(heads.items(), head_keys)},
+        inputs=tuple(inputs),
     )

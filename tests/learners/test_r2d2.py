@@ -11,7 +11,7 @@ import pytest
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.errors import ConfigError, SpecMismatchError
 from rillet.learners import r2d2
-from rillet.learners.networks.recurrent import recurrent_q_network
+from rillet.learners.sequence_targets import sequence_priorities
 
 SPEC = StepSpec(ArraySpec((4,), "float32"), ArraySpec((), "int32"), num_actions=3, env_id="CartPole-like")
 CFG = r2d2.R2D2Config(burn_in=3, trace_length=6, n_step=3, lstm_size=16, hidden_sizes=(16,),
@@ -134,12 +134,13 @@ def test_priorities_formula(state):
         d = td[b][valid[b]]
         want = 0.9 * d.max() + 0.1 * d.mean() if d.size else 0.0
         np.testing.assert_allclose(float(metrics["priorities"][b]), want, rtol=1e-5)
-    got = r2d2.sequence_priorities(jnp.array([[1.0, -3.0, 100.0]]), jnp.array([[True, True, False]]), 0.5)
+    got = sequence_priorities(jnp.array([[1.0, -3.0, 100.0]]), jnp.array([[True, True, False]]), 0.5)
     np.testing.assert_allclose(np.asarray(got), [0.5 * 3 + 0.5 * 2])
 
 
 def test_unroll_resets_state_at_is_first_and_matches_step():
-    net = recurrent_q_network(SPEC, jax.random.PRNGKey(1), hidden_sizes=(8,), lstm_size=8)
+    cfg = dataclasses.replace(CFG, hidden_sizes=(8,), lstm_size=8)
+    net = r2d2.build_network(SPEC, cfg, jax.random.PRNGKey(1))
     rng = np.random.default_rng(6)
     T_, B_, k = 7, 3, 4
     obs = jnp.asarray(rng.normal(size=(T_, B_, 4)), jnp.float32)
@@ -148,25 +149,28 @@ def test_unroll_resets_state_at_is_first_and_matches_step():
     first = np.zeros((T_, B_), bool)
     first[k, 0] = True
     state = tuple(jnp.asarray(rng.normal(size=(B_, 8)), jnp.float32) for _ in range(2))
-    unroll = eqx.filter_jit(lambda n, *args: n.unroll(*args))
-    q, final = unroll(net, obs, pa, pr, jnp.asarray(first), state)
-    assert q.shape == (T_, B_, 3) and final[0].shape == (B_, 8)
-    q_fresh, _ = unroll(net, obs[k:], pa[k:], pr[k:], jnp.zeros((T_ - k, B_), bool), net.initial_state(B_))
+    unroll = eqx.filter_jit(lambda n, o, a, r, f, s: n.unroll(o, {"prev_action": a, "prev_reward": r}, f, s))
+    features, heads, final = unroll(net, obs, pa, pr, jnp.asarray(first), state)
+    q = heads["q"]
+    assert q.shape == (T_, B_, 3) and features.shape == (T_, B_, 8) and final[0].shape == (B_, 8)
+    q_fresh = unroll(net, obs[k:], pa[k:], pr[k:], jnp.zeros((T_ - k, B_), bool), net.initial_state(B_))[1]["q"]
     np.testing.assert_allclose(np.asarray(q[k:, 0]), np.asarray(q_fresh[:, 0]), rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.asarray(q[k:, 1]), np.asarray(q_fresh[:, 1]))  # no reset: history matters
     s = state
     for t in range(T_):
-        q_t, s = r2d2.actor_step(net, obs[t], pa[t], pr[t], jnp.asarray(first[t]), s)
+        _, heads_t, s = net.step(obs[t], {"prev_action": pa[t], "prev_reward": pr[t]}, jnp.asarray(first[t]), s)
+        q_t = heads_t["q"]
         np.testing.assert_allclose(np.asarray(q_t), np.asarray(q[t]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(s[1]), np.asarray(final[1]), rtol=1e-5, atol=1e-6)
 
 
 def test_atari_network_shapes():
     atari = StepSpec(ArraySpec((4, 84, 84), "uint8"), ArraySpec((), "int32"), num_actions=6)
-    net = recurrent_q_network(atari, jax.random.PRNGKey(0), lstm_size=32, dueling=True)
+    net = r2d2.build_network(atari, dataclasses.replace(CFG, lstm_size=32, dueling=True), jax.random.PRNGKey(0))
     obs = jnp.zeros((2, 3, 4, 84, 84), jnp.uint8)
-    q, (h, c) = net.unroll(obs, jnp.zeros((2, 3), jnp.int32), jnp.zeros((2, 3)), jnp.zeros((2, 3), bool),
-                           net.initial_state(3))
+    _, heads, (h, c) = net.unroll(obs, {"prev_action": jnp.zeros((2, 3), jnp.int32), "prev_reward": jnp.zeros((2, 3))},
+                                  jnp.zeros((2, 3), bool), net.initial_state(3))
+    q = heads["q"]
     assert q.shape == (2, 3, 6) and h.shape == c.shape == (3, 32)
 
 

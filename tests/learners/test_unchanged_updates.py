@@ -96,7 +96,7 @@ def test_update_equals_the_recorded_one(name):
         want = json.load(f)[name]
     got = run_case(name)
     for step, (g, w) in enumerate(zip(got["metrics"], want["metrics"])):
-        assert set(g) == set(w), (name, step)
+        assert set(w) <= set(g), (name, step)  # new metrics may be added, none may go
         for k in w:
             np.testing.assert_allclose(g[k], w[k], rtol=2e-5, atol=1e-6, err_msg=f"{name} update {step} {k}")
     # Sorted checksums: the state's leaves may be laid out differently, their values may not.

@@ -1,7 +1,12 @@
-"""The `rillet` command line: options from the config dataclasses, one clear error per bad input."""
+"""The `rillet` command line: the agent as a subcommand, options from the config dataclasses, one
+clear error per bad input."""
 
 import subprocess
 import sys
+
+import pytest
+
+from rillet.learners.agents import agent_names
 
 
 def rillet(*args, timeout=120):
@@ -9,30 +14,62 @@ def rillet(*args, timeout=120):
                           text=True, timeout=timeout)
 
 
-def test_train_online_help_lists_config_options():
-    r = rillet("train-online", "--help")
+def test_train_online_r2d2_help_shows_r2d2_options_only():
+    r = rillet("train-online", "r2d2", "--help")
     assert r.returncode == 0, r.stderr
     for option in ("--env-id", "--total-env-steps", "--replay.samples-per-insert", "--replay.address",
-                   "--learner.learning-rate", "--actor.num-envs"):
-        assert option in r.stdout
+                   "--r2d2.burn-in", "--r2d2.learning-rate", "--actor.num-envs"):
+        assert option in r.stdout, option
+    for other in ("--dqn.", "--pac.", "--learner.", "--agent"):
+        assert other not in r.stdout, other
+
+
+@pytest.mark.parametrize("command", ["train-online", "act", "replay-server"])
+def test_every_agent_subcommand_help_works(command):
+    for agent in agent_names():
+        r = rillet(command, agent, "--help")
+        assert r.returncode == 0 and f"--{agent}." in r.stdout, (command, agent, r.stderr[-500:])
+    r = rillet(command, "--help")
+    assert r.returncode == 0 and all(agent in r.stdout for agent in agent_names())
+
+
+def test_every_command_and_group_help_works():
+    for args in (["--help"], ["demo", "--help"], ["train-offline", "--help"], ["dataset", "--help"],
+                 ["reproduce", "--help"], ["reproduce", "po-cartpole", "--help"]):
+        r = rillet(*args)
+        assert r.returncode == 0 and "usage" in r.stdout.lower(), (args, r.stderr[-500:])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train-online", "sarsa"], "unknown agent 'sarsa'"),
+    (["train-online", "dqn", "--r2d2.burn-in", "10"], "--r2d2.burn-in is an option of agent r2d2, not of dqn"),
+    (["train-online", "--agent", "r2d2"], "--agent is now a subcommand"),
+    (["train-online", "--env-id", "CartPole-v1"], "name the agent first"),
+    (["train-online", "dqn", "--learner.learning-rate", "1e-3"], "--learner.learning-rate is now --dqn.learning-rate"),
+    (["experiment", "po-cartpole"], "rillet reproduce"),
+])
+def test_wrong_agent_or_old_option_forms_are_one_clear_error(args, message):
+    r = rillet(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_out_of_range_option_is_one_clear_error(tmp_path):
-    r = rillet("train-online", "--replay.n-step", "0", "--run-dir", str(tmp_path))
+    r = rillet("train-online", "dqn", "--replay.n-step", "0", "--run-dir", str(tmp_path))
     assert r.returncode == 2
-    assert "replay.n-step=0 is out of range" in r.stderr
+    assert "replay.n-step=0 is invalid: it must be in [1, 100]. Fix --replay.n-step." in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_unknown_env_id_is_one_clear_error(tmp_path):
-    r = rillet("train-online", "--env-id", "Cartpole-v1", "--run-dir", str(tmp_path))
+    r = rillet("train-online", "dqn", "--env-id", "Cartpole-v1", "--run-dir", str(tmp_path))
     assert r.returncode == 2
     assert "Did you mean: CartPole-v1" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_act_without_replay_address_is_refused():
-    r = rillet("act")
+    r = rillet("act", "r2d2")
     assert r.returncode == 2 and "--replay.address" in r.stderr
 
 

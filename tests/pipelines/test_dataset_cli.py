@@ -11,7 +11,7 @@ import pytest
 
 from rillet.datasets.rlds_loader import rlds
 from rillet.datasets.rlds_reader import rlds_episodes
-from rillet.errors import ConfigError
+from rillet.errors import CheckpointError, ConfigError
 from rillet.pipelines import dataset_cli
 from rillet.pipelines.dataset_cli import convert, dataset_commands, generate, inspect, merge, split
 
@@ -93,7 +93,7 @@ def test_generate_with_a_checkpointed_greedy_policy(tmp_path):
     ep = rlds_episodes(tmp_path / "d")[0]["steps"]
     q = np.asarray(dqn.q_values(state.online, ep["observation"][:-1]))
     np.testing.assert_array_equal(ep["action"][:-1], q.argmax(-1))  # greedy in the restored network
-    with pytest.raises(ConfigError, match="not a `rillet train-online` run directory"):
+    with pytest.raises(CheckpointError, match="not a `rillet train-online` run directory"):
         generate("CartPole-v1", str(tmp_path / "e"), policy=f"checkpoint:{tmp_path}", episodes=1)
 
 

@@ -216,7 +216,8 @@ def test_cli_options_and_sizes(capsys):
 
 
 def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
-    from rillet.pipelines.experiments import pac_scaling, pac_seeds, pac_vs_bc
+    from rillet.reproductions.pac_offline import pac_seeds, pac_vs_bc
+    from rillet.reproductions.pac_scaling import pac_scaling
 
     vs = pac_vs_bc(data, out=str(tmp_path / "vs"), num_steps=2, size="test", batch_size=4, eval_episodes=2,
                    eval_max_episode_steps=EPISODE_STEPS, n_step=1, validation_fraction=0.2)

@@ -13,8 +13,9 @@ from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
 from rillet.actors.exploration import apex_epsilons
 from rillet.datasets import reverb_sampler
+from rillet.datasets.replay_stage import item_signature, replay_writer
+from rillet.learners.agents import get_agent
 from rillet.learners.r2d2 import R2D2Config
-from rillet.pipelines.agents import builder_for
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.pipelines.metrics import read_jsonl
 from rillet.pipelines.online import train_online
@@ -26,7 +27,7 @@ SMALL = R2D2Config(burn_in=2, trace_length=4, lstm_size=8, hidden_sizes=(8,), ga
 def config_for(tmp_path, **kw):
     return OnlineConfig(agent="r2d2", env_id="CartPole-v1", observation_indices=(0, 2), total_env_steps=2_000,
                         eval_every_steps=0, eval_episodes=3, progress=False, run_dir=str(tmp_path / "run"),
-                        r2d2=SMALL, checkpoint_every_updates=20,
+                        learner=SMALL, checkpoint_every_updates=20,
                         replay=ReplayConfig(sampler="prioritized", priority_exponent=0.9, sequence_period=3,
                                             batch_size=8, min_size_to_sample=20, samples_per_insert=4.0),
                         actor=ActorConfig(num_envs=3), **kw)
@@ -38,16 +39,17 @@ def test_sequences_carry_correct_boundaries_masks_and_states(tmp_path_factory, n
     config = dataclasses.replace(config_for(tmp_path_factory.mktemp("r")), seed=seed,
                                  replay=dataclasses.replace(config_for(tmp_path_factory.mktemp("r")).replay,
                                                             sequence_period=period))
-    builder = builder_for("r2d2")
+    agent = get_agent("r2d2")
     env = BatchedEnv("CartPole-v1", num_envs, seed=seed, max_episode_steps=limit, observation_indices=(0, 2))
-    spec = builder.spec(env.spec, config)
-    network = builder.network(builder.init(jax.random.PRNGKey(seed), spec, config))
-    server = reverb.Server([reverb.Table.queue("seq", 100_000, signature=builder.signature(spec, config))])
+    spec = agent.spec(env.spec, config.learner)
+    network = agent.network(agent.init(jax.random.PRNGKey(seed), spec, config.learner))
+    item = agent.replay_item(config.learner)
+    server = reverb.Server([reverb.Table.queue("seq", 100_000, signature=item_signature(item, spec))])
     address = f"localhost:{server.port}"
-    parts = builder.actor(spec, config, apex_epsilons(num_envs))
+    parts = agent.actor(spec, config.learner, num_envs, {"epsilon": apex_epsilons(num_envs)})
     steps = list(envpool_actor(env, parts.policy, lambda: network, parts.actor_state, seed=seed,
                                observe=parts.observe, max_ticks=3 * limit + 5))
-    with builder.writer(address, "seq", spec, config) as writer:
+    with replay_writer(item, address, "seq", spec, config.replay, config.gamma) as writer:
         for s in steps:
             writer.write(s)
     count = writer.items_written
@@ -77,8 +79,8 @@ def test_sequences_carry_correct_boundaries_masks_and_states(tmp_path_factory, n
             assert (int(prev_a), float(prev_r)) in expected_prev[items["observation"][j][t].tobytes()], (
                 "prev_action/prev_reward are the episode's a_{t-1}, r_{t-1} (0 at is_first), also at a "
                 "sequence's first step")
-            _, core = network.step(items["observation"][j][t:t + 1], np.array([prev_a]), np.array([prev_r]),
-                                   items["is_first"][j][t:t + 1], core)
+            inputs = {"prev_action": np.array([prev_a]), "prev_reward": np.array([prev_r])}
+            _, _, core = network.step(items["observation"][j][t:t + 1], inputs, items["is_first"][j][t:t + 1], core)
             np.testing.assert_allclose(np.asarray(core[0])[0], h[t + 1], rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(np.asarray(core[1])[0], c[t + 1], rtol=1e-5, atol=1e-5)
         probs = items["extras"]["behaviour_prob"][j][:real - 1]

@@ -26,10 +26,10 @@ def test_actor_process_and_learner_process_share_replay(tmp_path):
     server = serve_replay(config, spec, dqn.init(jax.random.PRNGKey(0), spec, config.learner).online)
     address = f"localhost:{server.port}"
     actor = subprocess.Popen(
-        [sys.executable, "-m", "rillet.pipelines.cli", "act", "--env-id", "CartPole-v1",
+        [sys.executable, "-m", "rillet.pipelines.cli", "act", "dqn", "--env-id", "CartPole-v1",
          "--total-env-steps", "4000", "--actor.num-envs", "4", "--replay.address", address,
          "--replay.min-size-to-sample", "200", "--replay.batch-size", "32", "--replay.samples-per-insert", "8",
-         "--learner.hidden-sizes", "32", "32"],
+         "--dqn.hidden-sizes", "32", "32"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     try:
         learner_config = dataclasses.replace(

@@ -1,0 +1,6 @@
+"""The agents, each one record of shared parts (see `registry.Agent`). Importing this package
+registers the built-in agents; `get_agent(name)` returns a record, `register` adds one."""
+
+from rillet.learners.agents.registry import (ActorParts, Agent, ReplayItem, agent_names, get_agent,  # noqa: F401
+                                             register, unregister)
+from rillet.learners.agents import dqn, pac, r2d2  # noqa: F401,E402  (registers them)

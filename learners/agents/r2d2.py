@@ -1,0 +1,46 @@
+"""R2D2: the recurrent value core (torso, LSTM with the previous action and reward as named inputs,
+a dueling head "q") trained on stored-state sequences with burn-in, one of five return estimators,
+value rescaling and sequence priorities; epsilon-greedy recurrent actors on Ape-X's ladder."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rillet.actors.exploration import EpsilonLadder
+from rillet.actors.policies import recurrent_actor_state, recurrent_epsilon_greedy, recurrent_observe
+from rillet.datasets.specs import ArraySpec, check_batch
+from rillet.learners import r2d2
+from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
+
+
+def _spec(env_spec, config: r2d2.R2D2Config):
+    return r2d2.spec_extras(env_spec, config).with_extras(policy_index=ArraySpec((), "int32"))
+
+
+def _actor(spec, config: r2d2.R2D2Config, num_envs: int, exploration: dict) -> ActorParts:
+    state = recurrent_actor_state(exploration["epsilon"], config.lstm_size, spec.action.dtype)
+    return ActorParts(recurrent_epsilon_greedy("q"), state, recurrent_observe)
+
+
+def _evaluator(spec, config: r2d2.R2D2Config, num_envs: int) -> ActorParts:
+    return _actor(spec, config, num_envs, {"epsilon": np.zeros(num_envs, np.float32)})
+
+
+def _check_batch(spec, batch) -> None:
+    check_batch({**spec.fields(), "mask": ArraySpec((), "bool")}, batch, leading_dims=2, what="sequence batch")
+
+
+R2D2 = register(Agent(
+    name="r2d2",
+    config_type=r2d2.R2D2Config,
+    spec=_spec,
+    init=r2d2.init,
+    update=r2d2.update,
+    network=lambda state: state.online,
+    actor=_actor,
+    evaluator=_evaluator,
+    replay_item=lambda config: ReplayItem("sequence", config.sequence_length),
+    check_batch=_check_batch,
+    exploration=lambda config, actor: EpsilonLadder(actor.epsilon_base, actor.epsilon_alpha),
+    summary="recurrent double Q on stored-state sequences, burn-in, five return estimators",
+))

@@ -1,0 +1,71 @@
+"""The recurrent value core's sequence plumbing, shared by the recurrent value agents (R2D2 and the
+agents built on it): stored-state unrolls with burn-in for the online and target networks, and the
+mask of the transitions a sequence may learn from.
+
+A batch holds B sequences of L = burn_in + T + 1 RLDS steps (batch-major): observation [B, L, *obs],
+is_first, is_last, mask [B, L], extras {recurrent_state_h, recurrent_state_c [B, L, H] (the core state
+*before* each step; only step 0 is read), and one [B, L] array per core input the network declares}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from rillet.learners.networks.recurrent import RecurrentNetwork
+
+__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "unroll_with_burn_in", "transition_mask"]
+
+STATE_EXTRAS = ("recurrent_state_h", "recurrent_state_c")
+
+
+def _time_major(x) -> jax.Array:
+    return jnp.swapaxes(jnp.asarray(x), 0, 1)
+
+
+def _batch_major(tree) -> Any:
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), tree)
+
+
+def core_inputs(network: RecurrentNetwork, extras: Mapping[str, Any]) -> dict:
+    """{name: extras[name] [B, L]} for every input the network's core declares."""
+    return {i.name: extras[i.name] for i in network.inputs}
+
+
+def initial_core_state(extras: Mapping[str, Any]) -> tuple:
+    """The stored core state entering step 0, (h [B, H], c [B, H]), without gradient."""
+    return jax.lax.stop_gradient(tuple(jnp.asarray(extras[k])[:, 0] for k in STATE_EXTRAS))
+
+
+def unroll_with_burn_in(online: RecurrentNetwork, target: RecurrentNetwork, batch: Mapping[str, Any],
+                        burn_in: int, scan_unroll: int = 1) -> tuple[dict, dict]:
+    """R2D2's stored-state unroll: both networks start from the stored state of step 0; the online
+    network warms up over the first `burn_in` steps without gradient, then unrolls the remaining
+    L - burn_in steps; the target network unrolls all L steps (no gradient).
+
+    Returns (online heads, target heads), each {head name: [B, L - burn_in, ...]} at the same steps.
+    """
+    extras = batch["extras"]
+    obs, first = _time_major(batch["observation"]), _time_major(batch["is_first"])
+    inputs = {k: _time_major(v) for k, v in core_inputs(online, extras).items()}
+    state0 = initial_core_state(extras)
+    online_state = state0
+    if burn_in > 0:
+        head = {k: v[:burn_in] for k, v in inputs.items()}
+        _, _, online_state = online.unroll(obs[:burn_in], head, first[:burn_in], state0, scan_unroll)
+        online_state = jax.lax.stop_gradient(online_state)
+    tail = {k: v[burn_in:] for k, v in inputs.items()}
+    _, online_heads, _ = online.unroll(obs[burn_in:], tail, first[burn_in:], online_state, scan_unroll)
+    _, target_heads, _ = target.unroll(obs, inputs, first, state0, scan_unroll)
+    target_heads = jax.lax.stop_gradient({k: v[burn_in:] for k, v in target_heads.items()})
+    return _batch_major(online_heads), _batch_major(target_heads)
+
+
+def transition_mask(batch: Mapping[str, Any], burn_in: int, trace_length: int) -> jax.Array:
+    """valid [B, T]: transition t (steps burn_in .. burn_in + T - 1) is learned from iff its step is
+    real (mask), it is not an episode's last step, and the next step does not start a new episode."""
+    step = slice(burn_in, burn_in + trace_length)
+    return (jnp.asarray(batch["mask"], bool)[:, step] & ~jnp.asarray(batch["is_last"], bool)[:, step]
+            & ~jnp.asarray(batch["is_first"], bool)[:, burn_in + 1:burn_in + trace_length + 1])
