@@ -146,20 +146,7 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
     publisher = ParamsPublisher(address) if config.replay.address else None
     if publisher is not None:
         publisher.publish(agent.network(state))
-    actor = None
-    if config.local_actors:
-        def on_env_steps(n):
-            run.env_steps += n
-            progress.add(n)
-
-        actor = ActorThread(config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps)
-        actor.start()
-
-    def keep_sampling():
-        if actor is None:
-            return None
-        actor.check()
-        return actor.is_alive()
+    actor = _start_actor(run, spec, address, params, progress) if config.local_actors else None
 
     def remote_progress(tick=None):
         if actor is None:  # actors in other processes: their progress is the table's insert count
@@ -177,15 +164,7 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
         result = _evaluate(run, evaluate, agent.network(tick.state), metrics, progress)
         run.stop = bool(config.stop_at_return and result["return_mean"] >= config.stop_at_return)
 
-    prioritized = config.replay.sampler == "prioritized"
-    stream = Stream(replay_stage.sampled_batches(address, TRANSITIONS_TABLE, config.replay.batch_size, keep_sampling))
-    stream = stream | _checked_first(lambda batch: agent.check_batch(spec, batch["data"]))
-    if prioritized and config.replay.importance_exponent > 0:
-        stream = stream | replay_stage.importance_weighted(client, TRANSITIONS_TABLE, config.replay.importance_exponent)
-    stream = stream | learn(agent.update, state, config.learner, start=run.updates, data=lambda b: b["data"])
-    if prioritized:
-        stream = stream | replay_stage.updated_priorities(client, TRANSITIONS_TABLE)
-    stream = (stream
+    stream = (_learner_ticks(run, agent, spec, state, address, client, actor)
               | tap(lambda tick: _advance(run, params, agent, tick))
               | every(PUBLISH_EVERY_UPDATES if publisher else 0, lambda t: publisher.publish(agent.network(t.state)),
                       start=run.updates)
@@ -208,6 +187,38 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
             actor.join(timeout=30)
         progress.close()
     return state if final is None else final.state
+
+
+def _start_actor(run: _Run, spec, address: str, params: LatestParams, progress) -> ActorThread:
+    """The local actors, in a thread, acting with the newest parameters and counting env steps."""
+    def on_env_steps(n):
+        run.env_steps += n
+        progress.add(n)
+
+    actor = ActorThread(run.config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps)
+    actor.start()
+    return actor
+
+
+def _learner_ticks(run: _Run, agent, spec, state, address: str, client, actor: ActorThread | None) -> Stream:
+    """Replay -> (importance weights) -> learner -> (priority updates): the ticks of the learner stage."""
+    config = run.config
+
+    def keep_sampling():
+        if actor is None:
+            return None  # actors in other processes: sample while the table's insert count grows
+        actor.check()
+        return actor.is_alive()
+
+    prioritized = config.replay.sampler == "prioritized"
+    stream = Stream(replay_stage.sampled_batches(address, TRANSITIONS_TABLE, config.replay.batch_size, keep_sampling))
+    stream = stream | _checked_first(lambda batch: agent.check_batch(spec, batch["data"]))
+    if prioritized and config.replay.importance_exponent > 0:
+        stream = stream | replay_stage.importance_weighted(client, TRANSITIONS_TABLE, config.replay.importance_exponent)
+    stream = stream | learn(agent.update, state, config.learner, start=run.updates, data=lambda b: b["data"])
+    if prioritized:
+        stream = stream | replay_stage.updated_priorities(client, TRANSITIONS_TABLE)
+    return stream
 
 
 def _advance(run: _Run, params: LatestParams, agent, tick) -> None:
