@@ -25,6 +25,7 @@ from rillet.errors import SpecMismatchError
 from rillet.learners import optim, value_ops
 from rillet.learners.networks import q_network
 from rillet.learners.target_network import update_target
+from rillet.learners.value_state import ValueState, init_value_state
 
 __all__ = ["DQNConfig", "LearnerState", "init", "update", "td_targets", "q_values", "check_batch_spec"]
 
@@ -65,15 +66,7 @@ class DQNConfig:
         return self
 
 
-class LearnerState(eqx.Module):
-    """online/target: Q-networks; opt_state: {"q": optax state}; steps: int32 [] updates done;
-    key: uint32 [2] raw PRNG key data. `eqx.filter(state, eqx.is_array)` is the checkpoint."""
-
-    online: eqx.Module
-    target: eqx.Module
-    opt_state: dict
-    steps: jax.Array
-    key: jax.Array
+LearnerState = ValueState  # online/target Q-networks, {"q": optax state}, steps, key
 
 
 def optimizers(config: DQNConfig) -> dict:
@@ -84,10 +77,7 @@ def optimizers(config: DQNConfig) -> dict:
 def init(key: jax.Array, spec: StepSpec, config: DQNConfig) -> LearnerState:
     """Validates `config` and builds online = target network, Adam state, steps = 0."""
     config.validate()
-    net_key, state_key = jax.random.split(optim.key_data(key))
-    online = q_network(spec, config, net_key)
-    return LearnerState(online=online, target=online, opt_state=optim.init_groups(optimizers(config), {"q": online}),
-                        steps=jnp.zeros((), jnp.int32), key=state_key)
+    return init_value_state(key, lambda k: q_network(spec, config, k), optimizers(config))
 
 
 def q_values(network: eqx.Module, observation: jax.Array) -> jax.Array:

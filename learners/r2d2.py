@@ -37,6 +37,7 @@ from rillet.learners import optim, recurrent_value, returns, sequence_targets
 from rillet.learners.networks import TORSOS, DuelingHead, LinearHead
 from rillet.learners.networks.recurrent import CoreInput, RecurrentNetwork, recurrent_network
 from rillet.learners.target_network import update_target
+from rillet.learners.value_state import ValueState, init_value_state
 
 __all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "spec_extras", "core_inputs",
            "build_network", "optimizers", "EXTRAS"]
@@ -112,15 +113,7 @@ class R2D2Config:
         return self
 
 
-class R2D2State(eqx.Module):
-    """online/target: RecurrentNetwork; opt_state: {"q": optax state}; steps: int32 [] updates done;
-    key: uint32 [2] raw PRNG key data."""
-
-    online: RecurrentNetwork
-    target: RecurrentNetwork
-    opt_state: dict
-    steps: jax.Array
-    key: jax.Array
+R2D2State = ValueState  # online/target RecurrentNetworks, {"q": optax state}, steps, key
 
 
 def optimizers(config: R2D2Config) -> dict:
@@ -152,10 +145,7 @@ def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array) -> Recurre
 def init(key: jax.Array, spec: StepSpec, config: R2D2Config) -> R2D2State:
     """Validates `config`; online = target network, Adam state, steps = 0."""
     config.validate()
-    net_key, state_key = jax.random.split(optim.key_data(key))
-    online = build_network(spec, config, net_key)
-    return R2D2State(online=online, target=online, opt_state=optim.init_groups(optimizers(config), {"q": online}),
-                     steps=jnp.zeros((), jnp.int32), key=state_key)
+    return init_value_state(key, lambda k: build_network(spec, config, k), optimizers(config))
 
 
 def spec_extras(spec: StepSpec, config: R2D2Config) -> StepSpec:
