@@ -101,7 +101,9 @@ class OnlineConfig:
     """Greedy evaluation every this many env steps (0: only at the end)."""
     eval_episodes: int = 20
     stop_at_return: float = 0.0
-    """Stop early once a periodic greedy eval reaches this mean return (0: never)."""
+    """Stop early once periodic greedy evals reach this mean return (0: never)..."""
+    stop_after_evals: int = 1
+    """...in this many evaluations in a row (e.g. 4: the return held for 3 evaluation periods)."""
     checkpoint_every_updates: int = 2_000
     run_dir: str = "runs/online"
     progress: bool = True
@@ -122,6 +124,7 @@ class OnlineConfig:
         _require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
         _require(self.eval_every_steps >= 0, "eval-every-steps", self.eval_every_steps, ">= 0")
         _require(self.eval_episodes >= 1, "eval-episodes", self.eval_episodes, ">= 1")
+        _require(self.stop_after_evals >= 1, "stop-after-evals", self.stop_after_evals, ">= 1")
         _require(self.checkpoint_every_updates >= 1, "checkpoint-every-updates",
                  self.checkpoint_every_updates, ">= 1")
         _require(self.local_actors or bool(self.replay.address), "no-local-actors", not self.local_actors,

@@ -162,7 +162,9 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
 
     def periodic_eval(tick):
         result = _evaluate(run, evaluate, agent.network(tick.state), metrics, progress)
-        run.stop = bool(config.stop_at_return and result["return_mean"] >= config.stop_at_return)
+        recent = [r for _, r in run.curve[-config.stop_after_evals:]]
+        run.stop = bool(config.stop_at_return and len(recent) == config.stop_after_evals
+                        and min(recent) >= config.stop_at_return)
 
     stream = (_learner_ticks(run, agent, spec, state, address, client, actor)
               | tap(lambda tick: _advance(run, params, agent, tick))
