@@ -43,6 +43,11 @@ class DQNConfig:
     target_update_period: int = 500  # hard copy every this many updates (ignored with Polyak)
     target_polyak_tau: float | None = None  # if set: target <- tau*online + (1-tau)*target each update
     dueling: bool = False
+    learning_rate_end: float | None = None
+    """If set, the learning rate moves linearly from learning_rate to this value over
+    learning_rate_decay_updates updates, starting after learning_rate_decay_start updates."""
+    learning_rate_decay_start: int = 0
+    learning_rate_decay_updates: int = 0
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):  # e.g. from JSON / CLI; keep the config hashable
@@ -63,7 +68,19 @@ class DQNConfig:
             check.number(owner, "target_polyak_tau", self.target_polyak_tau, 0.0, 1.0, low_open=True,
                          fix="target_polyak_tau: None (periodic hard copies) or e.g. 0.005")
         check.int_tuple(owner, "hidden_sizes", self.hidden_sizes, low=1, fix="hidden_sizes, e.g. (256, 256)")
+        if self.learning_rate_end is not None:
+            check.number(owner, "learning_rate_end", self.learning_rate_end, 0.0, low_open=True)
+            check.integer(owner, "learning_rate_decay_updates", self.learning_rate_decay_updates, low=1,
+                          fix="learning_rate_decay_updates (>= 1 with learning_rate_end)")
+        check.integer(owner, "learning_rate_decay_start", self.learning_rate_decay_start, low=0)
         return self
+
+    def learning_rate_schedule(self) -> optax.ScalarOrSchedule:
+        """The learning rate: constant, or held then decayed linearly to learning_rate_end."""
+        if self.learning_rate_end is None:
+            return self.learning_rate
+        return optax.linear_schedule(self.learning_rate, self.learning_rate_end, self.learning_rate_decay_updates,
+                                     transition_begin=self.learning_rate_decay_start)
 
 
 LearnerState = ValueState  # online/target Q-networks, {"q": optax state}, steps, key
@@ -71,7 +88,7 @@ LearnerState = ValueState  # online/target Q-networks, {"q": optax state}, steps
 
 def optimizers(config: DQNConfig) -> dict:
     """One parameter group, "q": Adam after global-norm clipping."""
-    return {"q": optim.adam(config.learning_rate, config.adam_eps, config.max_grad_norm)}
+    return {"q": optim.adam(config.learning_rate_schedule(), config.adam_eps, config.max_grad_norm)}
 
 
 def init(key: jax.Array, spec: StepSpec, config: DQNConfig) -> LearnerState:

@@ -277,3 +277,16 @@ def test_check_batch_spec_rejects_bad_batches(change, match):
     change(batch)
     with pytest.raises(SpecMismatchError, match=match):
         dqn.check_batch_spec(CARTPOLE, batch)
+
+
+def test_learning_rate_is_held_then_decayed_linearly():
+    cfg = dqn.DQNConfig(learning_rate=1e-3, learning_rate_end=1e-4, learning_rate_decay_start=10,
+                    learning_rate_decay_updates=20).validate()
+    schedule = cfg.learning_rate_schedule()
+    np.testing.assert_allclose([float(schedule(n)) for n in (0, 10, 20, 30, 1000)],
+                               [1e-3, 1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-6)
+    assert dqn.DQNConfig().learning_rate_schedule() == 1e-3
+    with pytest.raises(ConfigError, match="learning_rate_decay_updates"):
+        dqn.DQNConfig(learning_rate_end=1e-4).validate()
+    with pytest.raises(ConfigError, match="learning_rate_end"):
+        dqn.DQNConfig(learning_rate_end=-1.0, learning_rate_decay_updates=5).validate()

@@ -33,6 +33,8 @@ _SCRIPT = textwrap.dedent(
     import numpy as np
     import rillet.learners.dqn as dqn
     import rillet.learners.pac, rillet.learners.r2d2  # noqa: F401  (import only)
+    from rillet.learners.agents import agent_names
+    assert {"dqn", "r2d2", "pac"} <= set(agent_names())  # the agent records need no TensorFlow either
     from rillet.datasets.specs import ArraySpec, StepSpec
 
     spec = StepSpec(ArraySpec((4,), "float32"), ArraySpec((), "int32"), num_actions=2)
