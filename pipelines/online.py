@@ -161,7 +161,7 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
         progress.note(loss=f"{float(tick.metrics['loss']):.3f}")
 
     def periodic_eval(tick):
-        result = _evaluate(run, evaluate, agent.network(tick.state), metrics, progress)
+        _evaluate(run, evaluate, agent.network(tick.state), metrics, progress)
         recent = [r for _, r in run.curve[-config.stop_after_evals:]]
         run.stop = bool(config.stop_at_return and len(recent) == config.stop_after_evals
                         and min(recent) >= config.stop_at_return)

@@ -56,6 +56,7 @@ def test_checkpoint_from_a_different_config_is_refused(tmp_path):
 @pytest.mark.parametrize("field, value, match", [
     ("total_env_steps", 0, "total-env-steps"),
     ("gamma", 1.5, "gamma"),
+    ("stop_after_evals", 0, "stop-after-evals"),
     ("replay", ReplayConfig(n_step=0), "replay.n-step"),
     ("replay", ReplayConfig(min_size_to_sample=10, max_size=5), "replay.min-size-to-sample"),
     ("actor", ActorConfig(num_envs=0), "actor.num-envs"),
@@ -76,3 +77,13 @@ def test_config_is_recorded(tmp_path):
     train_online(config)
     with open(tmp_path / "run" / "config.json") as f:
         assert json.load(f)["env_id"] == "CartPole-v1"
+
+
+def test_stop_after_evals_needs_that_many_evaluations_in_a_row(tmp_path):
+    """Any return clears a target of 1, so the run stops at its third periodic evaluation."""
+    config = small_config(tmp_path / "run", total_env_steps=20_000, eval_every_steps=500, eval_episodes=2,
+                          stop_at_return=1.0, stop_after_evals=3)
+    summary = train_online(config)
+    curve = read_jsonl(os.path.join(tmp_path / "run", "curve.jsonl"))
+    assert len(curve) == 4, curve  # three periodic evaluations, then the final one
+    assert 1_500 <= curve[2]["env_steps"] < 2_500 and summary["env_steps"] < 5_000
