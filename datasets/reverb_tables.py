@@ -111,22 +111,7 @@ def make_table(
     else:
         selector = reverb.selectors.Uniform()
 
-    if samples_per_insert is None:
-        if error_buffer is not None:
-            raise ConfigError("error_buffer only applies with samples_per_insert; set both or neither.")
-        limiter = reverb.rate_limiters.MinSize(int(min_size_to_sample))
-    else:
-        spi = float(samples_per_insert)
-        if not math.isfinite(spi) or spi <= 0:
-            raise ConfigError(f"samples_per_insert must be finite and > 0, got {samples_per_insert!r}.")
-        buf = default_error_buffer(min_size_to_sample, spi) if error_buffer is None else float(error_buffer)
-        if not math.isfinite(buf) or buf < max(1.0, spi):
-            raise ConfigError(
-                f"error_buffer ({error_buffer!r}) must be >= max(1, samples_per_insert) = {max(1.0, spi)}; "
-                "smaller values can deadlock actors and learners. Leave it None for a sensible default."
-            )
-        limiter = reverb.rate_limiters.SampleToInsertRatio(spi, int(min_size_to_sample), buf)
-
+    limiter = _rate_limiter(min_size_to_sample, samples_per_insert, error_buffer)
     return reverb.Table(
         name=name,
         sampler=selector,
@@ -135,6 +120,24 @@ def make_table(
         rate_limiter=limiter,
         signature=signature,
     )
+
+
+def _rate_limiter(min_size_to_sample: int, samples_per_insert: float | None, error_buffer: float | None):
+    """MinSize, or SampleToInsertRatio with a checked (or default) error buffer."""
+    if samples_per_insert is None:
+        if error_buffer is not None:
+            raise ConfigError("error_buffer only applies with samples_per_insert; set both or neither.")
+        return reverb.rate_limiters.MinSize(int(min_size_to_sample))
+    spi = float(samples_per_insert)
+    if not math.isfinite(spi) or spi <= 0:
+        raise ConfigError(f"samples_per_insert must be finite and > 0, got {samples_per_insert!r}.")
+    buf = default_error_buffer(min_size_to_sample, spi) if error_buffer is None else float(error_buffer)
+    if not math.isfinite(buf) or buf < max(1.0, spi):
+        raise ConfigError(
+            f"error_buffer ({error_buffer!r}) must be >= max(1, samples_per_insert) = {max(1.0, spi)}; "
+            "smaller values can deadlock actors and learners. Leave it None for a sensible default."
+        )
+    return reverb.rate_limiters.SampleToInsertRatio(spi, int(min_size_to_sample), buf)
 
 
 def make_server(tables: Sequence[reverb.Table], port: int | None = None) -> reverb.Server:

@@ -34,8 +34,7 @@ from rillet.pipelines.stages import Stream, every, last, tap, until
 LOG_EVERY_UPDATES = 100
 PUBLISH_EVERY_UPDATES = 20  # to actors in other processes, through the Reverb "params" table
 
-__all__ = ["train_online", "agent_spec", "load_online_run", "replay_table", "serve_replay", "importance_weights"]
-importance_weights = replay_stage.importance_weights
+__all__ = ["train_online", "agent_spec", "load_online_run", "replay_table", "serve_replay"]
 
 
 def agent_spec(config: OnlineConfig):

@@ -126,4 +126,4 @@ def get_agent(name: str) -> Agent:
 
 
 def _load_builtin() -> None:
-    import rillet.learners.agents  # noqa: F401  (registers dqn, r2d2, pac)
+    import rillet.learners.agents  # noqa: F401  (importing it registers dqn, r2d2 and pac)

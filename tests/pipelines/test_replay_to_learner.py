@@ -105,7 +105,7 @@ def test_replay_items_that_do_not_fit_the_learner_are_refused(tmp_path):
 
 
 def test_importance_weights_correct_prioritized_sampling():
-    from rillet.pipelines.online import importance_weights
+    from rillet.datasets.replay_stage import importance_weights
 
     p = np.array([0.5, 0.25, 0.25])
     w = importance_weights(p, table_size=3, beta=1.0)
