@@ -40,7 +40,7 @@ from rillet.learners.target_network import update_target
 from rillet.learners.value_state import ValueState, init_value_state
 
 __all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "spec_extras", "core_inputs",
-           "build_network", "optimizers", "EXTRAS"]
+           "build_network", "optimizers", "value_metrics", "EXTRAS"]
 
 EXTRAS = ("recurrent_state_h", "recurrent_state_c", "behaviour_prob", "prev_action", "prev_reward")
 
@@ -128,8 +128,10 @@ def core_inputs(spec: StepSpec, config: R2D2Config) -> tuple[CoreInput, ...]:
     return CoreInput("prev_action", int(spec.num_actions)), CoreInput("prev_reward")
 
 
-def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array) -> RecurrentNetwork:
-    """The recurrent Q-network for `spec`: config.torso, LSTM of lstm_size, a (dueling) head "q"."""
+def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array,
+                  inputs: tuple[CoreInput, ...] | None = None) -> RecurrentNetwork:
+    """The recurrent Q-network for `spec`: config.torso, LSTM of lstm_size, a (dueling) head "q";
+    the core's extra inputs are `inputs` (None: R2D2's `core_inputs`)."""
     num_actions = spec.num_actions
     if num_actions is None or int(num_actions) < 1 or spec.action.shape != () \
             or not np.issubdtype(spec.action.np_dtype, np.integer):
@@ -137,7 +139,8 @@ def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array) -> Recurre
             f"R2D2 needs scalar discrete actions, but '{spec.env_id or 'unnamed env'}' has action spec "
             f"{spec.action.shape} {spec.action.dtype} (num_actions={num_actions}).")
     head_cls = DuelingHead if config.dueling else LinearHead
-    return recurrent_network(spec, key, inputs=core_inputs(spec, config), lstm_size=config.lstm_size,
+    inputs = core_inputs(spec, config) if inputs is None else inputs
+    return recurrent_network(spec, key, inputs=inputs, lstm_size=config.lstm_size,
                              heads={"q": lambda size, k: head_cls(size, int(num_actions), k)},
                              torso=config.torso, hidden_sizes=config.hidden_sizes)
 
@@ -158,9 +161,13 @@ def spec_extras(spec: StepSpec, config: R2D2Config) -> StepSpec:
 
 
 def sequence_loss(online: RecurrentNetwork, target: RecurrentNetwork, batch: Mapping[str, Any],
-                  config: R2D2Config):
+                  config: R2D2Config, reward: jax.Array | None = None, gamma: jax.Array | float | None = None):
     """Masked, importance-weighted 0.5 * td^2 loss: mean over each sequence's valid transitions,
-    then weighted mean over B. Returns (loss [], aux) with aux td, valid [B, T], q_taken [B, T]."""
+    then weighted mean over B. Returns (loss [], aux) with aux td, valid [B, T], q_taken [B, T].
+
+    reward [B, T]: the reward of each learned transition (None: the batch's extrinsic reward, e.g. a
+    mix r_e + beta_j * r_i otherwise); gamma [] or [B] (None: config.gamma; e.g. gamma_j per sequence).
+    """
     bi, T = config.burn_in, config.trace_length
     L = np.shape(batch["action"])[1]
     if L != config.sequence_length:
@@ -172,10 +179,13 @@ def sequence_loss(online: RecurrentNetwork, target: RecurrentNetwork, batch: Map
     actions = jnp.asarray(batch["action"], jnp.int32)[:, bi:]  # [B, T+1]
     step = slice(bi, bi + T)
     valid = recurrent_value.transition_mask(batch, bi, T)
-    discount = sequence_targets.sequence_discounts(batch["discount"][:, step], config.gamma)
+    discount = sequence_targets.sequence_discounts(batch["discount"][:, step],
+                                                   config.gamma if gamma is None else gamma)
+    if reward is None:
+        reward = jnp.asarray(batch["reward"], jnp.float32)[:, step]
     g = sequence_targets.sequence_targets(
         config.estimator, q_target, sequence_targets.target_policy(q_online, config.target_epsilon), actions,
-        jnp.asarray(batch["reward"], jnp.float32)[:, step], discount,
+        reward, discount,
         jnp.asarray(batch["extras"]["behaviour_prob"], jnp.float32)[:, step], valid,
         lambda_=config.lambda_, n=config.n_step, value_rescaling=config.value_rescaling)
     q_taken = jnp.take_along_axis(q_online[:, :T], actions[:, :T, None], axis=-1)[..., 0]
@@ -196,14 +206,20 @@ def update(state: R2D2State, batch: Mapping[str, Any], config: R2D2Config):
     modules, opt_state, (loss, aux), norms = optim.group_step(
         loss_fn, optimizers(config), {"q": state.online}, state.opt_state, state.target, batch)
     online, steps = modules["q"], state.steps + 1
-    valid = aux["valid"]
-    n_valid = jnp.sum(valid)
-    metrics = {
-        "loss": loss,
-        "mean_q": jnp.sum(jnp.where(valid, aux["q_taken"], 0.0)) / jnp.maximum(n_valid, 1),
-        "grad_norm": norms["q"],
-        "priorities": sequence_targets.sequence_priorities(aux["td"], valid, config.priority_eta),
-        "valid_steps": n_valid,
-    }
+    metrics = value_metrics(loss, aux, norms["q"], config.priority_eta)
     target = update_target(online, state.target, steps, config.target_update_period)
     return R2D2State(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key), metrics
+
+
+def value_metrics(loss: jax.Array, aux: Mapping[str, jax.Array], grad_norm: jax.Array, eta: float) -> dict:
+    """The metrics of a sequence value update from `sequence_loss`'s aux: loss [], mean_q [] (mean
+    Q(x_t, a_t) over valid steps), grad_norm [], priorities [B], valid_steps []."""
+    valid = aux["valid"]
+    n_valid = jnp.sum(valid)
+    return {
+        "loss": loss,
+        "mean_q": jnp.sum(jnp.where(valid, aux["q_taken"], 0.0)) / jnp.maximum(n_valid, 1),
+        "grad_norm": grad_norm,
+        "priorities": sequence_targets.sequence_priorities(aux["td"], valid, eta),
+        "valid_steps": n_valid,
+    }
