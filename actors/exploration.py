@@ -47,3 +47,21 @@ def linear_decay(step: int, start: float, end: float, duration: int) -> float:
         return end
     frac = min(max(step / duration, 0.0), 1.0)
     return start + frac * (end - start)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyFamily:
+    """NGU's family: environment i acts as policy j_i = i mod num_policies (fixed per environment, as
+    in the paper) and epsilon_i-greedily on Ape-X's ladder. The learner reads beta_j and gamma_j from j."""
+
+    num_policies: int = 32
+    epsilons: EpsilonLadder = EpsilonLadder()
+
+    def __post_init__(self):
+        if int(self.num_policies) != self.num_policies or self.num_policies < 1:
+            raise ConfigError(f"PolicyFamily(num_policies={self.num_policies}): use an integer >= 1.")
+
+    def parameters(self, num_actors: int) -> dict[str, np.ndarray]:
+        """{"epsilon": [num_actors] float32, "policy_index": [num_actors] int32}."""
+        return {**self.epsilons.parameters(num_actors),
+                "policy_index": (np.arange(num_actors) % self.num_policies).astype(np.int32)}

@@ -14,9 +14,11 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.learners.networks.recurrent import RecurrentNetwork
 
-__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "unroll_with_burn_in", "transition_mask"]
+__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "unroll_with_burn_in", "transition_mask",
+           "check_sequence_batch"]
 
 STATE_EXTRAS = ("recurrent_state_h", "recurrent_state_c")
 
@@ -69,3 +71,8 @@ def transition_mask(batch: Mapping[str, Any], burn_in: int, trace_length: int) -
     step = slice(burn_in, burn_in + trace_length)
     return (jnp.asarray(batch["mask"], bool)[:, step] & ~jnp.asarray(batch["is_last"], bool)[:, step]
             & ~jnp.asarray(batch["is_first"], bool)[:, burn_in + 1:burn_in + trace_length + 1])
+
+
+def check_sequence_batch(spec: StepSpec, batch: Mapping[str, Any]) -> None:
+    """SpecMismatchError unless `batch` is a [B, L] batch of sequences of `spec`'s steps with a mask."""
+    check_batch({**spec.fields(), "mask": ArraySpec((), "bool")}, batch, leading_dims=2, what="sequence batch")

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
+from rillet.actors.episode_stats import episode_stats
 from rillet.datasets.replay_stage import replay_writer
 from rillet.datasets.reverb_writer import reverb_writer
 from rillet.datasets.rlds_writer import rlds_writer
@@ -33,11 +34,12 @@ class LatestParams:
 
 def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_done: int,
         on_env_steps: Callable[[int], None] = lambda n: None,
-        stop: threading.Event | None = None) -> int:
+        stop: threading.Event | None = None, on_episode: Callable[[dict], None] | None = None) -> int:
     """Acts until config.total_env_steps (counting env_steps_done) or until `stop` is set.
 
     Writes the agent's replay items (n-step transitions, sequences) to the Reverb table at
-    `address`. Returns the env steps it took.
+    `address`; calls on_episode (if given) with each finished episode's `episode_stats`. Returns the
+    env steps it took.
     """
     stop = stop or threading.Event()
     a = config.actor
@@ -59,6 +61,8 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
     stream = (Stream(envpool_actor(env, parts.policy, params_source, parts.actor_state, observe=parts.observe,
                                    seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks))
               | reverb_writer(writer) | tap(count))
+    if on_episode is not None:
+        stream = stream | episode_stats(on_episode)
     if config.record_dir:  # every episode the actors finish, as an RLDS dataset (closed on exit)
         record_dir = f"{config.record_dir.rstrip('/')}-{env_steps_done}" if env_steps_done else config.record_dir
         stream = stream | rlds_writer(record_dir, spec, env_id=config.env_id, policy_name=f"{config.agent} (online)",

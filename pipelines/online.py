@@ -18,6 +18,7 @@ import numpy as np
 import reverb
 
 from rillet.actors.envpool_env import env_step_spec
+from rillet.actors.episode_stats import summarise_episodes
 from rillet.datasets import replay_stage, reverb_sampler, reverb_tables
 from rillet.errors import CheckpointError
 from rillet.evals.plots import learning_curve
@@ -92,6 +93,7 @@ class _Run:
         self.best = {"return_mean": -np.inf}
         self.stop = False
         self.started = time.time()
+        self.episodes: list[dict] = []  # the local actors' finished episodes since the last log
 
     def counters(self) -> dict:
         return {"env_steps": self.env_steps, "updates": self.updates}
@@ -157,6 +159,9 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
         remote_progress()
         log_metrics(metrics, "learner/", lambda t: run.env_steps,
                     lambda t: {"updates": t.step, "updates_per_s": t.step / (time.time() - run.started)})(tick)
+        episodes, run.episodes = run.episodes, []
+        if episodes:
+            metrics.write(run.env_steps, summarise_episodes(episodes), prefix="actor/")
         progress.note(loss=f"{float(tick.metrics['loss']):.3f}")
 
     def periodic_eval(tick):
@@ -196,7 +201,8 @@ def _start_actor(run: _Run, spec, address: str, params: LatestParams, progress) 
         run.env_steps += n
         progress.add(n)
 
-    actor = ActorThread(run.config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps)
+    actor = ActorThread(run.config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps,
+                        on_episode=lambda stats: run.episodes.append(stats))
     actor.start()
     return actor
 

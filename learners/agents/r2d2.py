@@ -8,8 +8,8 @@ import numpy as np
 
 from rillet.actors.exploration import EpsilonLadder
 from rillet.actors.policies import recurrent_actor_state, recurrent_epsilon_greedy, recurrent_observe
-from rillet.datasets.specs import ArraySpec, check_batch
-from rillet.learners import r2d2
+from rillet.datasets.specs import ArraySpec
+from rillet.learners import r2d2, recurrent_value
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
 
 
@@ -26,10 +26,6 @@ def _evaluator(spec, config: r2d2.R2D2Config, num_envs: int) -> ActorParts:
     return _actor(spec, config, num_envs, {"epsilon": np.zeros(num_envs, np.float32)})
 
 
-def _check_batch(spec, batch) -> None:
-    check_batch({**spec.fields(), "mask": ArraySpec((), "bool")}, batch, leading_dims=2, what="sequence batch")
-
-
 R2D2 = register(Agent(
     name="r2d2",
     config_type=r2d2.R2D2Config,
@@ -40,7 +36,7 @@ R2D2 = register(Agent(
     actor=_actor,
     evaluator=_evaluator,
     replay_item=lambda config: ReplayItem("sequence", config.sequence_length),
-    check_batch=_check_batch,
+    check_batch=recurrent_value.check_sequence_batch,
     exploration=lambda config, actor: EpsilonLadder(actor.epsilon_base, actor.epsilon_alpha),
     summary="recurrent double Q on stored-state sequences, burn-in, five return estimators",
 ))

@@ -1,0 +1,69 @@
+"""NGU's acting: the intrinsic reward of each new observation (episodic novelty times the lifelong
+multiplier) computed by the actors with the novelty networks they last received, then R2D2's
+recurrent epsilon-greedy policy with the previous intrinsic reward and the policy index j as inputs.
+
+At tick t each environment's observation x_t is embedded, scored against its episodic memory (emptied
+where x_t starts an episode; EnvPool auto-resets), and added to it:
+
+    r_i(x_t) = episodic_reward(f(x_t)) * min(max(1 + (err(x_t) - mu) / sigma, 1), L)     (0 at is_first)
+
+r_i(x_t) is the intrinsic reward of the transition that arrived at x_t; the policy reads it as the
+core input "prev_intrinsic_reward" and the step records it as an extra of the same name.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from rillet.actors.episodic_novelty import EpisodicConfig, episodic_reward, init_memory, reset_where
+from rillet.actors.policies import recurrent_actor_state, recurrent_epsilon_greedy
+from rillet.learners.inverse_dynamics import embed
+from rillet.learners.rnd import lifelong_multiplier, rnd_error
+
+__all__ = ["intrinsic_reward", "novelty_policy", "novelty_actor_state"]
+
+
+def intrinsic_reward(params, observation: jax.Array, memory, first: jax.Array, episodic: EpisodicConfig,
+                     max_multiplier: float):
+    """(r_i [B] float32, memory): params has .embedding, .rnd and .rnd_stats; observation [B, *obs];
+    first [B] bool (those memories are emptied first)."""
+    memory = reset_where(memory, first)
+    novelty, memory = episodic_reward(memory, embed(params.embedding, observation), episodic)
+    multiplier = lifelong_multiplier(rnd_error(params.rnd, observation), params.rnd_stats, max_multiplier)
+    return jnp.where(first, 0.0, novelty * multiplier).astype(jnp.float32), memory
+
+
+def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, head: str = "q"):
+    """NGU's policy ``(params, observation [B, ...], actor_state, key) -> (action [B], extras, actor_state)``.
+
+    params: `learners.ngu.ActingParams` (q, embedding, rnd, rnd_stats). actor_state: that of
+    `recurrent_epsilon_greedy` plus "memory" (the episodic memories) and "prev_intrinsic_reward".
+    Extras: R2D2's (core state, behaviour probability, every core input, policy_index).
+    """
+    act = recurrent_epsilon_greedy(head)
+
+    @eqx.filter_jit(donate="all-except-first")  # the memory's buffers are reused, not copied each tick
+    def score(inputs, memory):
+        params, observation, first = inputs
+        return intrinsic_reward(params, observation, memory, first, episodic, max_multiplier)
+
+    def policy(params, observation, actor_state, key):
+        state = dict(actor_state)
+        memory = state.pop("memory")
+        r_i, memory = score((params, observation, state["is_first"]), memory)
+        action, extras, state = act(params.q, observation, {**state, "prev_intrinsic_reward": r_i}, key)
+        return action, extras, {**state, "memory": memory}
+
+    return policy
+
+
+def novelty_actor_state(epsilon, policy_index, lstm_size: int, embedding_size: int, capacity: int,
+                        action_dtype: str = "int32") -> dict:
+    """The initial actor state of `novelty_policy` for len(epsilon) environments: epsilon [B],
+    policy_index [B] (j of each environment), empty memories of `capacity` embeddings."""
+    b = len(epsilon)
+    return {**recurrent_actor_state(epsilon, lstm_size, action_dtype),
+            "policy_index": jnp.asarray(policy_index, jnp.int32), "prev_intrinsic_reward": jnp.zeros(b, jnp.float32),
+            "memory": init_memory(b, capacity, embedding_size)}

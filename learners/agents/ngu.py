@@ -1,0 +1,43 @@
+"""NGU: R2D2's recurrent value core with two more core inputs (previous intrinsic reward, one-hot
+policy index j), trained on r_e + beta_j * r_i with gamma_j per sequence (transformed Retrace), plus
+the inverse-dynamics embedding and RND in their own optimiser groups; actors score each observation's
+episodic and lifelong novelty and act epsilon-greedily as policy j of NGU's family."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rillet.actors.exploration import EpsilonLadder, PolicyFamily
+from rillet.actors.novelty_policy import novelty_actor_state, novelty_policy
+from rillet.actors.policies import recurrent_observe
+from rillet.learners import ngu, recurrent_value
+from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
+
+
+def _actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict) -> ActorParts:
+    state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], config.lstm_size,
+                                config.embedding_size, config.memory_capacity, spec.action.dtype)
+    return ActorParts(novelty_policy(config.episodic(), config.max_multiplier), state, recurrent_observe)
+
+
+def _evaluator(spec, config: ngu.NGUConfig, num_envs: int) -> ActorParts:
+    """Greedy (epsilon 0) as policy config.eval_policy_index (0: the exploitative policy)."""
+    return _actor(spec, config, num_envs, {"epsilon": np.zeros(num_envs, np.float32),
+                                           "policy_index": np.full(num_envs, config.eval_policy_index, np.int32)})
+
+
+NGU = register(Agent(
+    name="ngu",
+    config_type=ngu.NGUConfig,
+    spec=ngu.spec_extras,
+    init=ngu.init,
+    update=ngu.update,
+    network=ngu.acting_params,
+    actor=_actor,
+    evaluator=_evaluator,
+    replay_item=lambda config: ReplayItem("sequence", config.sequence_length),
+    check_batch=recurrent_value.check_sequence_batch,
+    exploration=lambda config, actor: PolicyFamily(config.num_policies,
+                                                   EpsilonLadder(actor.epsilon_base, actor.epsilon_alpha)),
+    summary="R2D2 core + episodic and lifelong novelty, a family of N policies (beta_j, gamma_j)",
+))

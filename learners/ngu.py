@@ -1,0 +1,208 @@
+"""NGU (Badia et al., 2020, "Never Give Up"): R2D2's recurrent value core learning a family of N
+policies, policy j on r_e + beta_j * r_i with discount gamma_j, plus the two learned novelty networks
+the actors' intrinsic reward is made of (an inverse-dynamics embedding and RND).
+
+A batch is R2D2's (see `learners.r2d2`) with three more extras per step [B, L]:
+    policy_index int32 (the j of the actor's environment, fixed per environment),
+    prev_intrinsic_reward f32 (r_i received on arriving at this step's observation, 0 at is_first),
+    and the core input prev_reward as in R2D2.
+Transition t (x_t, a_t, r_e = reward[t], x_{t+1}) learns from r_i = prev_intrinsic_reward[t + 1].
+
+NGU is a composition: R2D2's network with two more core inputs (one-hot j, previous r_i), R2D2's
+`sequence_loss` given the mixed reward and gamma_j per sequence, the grouped optimiser step over three
+groups ("q", "embedding", "rnd"), and `inverse_dynamics` / `rnd` for the novelty networks. The Q loss
+has no gradient path into the novelty networks (their outputs enter only through recorded rewards).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from rillet import validation as check
+from rillet.datasets.specs import ArraySpec, StepSpec
+from rillet.learners import optim, r2d2, sequence_targets
+from rillet.learners.inverse_dynamics import InverseDynamics, inverse_dynamics_loss
+from rillet.learners.networks.recurrent import CoreInput, RecurrentNetwork
+from rillet.learners.policy_family import family_betas, family_gammas
+from rillet.learners.rnd import (RND, RunningStats, freeze_target, init_stats, lifelong_multiplier, rnd_loss,
+                                update_stats)
+from rillet.learners.target_network import update_target
+
+__all__ = ["NGUConfig", "NGUState", "ActingParams", "init", "update", "spec_extras", "core_inputs", "acting_params"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NGUConfig(r2d2.R2D2Config):
+    """NGU hyper-parameters: R2D2's (burn-in, trace, network, ...) with NGU's defaults (PAPERS.md:
+    transformed Retrace with lambda 0.95, Adam 1e-4 for Q and 5e-4 for the novelty networks, target
+    copy every 1500 updates), plus the policy family and the novelty constants. `gamma` is not used:
+    each sequence is discounted by its policy's gamma_j. The episodic-memory constants (capacity,
+    neighbours, kernel) are the actors' (`actors.episodic_novelty.EpisodicConfig` via `episodic()`).
+    """
+
+    estimator: str = "retrace"
+    target_update_period: int = 1500
+    num_policies: int = 32
+    beta: float = 0.3
+    gamma_max: float = 0.997
+    gamma_min: float = 0.99
+    novelty_learning_rate: float = 5e-4
+    embedding_size: int = 32
+    rnd_output_size: int = 128
+    novelty_hidden_sizes: tuple[int, ...] = (128,)
+    max_multiplier: float = 5.0
+    memory_capacity: int = 30_000
+    num_neighbours: int = 10
+    cluster_distance: float = 0.008
+    kernel_epsilon: float = 1e-4
+    pseudo_count_constant: float = 1e-3
+    max_similarity: float = 8.0
+    eval_policy_index: int = 0
+    """The j an evaluation acts with (greedily): 0 is the exploitative policy."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.novelty_hidden_sizes, list):
+            object.__setattr__(self, "novelty_hidden_sizes", tuple(self.novelty_hidden_sizes))
+
+    def validate(self) -> "NGUConfig":
+        """Raises ConfigError naming the first bad field; returns self."""
+        super().validate()
+        owner = "NGUConfig"
+        for name, low in (("num_policies", 1), ("embedding_size", 1), ("rnd_output_size", 1), ("eval_policy_index", 0)):
+            check.integer(owner, name, getattr(self, name), low=low)
+        check.integer(owner, "eval_policy_index", self.eval_policy_index, low=0, high=self.num_policies - 1,
+                      fix=f"eval_policy_index in [0, num_policies - 1 = {self.num_policies - 1}]")
+        check.number(owner, "beta", self.beta, 0.0)
+        for name in ("gamma_max", "gamma_min"):
+            check.number(owner, name, getattr(self, name), 0.0, 1.0, high_open=True)
+        check.number(owner, "novelty_learning_rate", self.novelty_learning_rate, 0.0, low_open=True)
+        check.number(owner, "max_multiplier", self.max_multiplier, 1.0)
+        check.int_tuple(owner, "novelty_hidden_sizes", self.novelty_hidden_sizes, nonempty=True, low=1)
+        self.episodic().validate()
+        return self
+
+    def episodic(self):
+        """The actors' episodic-memory constants as an `EpisodicConfig`."""
+        from rillet.actors.episodic_novelty import EpisodicConfig
+
+        return EpisodicConfig(capacity=self.memory_capacity, num_neighbours=self.num_neighbours,
+                              cluster_distance=self.cluster_distance, kernel_epsilon=self.kernel_epsilon,
+                              pseudo_count_constant=self.pseudo_count_constant, max_similarity=self.max_similarity)
+
+
+class NGUState(eqx.Module):
+    """online/target: the recurrent Q-networks; embedding, rnd: the novelty networks; rnd_stats: the
+    running mean/variance of RND errors (checkpointed); opt_state {"q", "embedding", "rnd"}; steps, key."""
+
+    online: RecurrentNetwork
+    target: RecurrentNetwork
+    embedding: InverseDynamics
+    rnd: RND
+    rnd_stats: RunningStats
+    opt_state: dict
+    steps: jax.Array
+    key: jax.Array
+
+
+class ActingParams(eqx.Module):
+    """What NGU actors act with: the Q-network and the novelty networks and statistics."""
+
+    q: RecurrentNetwork
+    embedding: InverseDynamics
+    rnd: RND
+    rnd_stats: RunningStats
+
+
+def optimizers(config: NGUConfig) -> dict:
+    """Three groups: "q" (R2D2's clipped Adam), "embedding" and "rnd" (Adam at novelty_learning_rate; RND's
+    target network is frozen: only its predictor has an optimiser)."""
+    return {**r2d2.optimizers(config), "embedding": optim.adam(config.novelty_learning_rate),
+            "rnd": freeze_target(optim.adam(config.novelty_learning_rate))}
+
+
+def core_inputs(spec: StepSpec, config: NGUConfig) -> tuple[CoreInput, ...]:
+    """R2D2's inputs (previous action, previous extrinsic reward), the previous intrinsic reward and
+    the one-hot policy index j."""
+    return (*r2d2.core_inputs(spec, dataclasses.replace(config, use_prev_action_reward=True)),
+            CoreInput("prev_intrinsic_reward"), CoreInput("policy_index", int(config.num_policies)))
+
+
+def spec_extras(spec: StepSpec, config: NGUConfig) -> StepSpec:
+    """R2D2's extras plus policy_index and prev_intrinsic_reward."""
+    return r2d2.spec_extras(spec, config).with_extras(policy_index=ArraySpec((), "int32"),
+                                                      prev_intrinsic_reward=ArraySpec((), "float32"))
+
+
+def init(key: jax.Array, spec: StepSpec, config: NGUConfig) -> NGUState:
+    """Validates `config`; online = target Q-network, fresh novelty networks and statistics."""
+    config.validate()
+    q_key, emb_key, rnd_key, state_key = jax.random.split(optim.key_data(key), 4)
+    online = r2d2.build_network(spec, config, q_key, core_inputs(spec, config))
+    novelty = dict(hidden_sizes=config.novelty_hidden_sizes, torso=config.torso)
+    embedding = InverseDynamics(spec, emb_key, embedding_size=config.embedding_size, **novelty)
+    rnd = RND(spec, rnd_key, output_size=config.rnd_output_size, **novelty)
+    modules = {"q": online, "embedding": embedding, "rnd": rnd}
+    return NGUState(online=online, target=online, embedding=embedding, rnd=rnd, rnd_stats=init_stats(),
+                    opt_state=optim.init_groups(optimizers(config), modules), steps=jnp.zeros((), jnp.int32),
+                    key=state_key)
+
+
+def acting_params(state: NGUState) -> ActingParams:
+    """The parameters published to actors."""
+    return ActingParams(q=state.online, embedding=state.embedding, rnd=state.rnd, rnd_stats=state.rnd_stats)
+
+
+def _flat(x: jax.Array) -> jax.Array:
+    return jnp.reshape(x, (-1, *x.shape[2:]))
+
+
+def _loss(modules, target, batch, config: NGUConfig):
+    """Q loss on the mixed reward with gamma_j, plus the inverse-dynamics and RND losses on the learned
+    transitions (x_t, a_t, x_{t+1})."""
+    bi, T = config.burn_in, config.trace_length
+    j = jnp.asarray(batch["extras"]["policy_index"], jnp.int32)[:, bi]  # [B]
+    beta_j = jnp.asarray(family_betas(config.num_policies, config.beta))[j]
+    gamma_j = jnp.asarray(family_gammas(config.num_policies, config.gamma_max, config.gamma_min))[j]
+    r_e = jnp.asarray(batch["reward"], jnp.float32)[:, bi:bi + T]
+    r_i = jnp.asarray(batch["extras"]["prev_intrinsic_reward"], jnp.float32)[:, bi + 1:bi + T + 1]
+    reward = sequence_targets.mix_rewards({"extrinsic": r_e, "intrinsic": r_i}, {"extrinsic": 1.0, "intrinsic": beta_j})
+    q_loss, aux = r2d2.sequence_loss(modules["q"], target, batch, config, reward=reward, gamma=gamma_j)
+    valid = _flat(aux["valid"])
+    obs = jnp.asarray(batch["observation"])
+    obs_t, obs_next = _flat(obs[:, bi:bi + T]), _flat(obs[:, bi + 1:bi + T + 1])
+    actions = _flat(jnp.asarray(batch["action"], jnp.int32)[:, bi:bi + T])
+    emb_loss, emb_aux = inverse_dynamics_loss({"embedding": modules["embedding"]}, obs_t, obs_next, actions, valid)
+    novelty_loss, rnd_aux = rnd_loss({"rnd": modules["rnd"]}, obs_next, valid)
+    n_valid = jnp.maximum(jnp.sum(aux["valid"]), 1)
+    aux = {**aux, "q_loss": q_loss, "rnd_error": rnd_aux["error"], "rnd_valid": valid, "embedding_loss": emb_loss,
+           "embedding_accuracy": emb_aux["accuracy"], "rnd_loss": novelty_loss,
+           "intrinsic_reward": jnp.sum(jnp.where(aux["valid"], r_i, 0.0)) / n_valid}
+    return q_loss + emb_loss + novelty_loss, aux
+
+
+@eqx.filter_jit
+def update(state: NGUState, batch: Mapping[str, Any], config: NGUConfig):
+    """One step of the three groups. Returns (new_state, metrics): R2D2's (`r2d2.value_metrics`, loss is
+    the Q loss) plus embedding_loss, embedding_accuracy, rnd_loss, intrinsic_reward (mean recorded r_i
+    over valid transitions), rnd_error_mean/std (the running statistics after this batch) and
+    lifelong_multiplier (mean over the batch's valid next observations)."""
+    modules = {"q": state.online, "embedding": state.embedding, "rnd": state.rnd}
+    modules, opt_state, (_, aux), norms = optim.group_step(
+        _loss, optimizers(config), modules, state.opt_state, state.target, batch, config)
+    steps = state.steps + 1
+    stats = update_stats(state.rnd_stats, aux["rnd_error"], aux["rnd_valid"])
+    multiplier = lifelong_multiplier(aux["rnd_error"], stats, config.max_multiplier)
+    valid = aux["rnd_valid"]
+    metrics = {**r2d2.value_metrics(aux["q_loss"], aux, norms["q"], config.priority_eta),
+               **{k: aux[k] for k in ("embedding_loss", "embedding_accuracy", "rnd_loss", "intrinsic_reward")},
+               "rnd_error_mean": stats.mean, "rnd_error_std": jnp.sqrt(stats.var),
+               "lifelong_multiplier": jnp.sum(jnp.where(valid, multiplier, 0.0)) / jnp.maximum(jnp.sum(valid), 1)}
+    target = update_target(modules["q"], state.target, steps, config.target_update_period)
+    return NGUState(online=modules["q"], target=target, embedding=modules["embedding"], rnd=modules["rnd"],
+                    rnd_stats=stats, opt_state=opt_state, steps=steps, key=state.key), metrics
