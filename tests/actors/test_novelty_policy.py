@@ -1,0 +1,84 @@
+"""NGU's actors on real EnvPool MiniGrid environments: each environment's episodic memory holds exactly
+the observations of its current episode (EnvPool auto-resets at different times), the recorded
+prev_intrinsic_reward is 0 at episode starts and equals the intrinsic reward recomputed from the same
+parameters and memory, and the per-episode statistics stage counts what the steps say."""
+
+
+import jax
+import numpy as np
+import pytest
+
+from rillet.actors.actor_loop import envpool_actor
+from rillet.actors.envpool_env import BatchedEnv
+from rillet.actors.episode_stats import episode_stats, summarise_episodes
+from rillet.actors.episodic_novelty import init_memory
+from rillet.actors.novelty_policy import intrinsic_reward
+from rillet.learners.agents import get_agent
+from rillet.learners.ngu import NGUConfig
+from rillet.pipelines.stages import Stream
+
+CONFIG = NGUConfig(lstm_size=8, hidden_sizes=(8,), novelty_hidden_sizes=(8,), embedding_size=4, rnd_output_size=4,
+                   num_policies=3, memory_capacity=64, burn_in=1, trace_length=3)
+ENV = "MiniGrid-Empty-5x5-v0"
+
+
+def actor_run(num_envs, limit, ticks, seed=0):
+    env = BatchedEnv(ENV, num_envs, seed=seed, max_episode_steps=limit)
+    agent = get_agent("ngu")
+    spec = agent.spec(env.spec, CONFIG)
+    params = agent.network(agent.init(jax.random.PRNGKey(seed), spec, CONFIG))
+    parts = agent.actor(spec, CONFIG, num_envs, {"epsilon": np.full(num_envs, 0.5, np.float32),
+                                                 "policy_index": np.arange(num_envs) % 3})
+    states = []
+
+    def policy(p, obs, actor_state, key):  # records the actor state after each tick
+        out = parts.policy(p, obs, actor_state, key)
+        states.append(jax.tree.map(np.asarray, {"size": out[2]["memory"].size}))
+        return out
+
+    steps = list(envpool_actor(env, policy, lambda: params, parts.actor_state, seed=seed, observe=parts.observe,
+                               max_ticks=ticks))
+    env.close()
+    return params, steps, states
+
+
+@pytest.mark.parametrize("num_envs,limit", [(3, 4), (5, 7)])
+def test_memories_hold_exactly_the_current_episode(num_envs, limit):
+    _, steps, states = actor_run(num_envs, limit, ticks=4 * limit + 3)
+    since_start = np.zeros(num_envs, int)
+    for s, state in zip(steps, states):
+        since_start = np.where(s["is_first"], 1, since_start + 1)
+        np.testing.assert_array_equal(state["size"], np.minimum(since_start, CONFIG.memory_capacity))
+    assert sum(int(s["is_first"].sum()) for s in steps) > num_envs, "episodes restarted during the run"
+
+
+def test_recorded_intrinsic_reward_is_the_recomputed_one():
+    params, steps, _ = actor_run(2, 5, ticks=14, seed=3)
+    memory = init_memory(2, CONFIG.memory_capacity, CONFIG.embedding_size)
+    for s in steps:
+        recorded = s["extras"]["prev_intrinsic_reward"]
+        assert np.all(recorded[s["is_first"]] == 0.0)
+        expected, memory = intrinsic_reward(params, s["observation"], memory, s["is_first"], CONFIG.episodic(),
+                                            CONFIG.max_multiplier)
+        np.testing.assert_allclose(recorded, np.asarray(expected), rtol=1e-5, atol=1e-6)
+    assert any(np.any(s["extras"]["prev_intrinsic_reward"] > 0) for s in steps)
+    np.testing.assert_array_equal(steps[0]["extras"]["policy_index"], [0, 1])
+
+
+def test_episode_stats_count_returns_lengths_and_observations():
+    def step(first, last, reward, obs, j=(0, 1), r_i=(0.0, 0.0)):
+        return {"is_first": np.array(first), "is_last": np.array(last), "reward": np.array(reward, np.float32),
+                "observation": np.array(obs, np.float32)[:, None],
+                "extras": {"policy_index": np.array(j), "prev_intrinsic_reward": np.array(r_i, np.float32)}}
+
+    steps = [step([1, 1], [0, 0], [1.0, 2.0], [0, 5]),
+             step([0, 0], [0, 1], [3.0, 0.0], [1, 6], r_i=(0.5, 0.25)),
+             step([0, 1], [1, 0], [0.0, 7.0], [0, 9], r_i=(0.75, 0.0))]
+    ended = []
+    assert len(list(Stream(steps) | episode_stats(ended.append))) == 3
+    assert ended == [
+        {"policy_index": 1, "return": 2.0, "length": 1, "intrinsic_return": 0.25, "distinct_observations": 2},
+        {"policy_index": 0, "return": 4.0, "length": 2, "intrinsic_return": 1.25, "distinct_observations": 2}]
+    summary = summarise_episodes(ended)
+    assert summary["return_j0"] == 4.0 and summary["return_j1"] == 2.0 and summary["episode_return"] == 3.0
+    assert summarise_episodes([]) == {}
