@@ -3,8 +3,11 @@ checkpoints, resumes from its checkpoint and evaluates; the metrics carry the in
 statistics and the returns per policy index; the recorded replay items carry both rewards."""
 
 
+import dataclasses
+
 import numpy as np
 
+from rillet.datasets.rlds_reader import rlds_episodes
 from rillet.learners.ngu import NGUConfig
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.pipelines.metrics import read_jsonl
@@ -25,10 +28,14 @@ def config_for(tmp_path, steps):
 
 
 def test_ngu_trains_checkpoints_resumes_and_reports(tmp_path):
-    first = train_online(config_for(tmp_path, 1_500))
+    first = train_online(dataclasses.replace(config_for(tmp_path, 1_500), record_dir=str(tmp_path / "rlds")))
     assert first["updates"] >= 100 and first["env_steps"] == 1_500
     _, _, state = load_online_run(first["run_dir"])
     assert int(state.steps) == first["updates"] and float(state.rnd_stats.count) > 0
+    episodes = rlds_episodes(str(tmp_path / "rlds"))  # the recorded data says what each reward was
+    assert {"reward", "extras/prev_intrinsic_reward", "extras/policy_index"} <= set(episodes.layout)
+    steps = episodes[0]["steps"]
+    assert steps["extras"]["prev_intrinsic_reward"][0] == 0.0 and np.any(steps["extras"]["prev_intrinsic_reward"] > 0)
 
     second = train_online(config_for(tmp_path, 3_000))  # resumes from the same run directory
     assert second["env_steps"] == 3_000 and second["updates"] > first["updates"]
