@@ -35,11 +35,14 @@ def intrinsic_reward(params, observation: jax.Array, memory, first: jax.Array, e
     return jnp.where(first, 0.0, novelty * multiplier).astype(jnp.float32), memory
 
 
-def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, head: str = "q"):
+def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period: int = 1, head: str = "q"):
     """NGU's policy ``(params, observation [B, ...], actor_state, key) -> (action [B], extras, actor_state)``.
 
     params: `learners.ngu.ActingParams` (q, embedding, rnd, rnd_stats). actor_state: that of
-    `recurrent_epsilon_greedy` plus "memory" (the episodic memories) and "prev_intrinsic_reward".
+    `recurrent_epsilon_greedy` plus "memory" (the episodic memories, donated: use only the returned
+    state) and "prev_intrinsic_reward". The Q-network is the newest every tick; the novelty networks
+    are taken from params every `sync_period` ticks only, so that an episode's memory holds embeddings
+    of few versions of f (embeddings of one observation under two versions are not neighbours).
     Extras: R2D2's (core state, behaviour probability, every core input, policy_index).
     """
     act = recurrent_epsilon_greedy(head)
@@ -52,9 +55,12 @@ def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, head: str = 
     def policy(params, observation, actor_state, key):
         state = dict(actor_state)
         memory = state.pop("memory")
-        r_i, memory = score((params, observation, state["is_first"]), memory)
+        novelty, age = state.pop("novelty", None), state.pop("novelty_age", sync_period)
+        if age >= sync_period:
+            novelty, age = params, 0
+        r_i, memory = score((novelty, observation, state["is_first"]), memory)
         action, extras, state = act(params.q, observation, {**state, "prev_intrinsic_reward": r_i}, key)
-        return action, extras, {**state, "memory": memory}
+        return action, extras, {**state, "memory": memory, "novelty": novelty, "novelty_age": age + 1}
 
     return policy
 

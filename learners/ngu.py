@@ -62,6 +62,10 @@ class NGUConfig(r2d2.R2D2Config):
     kernel_epsilon: float = 1e-4
     pseudo_count_constant: float = 1e-3
     max_similarity: float = 8.0
+    novelty_sync_period: int = 100
+    """Actors take new novelty networks (embedding, RND) every this many ticks (the Q-network every
+    tick): with f changing between every tick, the embeddings in an episode's memory come from many
+    versions of f, no two are neighbours, and every observation scores as novel."""
     eval_policy_index: int = 0
     """The j an evaluation acts with (greedily): 0 is the exploitative policy."""
 
@@ -74,7 +78,7 @@ class NGUConfig(r2d2.R2D2Config):
         """Raises ConfigError naming the first bad field; returns self."""
         super().validate()
         owner = "NGUConfig"
-        for name, low in (("num_policies", 1), ("embedding_size", 1), ("rnd_output_size", 1), ("eval_policy_index", 0)):
+        for name, low in (("num_policies", 1), ("embedding_size", 1), ("rnd_output_size", 1), ("novelty_sync_period", 1)):
             check.integer(owner, name, getattr(self, name), low=low)
         check.integer(owner, "eval_policy_index", self.eval_policy_index, low=0, high=self.num_policies - 1,
                       fix=f"eval_policy_index in [0, num_policies - 1 = {self.num_policies - 1}]")

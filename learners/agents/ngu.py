@@ -17,7 +17,8 @@ from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, regis
 def _actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict) -> ActorParts:
     state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], config.lstm_size,
                                 config.embedding_size, config.memory_capacity, spec.action.dtype)
-    return ActorParts(novelty_policy(config.episodic(), config.max_multiplier), state, recurrent_observe)
+    policy = novelty_policy(config.episodic(), config.max_multiplier, config.novelty_sync_period)
+    return ActorParts(policy, state, recurrent_observe)
 
 
 def _evaluator(spec, config: ngu.NGUConfig, num_envs: int) -> ActorParts:

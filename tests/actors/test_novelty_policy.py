@@ -4,6 +4,8 @@ prev_intrinsic_reward is 0 at episode starts and equals the intrinsic reward rec
 parameters and memory, and the per-episode statistics stage counts what the steps say."""
 
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -82,3 +84,31 @@ def test_episode_stats_count_returns_lengths_and_observations():
     summary = summarise_episodes(ended)
     assert summary["return_j0"] == 4.0 and summary["return_j1"] == 2.0 and summary["episode_return"] == 3.0
     assert summarise_episodes([]) == {}
+
+
+def test_novelty_networks_are_refreshed_every_sync_period_ticks():
+    """The Q-network is the newest each tick; the novelty networks scoring r_i change only every
+    novelty_sync_period ticks (recomputed here with the version each tick must have used)."""
+    config = dataclasses.replace(CONFIG, novelty_sync_period=3)
+    env = BatchedEnv(ENV, 2, seed=4)
+    agent = get_agent("ngu")
+    spec = agent.spec(env.spec, config)
+    versions = [agent.network(agent.init(jax.random.PRNGKey(k), spec, config)) for k in (11, 12)]
+    parts = agent.actor(spec, config, 2, {"epsilon": np.full(2, 0.5, np.float32), "policy_index": np.zeros(2)})
+    tick = 0
+
+    def params_source():  # version 0 at tick 0, version 1 afterwards
+        return versions[min(tick, 1)]
+
+    steps = []
+    for s in envpool_actor(env, parts.policy, params_source, parts.actor_state, seed=4, observe=parts.observe,
+                           max_ticks=8):
+        steps.append(s)
+        tick += 1
+    env.close()
+    memory = init_memory(2, config.memory_capacity, config.embedding_size)
+    for t, s in enumerate(steps):
+        scoring = versions[0] if t < 3 else versions[1]  # refreshed at ticks 0, 3, 6
+        expected, memory = intrinsic_reward(scoring, s["observation"], memory, s["is_first"], config.episodic(),
+                                            config.max_multiplier)
+        np.testing.assert_allclose(s["extras"]["prev_intrinsic_reward"], np.asarray(expected), rtol=1e-5, atol=1e-6)
