@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from rillet.reproductions.common import plot_runs
+from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
 from rillet.reproductions.pac_offline import pac_data, pac_seeds, pac_vs_bc
 from rillet.reproductions.pac_scaling import pac_scaling
 from rillet.reproductions.r2d2_cartpole import po_cartpole
@@ -24,5 +25,7 @@ REPRODUCTIONS: dict[str, Callable] = {
     "pac-vs-bc": pac_vs_bc,
     "pac-scaling": pac_scaling,
     "pac-seeds": pac_seeds,
+    "ngu-minigrid": ngu_minigrid,
+    "ngu-atari-smoke": ngu_atari_smoke,
     "plot-runs": plot_runs,
 }
