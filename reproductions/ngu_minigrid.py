@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import resource
 
+import numpy as np
+
 from rillet.learners.ngu import NGUConfig
 from rillet.learners.r2d2 import R2D2Config
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
@@ -36,14 +38,18 @@ def minigrid_run(agent: str, seed: int, total_env_steps: int, run_dir: str) -> O
                         eval_episodes=10, progress=False, run_dir=run_dir, checkpoint_every_updates=2000)
 
 
-def actor_statistics(runs: dict[str, str], path: str) -> str:
-    """One figure, a panel per ACTOR_STATS entry: its logged means over env steps for each run directory."""
+def actor_statistics(runs: dict[str, str], path: str, smooth: int = 5) -> str:
+    """One figure, a panel per ACTOR_STATS entry: its logged means over env steps for each run directory,
+    each a moving average over `smooth` log windows."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(ACTOR_STATS), figsize=(5 * len(ACTOR_STATS), 3.5))
     for label, run_dir in runs.items():
         rows = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if ACTOR_STATS[0] in r]
+        window = np.ones(min(smooth, len(rows))) / min(smooth, len(rows))
         for ax, key in zip(axes, ACTOR_STATS):
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=label, linewidth=0.8)
+            values = np.convolve([r[key] for r in rows], window, mode="valid")
+            ax.plot([r["step"] for r in rows][len(rows) - len(values):], values, label=label, linewidth=0.9,
+                    linestyle="-" if label.upper().startswith("NGU") else "--")
     for ax, key in zip(axes, ACTOR_STATS):
         ax.set_title(key.split("/")[1].replace("_", " ") + " per episode", fontsize=9)
         ax.set_xlabel("env steps")
