@@ -27,11 +27,12 @@ __all__ = ["intrinsic_reward", "novelty_policy", "novelty_actor_state"]
 
 def intrinsic_reward(params, observation: jax.Array, memory, first: jax.Array, episodic: EpisodicConfig,
                      max_multiplier: float):
-    """(r_i [B] float32, memory): params has .embedding, .rnd and .rnd_stats; observation [B, *obs];
+    """(r_i [B] float32, memory): params has .embedding, .rnd, .rnd_stats and .rnd_obs_stats; observation [B, *obs];
     first [B] bool (those memories are emptied first)."""
     memory = reset_where(memory, first)
     novelty, memory = episodic_reward(memory, embed(params.embedding, observation), episodic)
-    multiplier = lifelong_multiplier(rnd_error(params.rnd, observation), params.rnd_stats, max_multiplier)
+    error = rnd_error(params.rnd, observation, params.rnd_obs_stats)
+    multiplier = lifelong_multiplier(error, params.rnd_stats, max_multiplier)
     return jnp.where(first, 0.0, novelty * multiplier).astype(jnp.float32), memory
 
 

@@ -22,10 +22,11 @@ from typing import Any, Mapping
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rillet import validation as check
 from rillet.datasets.specs import ArraySpec, StepSpec
-from rillet.learners import optim, r2d2, sequence_targets
+from rillet.learners import optim, r2d2, recurrent_value, sequence_targets
 from rillet.learners.inverse_dynamics import InverseDynamics, inverse_dynamics_loss
 from rillet.learners.networks.recurrent import CoreInput, RecurrentNetwork
 from rillet.learners.policy_family import family_betas, family_gammas
@@ -102,13 +103,15 @@ class NGUConfig(r2d2.R2D2Config):
 
 class NGUState(eqx.Module):
     """online/target: the recurrent Q-networks; embedding, rnd: the novelty networks; rnd_stats: the
-    running mean/variance of RND errors (checkpointed); opt_state {"q", "embedding", "rnd"}; steps, key."""
+    running mean/variance of RND errors; rnd_obs_stats: per-entry statistics of the observations RND
+    whitens (vector observations; None for images); opt_state {"q", "embedding", "rnd"}; steps, key."""
 
     online: RecurrentNetwork
     target: RecurrentNetwork
     embedding: InverseDynamics
     rnd: RND
     rnd_stats: RunningStats
+    rnd_obs_stats: RunningStats | None
     opt_state: dict
     steps: jax.Array
     key: jax.Array
@@ -121,6 +124,7 @@ class ActingParams(eqx.Module):
     embedding: InverseDynamics
     rnd: RND
     rnd_stats: RunningStats
+    rnd_obs_stats: RunningStats | None
 
 
 def optimizers(config: NGUConfig) -> dict:
@@ -152,23 +156,33 @@ def init(key: jax.Array, spec: StepSpec, config: NGUConfig) -> NGUState:
     embedding = InverseDynamics(spec, emb_key, embedding_size=config.embedding_size, **novelty)
     rnd = RND(spec, rnd_key, output_size=config.rnd_output_size, **novelty)
     modules = {"q": online, "embedding": embedding, "rnd": rnd}
+    whitened = len(spec.observation.shape) == 1 and spec.observation.np_dtype != np.uint8
     return NGUState(online=online, target=online, embedding=embedding, rnd=rnd, rnd_stats=init_stats(),
+                    rnd_obs_stats=init_stats(spec.observation.shape) if whitened else None,
                     opt_state=optim.init_groups(optimizers(config), modules), steps=jnp.zeros((), jnp.int32),
                     key=state_key)
 
 
 def acting_params(state: NGUState) -> ActingParams:
     """The parameters published to actors."""
-    return ActingParams(q=state.online, embedding=state.embedding, rnd=state.rnd, rnd_stats=state.rnd_stats)
+    return ActingParams(q=state.online, embedding=state.embedding, rnd=state.rnd, rnd_stats=state.rnd_stats,
+                        rnd_obs_stats=state.rnd_obs_stats)
 
 
 def _flat(x: jax.Array) -> jax.Array:
     return jnp.reshape(x, (-1, *x.shape[2:]))
 
 
-def _loss(modules, target, batch, config: NGUConfig):
+def _next_observations(batch, config: NGUConfig) -> tuple[jax.Array, jax.Array]:
+    """x_{t+1} of the learned transitions, flat [B * T, *obs], and whether each is valid [B * T]."""
+    bi, T = config.burn_in, config.trace_length
+    obs = _flat(jnp.asarray(batch["observation"])[:, bi + 1:bi + T + 1])
+    return obs, _flat(recurrent_value.transition_mask(batch, bi, T))
+
+
+def _loss(modules, target, batch, config: NGUConfig, obs_stats: RunningStats | None):
     """Q loss on the mixed reward with gamma_j, plus the inverse-dynamics and RND losses on the learned
-    transitions (x_t, a_t, x_{t+1})."""
+    transitions (x_t, a_t, x_{t+1}); RND whitens x_{t+1} with obs_stats."""
     bi, T = config.burn_in, config.trace_length
     j = jnp.asarray(batch["extras"]["policy_index"], jnp.int32)[:, bi]  # [B]
     beta_j = jnp.asarray(family_betas(config.num_policies, config.beta))[j]
@@ -177,12 +191,11 @@ def _loss(modules, target, batch, config: NGUConfig):
     r_i = jnp.asarray(batch["extras"]["prev_intrinsic_reward"], jnp.float32)[:, bi + 1:bi + T + 1]
     reward = sequence_targets.mix_rewards({"extrinsic": r_e, "intrinsic": r_i}, {"extrinsic": 1.0, "intrinsic": beta_j})
     q_loss, aux = r2d2.sequence_loss(modules["q"], target, batch, config, reward=reward, gamma=gamma_j)
-    valid = _flat(aux["valid"])
-    obs = jnp.asarray(batch["observation"])
-    obs_t, obs_next = _flat(obs[:, bi:bi + T]), _flat(obs[:, bi + 1:bi + T + 1])
+    obs_next, valid = _next_observations(batch, config)
+    obs_t = _flat(jnp.asarray(batch["observation"])[:, bi:bi + T])
     actions = _flat(jnp.asarray(batch["action"], jnp.int32)[:, bi:bi + T])
     emb_loss, emb_aux = inverse_dynamics_loss({"embedding": modules["embedding"]}, obs_t, obs_next, actions, valid)
-    novelty_loss, rnd_aux = rnd_loss({"rnd": modules["rnd"]}, obs_next, valid)
+    novelty_loss, rnd_aux = rnd_loss({"rnd": modules["rnd"]}, obs_next, valid, obs_stats)
     n_valid = jnp.maximum(jnp.sum(aux["valid"]), 1)
     aux = {**aux, "q_loss": q_loss, "rnd_error": rnd_aux["error"], "rnd_valid": valid, "embedding_loss": emb_loss,
            "embedding_accuracy": emb_aux["accuracy"], "rnd_loss": novelty_loss,
@@ -197,8 +210,11 @@ def update(state: NGUState, batch: Mapping[str, Any], config: NGUConfig):
     over valid transitions), rnd_error_mean/std (the running statistics after this batch) and
     lifelong_multiplier (mean over the batch's valid next observations)."""
     modules = {"q": state.online, "embedding": state.embedding, "rnd": state.rnd}
+    obs_stats = state.rnd_obs_stats
+    if obs_stats is not None:  # whitening statistics first, so that no batch meets empty ones
+        obs_stats = update_stats(obs_stats, *_next_observations(batch, config))
     modules, opt_state, (_, aux), norms = optim.group_step(
-        _loss, optimizers(config), modules, state.opt_state, state.target, batch, config)
+        _loss, optimizers(config), modules, state.opt_state, state.target, batch, config, obs_stats)
     steps = state.steps + 1
     stats = update_stats(state.rnd_stats, aux["rnd_error"], aux["rnd_valid"])
     multiplier = lifelong_multiplier(aux["rnd_error"], stats, config.max_multiplier)
@@ -209,4 +225,4 @@ def update(state: NGUState, batch: Mapping[str, Any], config: NGUConfig):
                "lifelong_multiplier": jnp.sum(jnp.where(valid, multiplier, 0.0)) / jnp.maximum(jnp.sum(valid), 1)}
     target = update_target(modules["q"], state.target, steps, config.target_update_period)
     return NGUState(online=modules["q"], target=target, embedding=modules["embedding"], rnd=modules["rnd"],
-                    rnd_stats=stats, opt_state=opt_state, steps=steps, key=state.key), metrics
+                    rnd_stats=stats, rnd_obs_stats=obs_stats, opt_state=opt_state, steps=steps, key=state.key), metrics

@@ -24,7 +24,7 @@ from rillet.datasets.specs import StepSpec
 from rillet.learners.networks import LinearHead, QNetwork, make_torso
 
 __all__ = [
-    "RND", "rnd_error", "rnd_loss", "trainable", "freeze_target", "masked_mean",
+    "RND", "rnd_error", "rnd_loss", "normalise_observation", "trainable", "freeze_target", "masked_mean",
     "RunningStats", "init_stats", "update_stats", "lifelong_multiplier",
 ]
 
@@ -65,23 +65,37 @@ def masked_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
     return total / jnp.maximum(jnp.sum(valid), 1).astype(total.dtype)
 
 
-def rnd_error(rnd: RND, observation: jax.Array) -> jax.Array:
-    """err(x) = ||ĝ(x) - g(x)||² summed over the output: observation [B, *obs] -> [B] float32.
+def normalise_observation(observation: jax.Array, stats: RunningStats | None, clip: float = 5.0) -> jax.Array:
+    """RND's input whitening: (x - mean) / std per entry, clipped to [-clip, clip], for float vector
+    observations [B, D] with per-entry `stats` ([D]); images (uint8, scaled by their torso) and
+    stats None or still empty pass through unchanged."""
+    observation = jnp.asarray(observation)
+    if stats is None or observation.dtype == jnp.uint8:
+        return observation
+    white = jnp.clip((observation - stats.mean) / jnp.sqrt(stats.var + 1e-8), -clip, clip)
+    return jnp.where(stats.count > 0, white, observation)
+
+
+def rnd_error(rnd: RND, observation: jax.Array, obs_stats: RunningStats | None = None) -> jax.Array:
+    """err(x) = ||ĝ(x) - g(x)||² summed over the output: observation [B, *obs] -> [B] float32, the
+    observation first whitened with obs_stats (`normalise_observation`; None: as it is).
 
     The target's output is under stop_gradient: no gradient reaches g.
     """
+    observation = normalise_observation(observation, obs_stats)
     target = jax.lax.stop_gradient(rnd.target(observation))
     prediction = rnd.predictor(observation)
     return jnp.sum(jnp.square(prediction - target), axis=-1)
 
 
-def rnd_loss(modules: dict, observation: jax.Array, valid: jax.Array) -> tuple[jax.Array, dict]:
+def rnd_loss(modules: dict, observation: jax.Array, valid: jax.Array,
+             obs_stats: RunningStats | None = None) -> tuple[jax.Array, dict]:
     """The predictor's loss: mean err over valid rows.
 
-    modules: {"rnd": RND}; observation [N, *obs]; valid [N] bool.
+    modules: {"rnd": RND}; observation [N, *obs]; valid [N] bool; obs_stats as in `rnd_error`.
     Returns (loss [], {"error": err [N]}) (err of every row, invalid ones included, for logging).
     """
-    error = rnd_error(modules["rnd"], observation)
+    error = rnd_error(modules["rnd"], observation, obs_stats)
     return masked_mean(error, valid), {"error": error}
 
 
@@ -111,7 +125,7 @@ def freeze_target(optimiser: optax.GradientTransformation) -> optax.GradientTran
 
 
 class RunningStats(eqx.Module):
-    """Running count [], mean [] and (population) variance [] of err, all float32.
+    """Running count [], mean and (population) variance (of err: []; of observations: per entry), float32.
 
     A float32 count is exact up to 2^24 valid values; beyond that it is rounded, which only
     shifts the weights of new batches by < 1e-7 relative.
@@ -122,23 +136,30 @@ class RunningStats(eqx.Module):
     var: jax.Array
 
 
-def init_stats() -> RunningStats:
-    """Empty statistics: count 0, mean 0, var 0."""
-    zero = jnp.zeros((), jnp.float32)
-    return RunningStats(count=zero, mean=zero, var=zero)
+def init_stats(shape: tuple[int, ...] = ()) -> RunningStats:
+    """Empty statistics of values of `shape` (() for err; an observation's shape for per-dimension
+    observation statistics): count 0 [], mean 0 and var 0 of `shape`."""
+    zero = jnp.zeros(shape, jnp.float32)
+    return RunningStats(count=jnp.zeros((), jnp.float32), mean=zero, var=zero)
+
+
+def _masked_rows_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
+    """Mean over the valid rows of values [N, *shape] (valid [N]) -> [*shape]; 0 when none is."""
+    mask = jnp.reshape(valid, valid.shape + (1,) * (values.ndim - 1))
+    return jnp.sum(jnp.where(mask, values, 0.0), axis=0) / jnp.maximum(jnp.sum(valid), 1).astype(values.dtype)
 
 
 def update_stats(stats: RunningStats, values: jax.Array, valid: jax.Array) -> RunningStats:
-    """Merges the valid values [N] (valid [N] bool) into `stats` (Chan, Golub & LeVeque's parallel
-    algorithm): with n = n_a + n_b and δ = mean_b - mean_a,
+    """Merges the valid rows of values [N, *shape] (valid [N] bool) into `stats`, per entry of shape
+    (Chan, Golub & LeVeque's parallel algorithm): with n = n_a + n_b and δ = mean_b - mean_a,
         mean = mean_a + δ n_b / n,   var = var_a n_a / n + var_b n_b / n + δ² (n_a / n)(n_b / n).
     A batch with no valid row leaves `stats` unchanged.
     """
     values = jnp.asarray(values, jnp.float32)
     valid = jnp.asarray(valid, bool)
     n_b = jnp.sum(valid).astype(jnp.float32)
-    mean_b = masked_mean(values, valid)
-    var_b = masked_mean(jnp.square(values - mean_b), valid)
+    mean_b = _masked_rows_mean(values, valid)
+    var_b = _masked_rows_mean(jnp.square(values - mean_b), valid)
     n = stats.count + n_b
     share_a = stats.count / jnp.maximum(n, 1.0)
     share_b = n_b / jnp.maximum(n, 1.0)

@@ -96,7 +96,7 @@ def test_mixed_reward_and_gamma_j_reach_the_q_loss():
     expected, _ = r2d2.sequence_loss(state.online, state.target, b, SMALL, reward=jnp.asarray(reward),
                                      gamma=jnp.asarray(family_gammas(4, 0.997, 0.99)[j]))
     modules = {"q": state.online, "embedding": state.embedding, "rnd": state.rnd}
-    _, aux = ngu._loss(modules, state.target, b, SMALL)
+    _, aux = ngu._loss(modules, state.target, b, SMALL, state.rnd_obs_stats)
     assert float(aux["q_loss"]) == pytest.approx(float(expected), rel=1e-5)
     plain, _ = r2d2.sequence_loss(state.online, state.target, b, SMALL)  # r_e and config.gamma only
     assert float(aux["q_loss"]) != pytest.approx(float(plain), rel=1e-3)
@@ -109,7 +109,7 @@ def test_q_loss_has_no_gradient_into_the_novelty_networks():
     static = eqx.filter(modules, eqx.is_inexact_array, inverse=True)
 
     def q_loss(p):
-        return ngu._loss(eqx.combine(p, static), state.target, batch(5), SMALL)[1]["q_loss"]
+        return ngu._loss(eqx.combine(p, static), state.target, batch(5), SMALL, state.rnd_obs_stats)[1]["q_loss"]
 
     grads = jax.grad(q_loss)(params)
     for name in ("embedding", "rnd"):
@@ -128,6 +128,10 @@ def test_update_trains_every_group_and_the_rnd_statistics():
     assert all(np.array_equal(a, b) for a, b in zip(leaves(state.rnd.target), leaves(new.rnd.target)))
     assert any(not np.array_equal(a, b) for a, b in zip(leaves(state.rnd.predictor), leaves(new.rnd.predictor)))
     assert float(new.rnd_stats.count) == SMALL.trace_length * 3  # every valid next observation
+    b = batch(7)
+    next_obs = b["observation"][:, SMALL.burn_in + 1:SMALL.burn_in + SMALL.trace_length + 1].reshape(-1, 6)
+    np.testing.assert_allclose(new.rnd_obs_stats.mean, next_obs.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.rnd_obs_stats.var, next_obs.var(0), rtol=1e-4, atol=1e-6)
     for key in ("loss", "priorities", "embedding_loss", "rnd_loss", "intrinsic_reward", "lifelong_multiplier"):
         assert np.all(np.isfinite(metrics[key])), key
     assert metrics["priorities"].shape == (3,)

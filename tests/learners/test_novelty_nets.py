@@ -253,3 +253,25 @@ def test_both_modules_and_the_statistics_pass_through_jit():
     np.testing.assert_allclose(float(stats.mean), np.mean(np.asarray(err)[np.asarray(valid)]), rtol=1e-5)
     multiplier = jax.jit(lifelong_multiplier)(err, stats)
     assert multiplier.shape == (16,) and np.all((multiplier >= 1.0) & (multiplier <= 5.0))
+
+
+def test_observation_statistics_per_entry_and_whitening():
+    """Per-entry statistics of vector observations equal numpy's over valid rows; whitening clips to
+    [-5, 5]; empty statistics and uint8 images pass through unchanged."""
+    from rillet.learners.rnd import normalise_observation
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(3.0, 2.0, size=(40, 5)).astype(np.float32)
+    valid = rng.uniform(size=40) < 0.7
+    stats = init_stats((5,))
+    assert normalise_observation(jnp.asarray(rows[:2]), stats).tolist() == rows[:2].tolist()
+    for part in np.array_split(np.arange(40), 3):
+        stats = update_stats(stats, jnp.asarray(rows[part]), jnp.asarray(valid[part]))
+    np.testing.assert_allclose(stats.mean, rows[valid].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats.var, rows[valid].var(0), rtol=1e-4)
+    far = np.full((1, 5), 1e3, np.float32)
+    white = normalise_observation(jnp.asarray(np.concatenate([rows[:1], far])), stats)
+    np.testing.assert_allclose(white[0], (rows[0] - rows[valid].mean(0)) / rows[valid].std(0), rtol=1e-3)
+    assert np.all(np.asarray(white[1]) == 5.0)
+    image = jnp.full((2, 4, 36, 36), 200, jnp.uint8)
+    assert np.array_equal(np.asarray(normalise_observation(image, stats)), np.asarray(image))
