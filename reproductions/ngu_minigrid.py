@@ -24,7 +24,8 @@ ENV = "MiniGrid-DoorKey-6x6-v0"
 _CORE = dict(burn_in=4, trace_length=16, lstm_size=64, hidden_sizes=(64,), learning_rate=5e-4,
              target_update_period=200, estimator="retrace", lambda_=0.95, n_step=5)
 R2D2_MINIGRID = R2D2Config(**_CORE, gamma=0.997)  # gamma = NGU's gamma_max, the discount of its j = 0
-NGU_MINIGRID = NGUConfig(**_CORE, novelty_hidden_sizes=(64,), num_policies=8, memory_capacity=2000)
+NGU_MINIGRID = NGUConfig(**_CORE, novelty_hidden_sizes=(64,), num_policies=8, memory_capacity=2000,
+                         novelty_sync_period=360)  # one version of f per 360-step episode at most
 MINIGRID_REPLAY = ReplayConfig(sequence_period=8, batch_size=16, min_size_to_sample=200, samples_per_insert=4.0,
                                sampler="prioritized", priority_exponent=0.9)
 ACTOR_STATS = ("actor/episode_intrinsic_return", "actor/episode_distinct_observations", "actor/episode_return")
