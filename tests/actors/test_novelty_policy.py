@@ -112,3 +112,11 @@ def test_novelty_networks_are_refreshed_every_sync_period_ticks():
         expected, memory = intrinsic_reward(scoring, s["observation"], memory, s["is_first"], config.episodic(),
                                             config.max_multiplier)
         np.testing.assert_allclose(s["extras"]["prev_intrinsic_reward"], np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_evaluator_acts_greedily_as_the_chosen_policy():
+    spec = get_agent("ngu").spec(BatchedEnv(ENV, 1, seed=0).spec, CONFIG)
+    for j in (0, 2):
+        state = get_agent("ngu").evaluator(spec, dataclasses.replace(CONFIG, eval_policy_index=j), 3).actor_state
+        assert np.asarray(state["policy_index"]).tolist() == [j, j, j]
+        assert np.asarray(state["epsilon"]).tolist() == [0.0, 0.0, 0.0]
