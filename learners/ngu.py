@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rillet import validation as check
+from rillet.actors.episodic_novelty import EpisodicConfig
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.learners import optim, r2d2, recurrent_value, sequence_targets
 from rillet.learners.inverse_dynamics import InverseDynamics, inverse_dynamics_loss
@@ -57,12 +58,13 @@ class NGUConfig(r2d2.R2D2Config):
     rnd_output_size: int = 128
     novelty_hidden_sizes: tuple[int, ...] = (128,)
     max_multiplier: float = 5.0
-    memory_capacity: int = 30_000
-    num_neighbours: int = 10
-    cluster_distance: float = 0.008
-    kernel_epsilon: float = 1e-4
-    pseudo_count_constant: float = 1e-3
-    max_similarity: float = 8.0
+    # the episodic kernel's constants, defaults from EpisodicConfig (flat here: one CLI option each)
+    memory_capacity: int = EpisodicConfig.capacity
+    num_neighbours: int = EpisodicConfig.num_neighbours
+    cluster_distance: float = EpisodicConfig.cluster_distance
+    kernel_epsilon: float = EpisodicConfig.kernel_epsilon
+    pseudo_count_constant: float = EpisodicConfig.pseudo_count_constant
+    max_similarity: float = EpisodicConfig.max_similarity
     novelty_sync_period: int = 100
     """Actors take new novelty networks (embedding, RND) every this many ticks (the Q-network every
     tick): with f changing between every tick, the embeddings in an episode's memory come from many
@@ -94,8 +96,6 @@ class NGUConfig(r2d2.R2D2Config):
 
     def episodic(self):
         """The actors' episodic-memory constants as an `EpisodicConfig`."""
-        from rillet.actors.episodic_novelty import EpisodicConfig
-
         return EpisodicConfig(capacity=self.memory_capacity, num_neighbours=self.num_neighbours,
                               cluster_distance=self.cluster_distance, kernel_epsilon=self.kernel_epsilon,
                               pseudo_count_constant=self.pseudo_count_constant, max_similarity=self.max_similarity)
