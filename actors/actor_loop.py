@@ -26,6 +26,7 @@ def envpool_actor(
     seed: int,
     observe: Callable[[Any, Any], Any] | None = None,
     max_ticks: int | None = None,
+    on_actor_state: Callable[[Any], None] | None = None,
 ) -> Iterator[dict]:
     """Yields batched steps {"observation": [B, ...], "action": [B], ...} forever or for max_ticks.
 
@@ -34,6 +35,8 @@ def envpool_actor(
       tick before the policy: resets per-env actor state (recurrent state, episodic memory) where
       ``env_output.first`` and records what the policy needs besides the observation (the
       previous reward).
+    on_actor_state: optional, called with the new actor state after each policy call (in this
+      thread, while its arrays are valid: a policy may donate them on its next call).
     """
     key = jax.random.PRNGKey(seed)
     out = env.reset()
@@ -43,6 +46,8 @@ def envpool_actor(
             actor_state = observe(actor_state, out)
         key, sub = jax.random.split(key)
         action, extras, actor_state = policy(params_source(), out.observation, actor_state, sub)
+        if on_actor_state is not None:
+            on_actor_state(actor_state)
         action = np.asarray(action)
         nxt = env.step(action)
         yield {

@@ -7,12 +7,16 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+import jax
+import numpy as np
+
 from rillet.actors.actor_loop import envpool_actor
 from rillet.actors.envpool_env import BatchedEnv
 from rillet.actors.episode_stats import episode_stats
 from rillet.datasets.replay_stage import replay_writer
 from rillet.datasets.reverb_writer import reverb_writer
 from rillet.datasets.rlds_writer import rlds_writer
+from rillet.errors import CheckpointError
 from rillet.learners.agents import get_agent
 from rillet.pipelines.stages import Stream, tap
 
@@ -32,14 +36,43 @@ class LatestParams:
         return self._params
 
 
+class ActorCarry:
+    """What of the actors' state outlives episodes (`ActorParts.carry`), between the actor thread and
+    the checkpoints: `restored` is what a resumed run's actors start from (None: a fresh start);
+    `latest` a host copy of the current one, refreshed by the actor thread after every tick."""
+
+    def __init__(self, restored: Any = None):
+        self.restored, self.latest = restored, None
+
+    def start(self, parts) -> Any:
+        """The actor state to start from: parts.actor_state, with the restored carry put in."""
+        if parts.carry is None or self.restored is None:
+            return parts.actor_state
+        fresh = jax.tree.map(np.shape, parts.carry(parts.actor_state))
+        if jax.tree.map(np.shape, self.restored) != fresh:
+            raise CheckpointError(
+                f"the checkpoint's actor state has shapes {jax.tree.map(np.shape, self.restored)}, these actors "
+                f"need {fresh} (another --actor.num-envs?). Resume with the run's actor options or start a new "
+                "--run-dir.")
+        return parts.resume(parts.actor_state, self.restored)
+
+    def observer(self, parts) -> Callable[[Any], None] | None:
+        """The actor loop's on_actor_state hook: keeps `latest` (numpy copies; the policy may reuse
+        its buffers on the next call)."""
+        if parts.carry is None:
+            return None
+        return lambda actor_state: setattr(self, "latest", jax.tree.map(np.array, parts.carry(actor_state)))
+
+
 def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_done: int,
         on_env_steps: Callable[[int], None] = lambda n: None,
-        stop: threading.Event | None = None, on_episode: Callable[[dict], None] | None = None) -> int:
+        stop: threading.Event | None = None, on_episode: Callable[[dict], None] | None = None,
+        carry: ActorCarry | None = None) -> int:
     """Acts until config.total_env_steps (counting env_steps_done) or until `stop` is set.
 
     Writes the agent's replay items (n-step transitions, sequences) to the Reverb table at
-    `address`; calls on_episode (if given) with each finished episode's `episode_stats`. Returns the
-    env steps it took.
+    `address`; calls on_episode (if given) with each finished episode's `episode_stats`; starts from
+    and keeps `carry` (the actor state that outlives episodes), if given. Returns the env steps it took.
     """
     stop = stop or threading.Event()
     a = config.actor
@@ -58,8 +91,10 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
         steps += a.num_envs
         on_env_steps(a.num_envs)
 
-    stream = (Stream(envpool_actor(env, parts.policy, params_source, parts.actor_state, observe=parts.observe,
-                                   seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks))
+    carry = carry or ActorCarry()
+    stream = (Stream(envpool_actor(env, parts.policy, params_source, carry.start(parts), observe=parts.observe,
+                                   seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks,
+                                   on_actor_state=carry.observer(parts)))
               | reverb_writer(writer) | tap(count))
     if on_episode is not None:
         stream = stream | episode_stats(on_episode)

@@ -2,7 +2,8 @@
 and the config fingerprint. Orbax writes each step to a temporary directory and renames it when
 complete, so a crash never leaves a checkpoint that looks complete but is not.
 
-Layout: <run_dir>/checkpoints/<step>/{state, meta}.
+Layout: <run_dir>/checkpoints/<step>/{state, meta} and, for agents whose actors carry state across
+episodes (`ActorParts.carry`), actor.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Collection
 
 import equinox as eqx
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from rillet.errors import CheckpointError
@@ -34,18 +36,30 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-            item_names=("state", "meta"),
+            item_names=("state", "meta", "actor"),
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, learner_state: Any, meta: dict) -> None:
-        arrays = eqx.filter(learner_state, eqx.is_array)
-        meta = {**meta, "fingerprint": self.fingerprint}
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
+    def save(self, step: int, learner_state: Any, meta: dict, actor: Any = None) -> None:
+        """Saves the learner state's arrays, meta (+ the fingerprint) and, if given, the actors'
+        carried state (a pytree of arrays) as one step."""
+        items = {"state": ocp.args.StandardSave(eqx.filter(learner_state, eqx.is_array)),
+                 "meta": ocp.args.JsonSave({**meta, "fingerprint": self.fingerprint})}
+        if actor is not None:
+            items["actor"] = ocp.args.StandardSave(actor)
+        self._manager.save(step, args=ocp.args.Composite(**items))
         self._manager.wait_until_finished()
+
+    def restore_actor(self, step: int | None = None) -> Any:
+        """The actors' carried state saved with the latest (or given) step, as numpy arrays; None if
+        that step has none (an agent whose actors carry nothing, or no checkpoint)."""
+        step = self.latest_step() if step is None else step
+        if step is None or not os.path.isdir(os.path.join(self.directory, str(step), "actor")):
+            return None
+        restored = self._manager.restore(step, args=ocp.args.Composite(actor=ocp.args.StandardRestore()))["actor"]
+        return jax.tree.map(np.asarray, restored)
 
     def restore(self, template_state: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores into the structure of `template_state` (e.g. a freshly initialised state).

@@ -53,12 +53,13 @@ def log_metrics(writer, prefix: str, position: Callable[[Tick], int] = lambda ti
     return write
 
 
-def save_checkpoint(checkpointer, meta: Callable[[Tick], dict]) -> Callable[[Tick], None]:
+def save_checkpoint(checkpointer, meta: Callable[[Tick], dict],
+                    actor: Callable[[], Any] = lambda: None) -> Callable[[Tick], None]:
     """A tick callback saving the learner state at its update count, with `meta(tick)` (counters,
-    loader positions) beside it."""
+    loader positions) and `actor()` (the actors' carried state, or None) beside it."""
 
     def save(tick: Tick) -> None:
-        checkpointer.save(tick.step, tick.state, meta(tick))
+        checkpointer.save(tick.step, tick.state, meta(tick), actor=actor())
 
     return save
 

@@ -24,7 +24,7 @@ from rillet.errors import CheckpointError
 from rillet.evals.plots import learning_curve
 from rillet.evals.returns import greedy_return_stage
 from rillet.learners.agents import get_agent
-from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorThread, LatestParams
+from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorCarry, ActorThread, LatestParams
 from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines.config import OnlineConfig
 from rillet.pipelines.learning import log_metrics, learn, save_checkpoint
@@ -85,8 +85,9 @@ def _connect_replay(config: OnlineConfig, spec):
 class _Run:
     """The state of one run that the stages share: counters, the curve, the stop flag."""
 
-    def __init__(self, config: OnlineConfig, run_dir: str, env_steps: int, updates: int):
+    def __init__(self, config: OnlineConfig, run_dir: str, env_steps: int, updates: int, carry: ActorCarry):
         self.config, self.run_dir = config, run_dir
+        self.carry = carry  # the local actors' state that outlives episodes (checkpointed)
         self.env_steps, self.updates = env_steps, updates
         self.curve_path = os.path.join(run_dir, "curve.jsonl")
         self.curve = [(r["env_steps"], r["return_mean"]) for r in read_jsonl(self.curve_path)]
@@ -111,18 +112,20 @@ def train_online(config: OnlineConfig) -> dict:
     state = agent.init(jax.random.PRNGKey(config.seed), spec, config.learner)
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
     env_steps = updates = 0
+    carry = ActorCarry()
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         env_steps, updates = int(meta["env_steps"]), int(meta["updates"])
+        carry = ActorCarry(ckpt.restore_actor())
         print(f"Resumed from {ckpt.directory} at update {updates}, env step {env_steps}.")
-    run = _Run(config, run_dir, env_steps, updates)
+    run = _Run(config, run_dir, env_steps, updates, carry)
     metrics = MetricsWriter(run_dir)
     parts = agent.evaluator(spec, config.learner, 1)
     evaluate = greedy_return_stage(config.env_id, parts.policy, config.eval_episodes, seed=config.seed + 10_000,
                                    actor_state_fn=lambda n: agent.evaluator(spec, config.learner, n).actor_state,
                                    observe=parts.observe, observation_indices=config.observation_indices)
     state = _train(run, agent, spec, state, ckpt, metrics, evaluate)
-    ckpt.save(run.updates, state, run.counters())
+    ckpt.save(run.updates, state, run.counters(), actor=run.carry.latest)
     final = _evaluate(run, evaluate, agent.network(state), metrics, None)
     png = learning_curve({f"{config.agent} greedy return": run.curve}, os.path.join(run_dir, "learning_curve.png"),
                          title=f"{config.agent} on {config.env_id}")
@@ -175,7 +178,7 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
               | every(PUBLISH_EVERY_UPDATES if publisher else 0, lambda t: publisher.publish(agent.network(t.state)),
                       start=run.updates)
               | every(LOG_EVERY_UPDATES, log, start=run.updates)
-              | every(config.checkpoint_every_updates, save_checkpoint(ckpt, lambda t: run.counters()),
+              | every(config.checkpoint_every_updates, save_checkpoint(ckpt, lambda t: run.counters(), actor=lambda: run.carry.latest),
                       start=run.updates)
               | every(config.eval_every_steps, periodic_eval, count=lambda t: run.env_steps, start=run.env_steps)
               | until(lambda tick: run.stop))
@@ -202,7 +205,7 @@ def _start_actor(run: _Run, spec, address: str, params: LatestParams, progress) 
         progress.add(n)
 
     actor = ActorThread(run.config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps,
-                        on_episode=lambda stats: run.episodes.append(stats))
+                        on_episode=lambda stats: run.episodes.append(stats), carry=run.carry)
     actor.start()
     return actor
 

@@ -5,6 +5,9 @@ episodic and lifelong novelty and act epsilon-greedily as policy j of NGU's fami
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax.numpy as jnp
 import numpy as np
 
 from rillet.actors.exploration import EpsilonLadder, PolicyFamily
@@ -18,7 +21,20 @@ def _actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict) -> Act
     state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], config.lstm_size,
                                 config.embedding_size, config.memory_capacity, spec.action.dtype)
     policy = novelty_policy(config.episodic(), config.max_multiplier, config.novelty_sync_period)
-    return ActorParts(policy, state, recurrent_observe)
+    return ActorParts(policy, state, recurrent_observe, carry=_running_distances, resume=_resume)
+
+
+def _running_distances(actor_state: dict) -> dict:
+    """What of an NGU actor's state outlives episodes: the running mean d_m^2 of each environment's
+    neighbour distances (count and mean [B]). Memories, core state and previous inputs restart."""
+    memory = actor_state["memory"]
+    return {"dist_count": memory.dist_count, "dist_mean": memory.dist_mean}
+
+
+def _resume(actor_state: dict, carried: dict) -> dict:
+    memory = dataclasses.replace(actor_state["memory"], dist_count=jnp.array(carried["dist_count"], jnp.float32),
+                                 dist_mean=jnp.array(carried["dist_mean"], jnp.float32))
+    return {**actor_state, "memory": memory}
 
 
 def _evaluator(spec, config: ngu.NGUConfig, num_envs: int) -> ActorParts:

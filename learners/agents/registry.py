@@ -24,11 +24,18 @@ class ActorParts:
     """What an actor (or an evaluator) runs: ``policy(params, observation [B, ...], actor_state, key)
     -> (action [B, ...], extras, actor_state)``, jitted; its initial actor_state for the B
     environments; and an optional observe hook ``(actor_state, env_output) -> actor_state`` called
-    every tick before the policy (resets at episode starts, previous reward inputs)."""
+    every tick before the policy (resets at episode starts, previous reward inputs).
+
+    What of the actor state outlives episodes (running statistics, a bandit's counts) is checkpointed
+    beside the learner state: ``carry(actor_state) -> pytree`` picks it out and ``resume(actor_state,
+    carried) -> actor_state`` puts it into a fresh actor state when a run resumes (its episodes start
+    anew, so the per-episode state starts fresh). Both None: nothing outlives an episode."""
 
     policy: Callable
     actor_state: Any
     observe: Callable | None = None
+    carry: Callable[[Any], Any] | None = None
+    resume: Callable[[Any, Any], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,9 @@ from rillet.actors.episodic_novelty import init_memory
 from rillet.actors.novelty_policy import intrinsic_reward
 from rillet.learners.agents import get_agent
 from rillet.learners.ngu import NGUConfig
+from rillet.errors import CheckpointError
+from rillet.pipelines.acting import ActorCarry
+from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines.stages import Stream
 
 CONFIG = NGUConfig(lstm_size=8, hidden_sizes=(8,), novelty_hidden_sizes=(8,), embedding_size=4, rnd_output_size=4,
@@ -120,3 +123,51 @@ def test_evaluator_acts_greedily_as_the_chosen_policy():
         state = get_agent("ngu").evaluator(spec, dataclasses.replace(CONFIG, eval_policy_index=j), 3).actor_state
         assert np.asarray(state["policy_index"]).tolist() == [j, j, j]
         assert np.asarray(state["epsilon"]).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_actor_resumes_bit_for_bit_from_a_checkpoint(tmp_path):
+    """What an NGU actor carries across episodes (d_m^2 per environment) goes through a real orbax
+    checkpoint; an actor resumed from it acts exactly as the original one continuing, both starting new
+    episodes (a resumed run's episodes start anew: memories, core state and previous inputs are not
+    carried). A fresh actor, without the carry, scores the same observations differently."""
+    agent = get_agent("ngu")
+    spec = agent.spec(BatchedEnv(ENV, 1, seed=0).spec, CONFIG)
+    params = agent.network(agent.init(jax.random.PRNGKey(6), spec, CONFIG))
+    exploration = {"epsilon": np.full(3, 0.3, np.float32), "policy_index": np.arange(3)}
+
+    def run(actor_state, env_seed, ticks):
+        parts, latest = agent.actor(spec, CONFIG, 3, exploration), {}
+        env = BatchedEnv(ENV, 3, seed=env_seed, max_episode_steps=5)
+        steps = list(envpool_actor(env, parts.policy, lambda: params, actor_state, seed=env_seed, observe=parts.observe,
+                                   max_ticks=ticks, on_actor_state=lambda s: latest.update(state=s)))
+        env.close()
+        return steps, latest["state"]
+
+    parts = agent.actor(spec, CONFIG, 3, exploration)
+    _, original = run(parts.actor_state, 5, 12)
+    carried = parts.carry(original)
+    assert np.all(np.asarray(carried["dist_count"]) > 0)
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), {"test": 1})
+    ckpt.save(1, {"w": np.zeros(2, np.float32)}, {}, actor=jax.tree.map(np.array, carried))
+    restored = ckpt.restore_actor()
+    ckpt.close()
+    resumed = ActorCarry(restored).start(agent.actor(spec, CONFIG, 3, exploration))
+
+    continued, after = run(original, 9, 8)
+    again, after_resume = run(resumed, 9, 8)
+    fresh, _ = run(agent.actor(spec, CONFIG, 3, exploration).actor_state, 9, 8)
+    for a, b in zip(continued, again):
+        np.testing.assert_array_equal(a["action"], b["action"])
+        np.testing.assert_array_equal(a["extras"]["prev_intrinsic_reward"], b["extras"]["prev_intrinsic_reward"])
+    for k in ("dist_count", "dist_mean"):
+        np.testing.assert_array_equal(parts.carry(after)[k], parts.carry(after_resume)[k])
+    assert any(not np.array_equal(a["extras"]["prev_intrinsic_reward"], f["extras"]["prev_intrinsic_reward"])
+               for a, f in zip(continued, fresh)), "the carried d_m^2 changes the intrinsic reward"
+
+
+def test_resume_refuses_a_carry_for_other_actors():
+    agent = get_agent("ngu")
+    spec = agent.spec(BatchedEnv(ENV, 1, seed=0).spec, CONFIG)
+    parts = agent.actor(spec, CONFIG, 2, {"epsilon": np.zeros(2, np.float32), "policy_index": np.zeros(2)})
+    with pytest.raises(CheckpointError, match="num-envs"):
+        ActorCarry({"dist_count": np.ones(3, np.float32), "dist_mean": np.ones(3, np.float32)}).start(parts)

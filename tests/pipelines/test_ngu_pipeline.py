@@ -9,6 +9,7 @@ import numpy as np
 
 from rillet.datasets.rlds_reader import rlds_episodes
 from rillet.learners.ngu import NGUConfig
+from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.pipelines.metrics import read_jsonl
 from rillet.pipelines.online import load_online_run, train_online
@@ -32,6 +33,8 @@ def test_ngu_trains_checkpoints_resumes_and_reports(tmp_path):
     assert first["updates"] >= 100 and first["env_steps"] == 800
     _, _, state = load_online_run(first["run_dir"])
     assert int(state.steps) == first["updates"] and float(state.rnd_stats.count) > 0
+    carried = Checkpointer(first["checkpoints"], {}).restore_actor()  # the actors' d_m^2, saved beside it
+    assert carried["dist_count"].shape == (4,) and np.all(carried["dist_count"] > 0)
     episodes = rlds_episodes(str(tmp_path / "rlds"))  # the recorded data says what each reward was
     assert {"reward", "extras/prev_intrinsic_reward", "extras/policy_index"} <= set(episodes.layout)
     steps = episodes[0]["steps"]
