@@ -1,5 +1,5 @@
-"""Per-episode statistics of the actors' batched RLDS steps: return, length, the intrinsic return when
-the steps carry NGU's `prev_intrinsic_reward`, the count of distinct observations and the policy
+"""Per-episode statistics of the actors' batched RLDS steps: return, length, the intrinsic and episodic
+returns when the steps carry NGU's `prev_intrinsic_reward` and `prev_episodic_reward`, the count of distinct observations and the policy
 index j, reported once per finished episode. A transform stage: steps pass through unchanged.
 
     stream = Stream(envpool_actor(...)) | episode_stats(lambda stats: episodes.append(stats))
@@ -18,28 +18,31 @@ class _Episodes:
     """Running sums per environment; `step` returns the episodes that ended at this step."""
 
     def __init__(self):
-        self.returns = self.intrinsic = self.lengths = None
+        self.returns = self.intrinsic = self.episodic = self.lengths = None
         self.seen: list[set] = []
 
     def step(self, s: dict) -> list[dict]:
         n = len(s["is_first"])
         if self.returns is None:
-            self.returns, self.intrinsic, self.lengths = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
+            self.returns, self.intrinsic, self.episodic = np.zeros(n), np.zeros(n), np.zeros(n)
+            self.lengths = np.zeros(n, np.int64)
             self.seen = [set() for _ in range(n)]
         extras = s.get("extras", {})
-        intrinsic = extras.get("prev_intrinsic_reward")
+        intrinsic, episodic = extras.get("prev_intrinsic_reward"), extras.get("prev_episodic_reward")
         ended = []
         for e in range(n):
             if s["is_first"][e]:
-                self.returns[e] = self.intrinsic[e] = self.lengths[e] = 0
+                self.returns[e] = self.intrinsic[e] = self.episodic[e] = self.lengths[e] = 0
                 self.seen[e] = set()
             self.seen[e].add(hash(np.asarray(s["observation"][e]).tobytes()))
             if intrinsic is not None:
                 self.intrinsic[e] += float(intrinsic[e])  # r_i on arriving at this observation
+            if episodic is not None:
+                self.episodic[e] += float(episodic[e])
             if s["is_last"][e]:
                 j = int(extras["policy_index"][e]) if "policy_index" in extras else 0
                 ended.append({"policy_index": j, "return": float(self.returns[e]), "length": int(self.lengths[e]),
-                              "intrinsic_return": float(self.intrinsic[e]),
+                              "intrinsic_return": float(self.intrinsic[e]), "episodic_return": float(self.episodic[e]),
                               "distinct_observations": len(self.seen[e])})
             else:
                 self.returns[e] += float(s["reward"][e])
@@ -49,7 +52,7 @@ class _Episodes:
 
 def episode_stats(on_episode: Callable[[dict], None]) -> Callable[[Iterator[dict]], Iterator[dict]]:
     """Transform over batched steps [B, ...]: calls on_episode({"policy_index", "return", "length",
-    "intrinsic_return", "distinct_observations"}) for each episode that ends (at its is_last step)."""
+    "intrinsic_return", "episodic_return", "distinct_observations"}) for each episode that ends (at its is_last step)."""
 
     def stage(it):
         episodes = _Episodes()
@@ -62,12 +65,13 @@ def episode_stats(on_episode: Callable[[dict], None]) -> Callable[[Iterator[dict
 
 
 def summarise_episodes(episodes: list[dict]) -> dict[str, float]:
-    """Means over finished episodes: actor return, length, intrinsic return and distinct observations,
-    and the mean return per policy index ("return_j{j}")."""
+    """Means over finished episodes: actor return, length, intrinsic and episodic returns and distinct
+    observations, and the mean return per policy index ("return_j{j}")."""
     if not episodes:
         return {}
     summary = {f"episode_{k}": float(np.mean([e[k] for e in episodes]))
-               for k in ("return", "length", "intrinsic_return", "distinct_observations")}
+               for k in ("return", "length", "intrinsic_return", "episodic_return",
+                                                                    "distinct_observations")}
     summary["episodes"] = float(len(episodes))
     for j in sorted({e["policy_index"] for e in episodes}):
         summary[f"return_j{j}"] = float(np.mean([e["return"] for e in episodes if e["policy_index"] == j]))

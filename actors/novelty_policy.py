@@ -8,7 +8,8 @@ where x_t starts an episode; EnvPool auto-resets), and added to it:
     r_i(x_t) = episodic_reward(f(x_t)) * min(max(1 + (err(x_t) - mu) / sigma, 1), L)     (0 at is_first)
 
 r_i(x_t) is the intrinsic reward of the transition that arrived at x_t; the policy reads it as the
-core input "prev_intrinsic_reward" and the step records it as an extra of the same name.
+core input "prev_intrinsic_reward" and the step records it as an extra of the same name, beside its
+episodic factor ("prev_episodic_reward", for the metrics: r_i / episodic is the lifelong multiplier).
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ __all__ = ["intrinsic_reward", "novelty_policy", "novelty_actor_state"]
 
 def intrinsic_reward(params, observation: jax.Array, memory, first: jax.Array, episodic: EpisodicConfig,
                      max_multiplier: float):
-    """(r_i [B] float32, memory): params has .embedding, .rnd, .rnd_stats and .rnd_obs_stats; observation [B, *obs];
-    first [B] bool (those memories are emptied first)."""
+    """(r_i [B] float32, episodic factor [B] float32, memory): params has .embedding, .rnd, .rnd_stats and
+    .rnd_obs_stats; observation [B, *obs]; first [B] bool (those memories are emptied first; both
+    rewards are 0 there)."""
     memory = reset_where(memory, first)
     novelty, memory = episodic_reward(memory, embed(params.embedding, observation), episodic)
     error = rnd_error(params.rnd, observation, params.rnd_obs_stats)
     multiplier = lifelong_multiplier(error, params.rnd_stats, max_multiplier)
-    return jnp.where(first, 0.0, novelty * multiplier).astype(jnp.float32), memory
+    novelty = jnp.where(first, 0.0, novelty).astype(jnp.float32)
+    return (novelty * multiplier).astype(jnp.float32), novelty, memory
 
 
 def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period: int = 1, head: str = "q"):
@@ -44,7 +47,8 @@ def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period:
     state) and "prev_intrinsic_reward". The Q-network is the newest every tick; the novelty networks
     are taken from params every `sync_period` ticks only, so that an episode's memory holds embeddings
     of few versions of f (embeddings of one observation under two versions are not neighbours).
-    Extras: R2D2's (core state, behaviour probability, every core input, policy_index).
+    Extras: R2D2's (core state, behaviour probability, every core input, policy_index) and
+    prev_episodic_reward.
     """
     act = recurrent_epsilon_greedy(head)
 
@@ -59,8 +63,9 @@ def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period:
         novelty, age = state.pop("novelty", None), state.pop("novelty_age", sync_period)
         if age >= sync_period:
             novelty, age = params, 0
-        r_i, memory = score((novelty, observation, state["is_first"]), memory)
+        r_i, episodic, memory = score((novelty, observation, state["is_first"]), memory)
         action, extras, state = act(params.q, observation, {**state, "prev_intrinsic_reward": r_i}, key)
+        extras = {**extras, "prev_episodic_reward": episodic}
         return action, extras, {**state, "memory": memory, "novelty": novelty, "novelty_age": age + 1}
 
     return policy

@@ -142,9 +142,10 @@ def core_inputs(spec: StepSpec, config: NGUConfig) -> tuple[CoreInput, ...]:
 
 
 def spec_extras(spec: StepSpec, config: NGUConfig) -> StepSpec:
-    """R2D2's extras plus policy_index and prev_intrinsic_reward."""
+    """R2D2's extras plus policy_index, prev_intrinsic_reward and its episodic factor prev_episodic_reward."""
     return r2d2.spec_extras(spec, config).with_extras(policy_index=ArraySpec((), "int32"),
-                                                      prev_intrinsic_reward=ArraySpec((), "float32"))
+                                                      prev_intrinsic_reward=ArraySpec((), "float32"),
+                                                      prev_episodic_reward=ArraySpec((), "float32"))
 
 
 def init(key: jax.Array, spec: StepSpec, config: NGUConfig) -> NGUState:

@@ -63,9 +63,11 @@ def test_recorded_intrinsic_reward_is_the_recomputed_one():
     for s in steps:
         recorded = s["extras"]["prev_intrinsic_reward"]
         assert np.all(recorded[s["is_first"]] == 0.0)
-        expected, memory = intrinsic_reward(params, s["observation"], memory, s["is_first"], CONFIG.episodic(),
-                                            CONFIG.max_multiplier)
+        expected, episodic, memory = intrinsic_reward(params, s["observation"], memory, s["is_first"],
+                                                      CONFIG.episodic(), CONFIG.max_multiplier)
         np.testing.assert_allclose(recorded, np.asarray(expected), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(s["extras"]["prev_episodic_reward"], np.asarray(episodic), rtol=1e-5, atol=1e-6)
+        assert np.all(np.asarray(expected) >= np.asarray(episodic) - 1e-6)  # the multiplier is >= 1
     assert any(np.any(s["extras"]["prev_intrinsic_reward"] > 0) for s in steps)
     np.testing.assert_array_equal(steps[0]["extras"]["policy_index"], [0, 1])
 
@@ -74,7 +76,8 @@ def test_episode_stats_count_returns_lengths_and_observations():
     def step(first, last, reward, obs, j=(0, 1), r_i=(0.0, 0.0)):
         return {"is_first": np.array(first), "is_last": np.array(last), "reward": np.array(reward, np.float32),
                 "observation": np.array(obs, np.float32)[:, None],
-                "extras": {"policy_index": np.array(j), "prev_intrinsic_reward": np.array(r_i, np.float32)}}
+                "extras": {"policy_index": np.array(j), "prev_intrinsic_reward": np.array(r_i, np.float32),
+                           "prev_episodic_reward": np.array(r_i, np.float32) / 2}}
 
     steps = [step([1, 1], [0, 0], [1.0, 2.0], [0, 5]),
              step([0, 0], [0, 1], [3.0, 0.0], [1, 6], r_i=(0.5, 0.25)),
@@ -82,8 +85,10 @@ def test_episode_stats_count_returns_lengths_and_observations():
     ended = []
     assert len(list(Stream(steps) | episode_stats(ended.append))) == 3
     assert ended == [
-        {"policy_index": 1, "return": 2.0, "length": 1, "intrinsic_return": 0.25, "distinct_observations": 2},
-        {"policy_index": 0, "return": 4.0, "length": 2, "intrinsic_return": 1.25, "distinct_observations": 2}]
+        {"policy_index": 1, "return": 2.0, "length": 1, "intrinsic_return": 0.25, "episodic_return": 0.125,
+         "distinct_observations": 2},
+        {"policy_index": 0, "return": 4.0, "length": 2, "intrinsic_return": 1.25, "episodic_return": 0.625,
+         "distinct_observations": 2}]
     summary = summarise_episodes(ended)
     assert summary["return_j0"] == 4.0 and summary["return_j1"] == 2.0 and summary["episode_return"] == 3.0
     assert summarise_episodes([]) == {}
@@ -112,7 +117,7 @@ def test_novelty_networks_are_refreshed_every_sync_period_ticks():
     memory = init_memory(2, config.memory_capacity, config.embedding_size)
     for t, s in enumerate(steps):
         scoring = versions[0] if t < 3 else versions[1]  # refreshed at ticks 0, 3, 6
-        expected, memory = intrinsic_reward(scoring, s["observation"], memory, s["is_first"], config.episodic(),
+        expected, _, memory = intrinsic_reward(scoring, s["observation"], memory, s["is_first"], config.episodic(),
                                             config.max_multiplier)
         np.testing.assert_allclose(s["extras"]["prev_intrinsic_reward"], np.asarray(expected), rtol=1e-5, atol=1e-6)
 

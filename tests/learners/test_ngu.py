@@ -71,6 +71,7 @@ def batch(seed=0, B=3, policy_index=None):
             "prev_action": rng.integers(0, 3, (B, L)).astype(np.int32),
             "prev_reward": rng.normal(size=(B, L)).astype(np.float32),
             "prev_intrinsic_reward": rng.uniform(0, 1, (B, L)).astype(np.float32),
+            "prev_episodic_reward": rng.uniform(0, 1, (B, L)).astype(np.float32),
             "policy_index": np.repeat(j[:, None], L, 1),
         },
     }

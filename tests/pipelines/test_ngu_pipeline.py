@@ -36,7 +36,8 @@ def test_ngu_trains_checkpoints_resumes_and_reports(tmp_path):
     carried = Checkpointer(first["checkpoints"], {}).restore_actor()  # the actors' d_m^2, saved beside it
     assert carried["dist_count"].shape == (4,) and np.all(carried["dist_count"] > 0)
     episodes = rlds_episodes(str(tmp_path / "rlds"))  # the recorded data says what each reward was
-    assert {"reward", "extras/prev_intrinsic_reward", "extras/policy_index"} <= set(episodes.layout)
+    assert {"reward", "extras/prev_intrinsic_reward", "extras/prev_episodic_reward",
+            "extras/policy_index"} <= set(episodes.layout)
     steps = episodes[0]["steps"]
     assert steps["extras"]["prev_intrinsic_reward"][0] == 0.0 and np.any(steps["extras"]["prev_intrinsic_reward"] > 0)
 
@@ -44,7 +45,7 @@ def test_ngu_trains_checkpoints_resumes_and_reports(tmp_path):
     assert second["env_steps"] == 1_600 and second["updates"] > first["updates"]
     rows = read_jsonl(second["metrics"])
     learner = [r for r in rows if "learner/intrinsic_reward" in r]
-    actor = [r for r in rows if "actor/episode_intrinsic_return" in r]
+    actor = [r for r in rows if "actor/episode_intrinsic_return" in r and "actor/episode_episodic_return" in r]
     assert learner and actor
     assert all(np.isfinite(r["learner/lifelong_multiplier"]) and r["learner/lifelong_multiplier"] >= 1.0
                for r in learner)
