@@ -20,3 +20,7 @@ class SpecMismatchError(RilletError, ValueError):
 
 class CheckpointError(RilletError, ValueError):
     """A checkpoint is missing, incomplete, or was written with a different configuration."""
+
+
+class SignatureError(ConfigError, TypeError):
+    """An object passed to a stage does not have the call signature the stage documents."""
