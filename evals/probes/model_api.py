@@ -1,0 +1,123 @@
+"""The call signature the sequence-model probes accept, its check, and a batched, jitted reader of
+last-token representations over many sequence lengths.
+
+A probed model is any `eqx.Module` with
+
+    model.embed(tokens [T] int)          -> embeddings [T, d]
+    model(tokens [T] int | emb [T, d])   -> (hidden [L, T', d'], output [T', K])   (a 2-tuple or NamedTuple)
+
+and optionally `model.causal = True`, which promises that position t depends on positions <= t only
+(then sequences may be right-padded and a sequence that is a prefix of another is read from it).
+The probes read position -1 of hidden: the last token of a decoder, the last latent of a Perceiver.
+`rillet.learners.networks.transformer.DecoderTransformer` is the reference implementation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rillet.errors import SignatureError
+
+__all__ = ["ModelInfo", "check_sequence_model", "plan_rows", "last_states", "SIGNATURE"]
+
+SIGNATURE = ("an equinox Module with embed(tokens [T] int) -> [T, d] and __call__(tokens [T] int or embeddings "
+             "[T, d]) -> (hidden [L, T, d], output [T, K]); see rillet.learners.networks.transformer")
+
+
+class ModelInfo(NamedTuple):
+    num_layers: int
+    d_model: int
+    num_outputs: int
+    causal: bool
+
+
+def _refuse(model, what: str, cause: Exception | None = None):
+    raise SignatureError(f"{type(model).__name__} cannot be probed: {what}. The probes take {SIGNATURE}.") from cause
+
+
+def check_sequence_model(model) -> ModelInfo:
+    """Checks the documented signature with abstract shapes (no compute); SignatureError otherwise."""
+    if not isinstance(model, eqx.Module):
+        _refuse(model, "it is not an eqx.Module")
+    if not callable(getattr(model, "embed", None)):
+        _refuse(model, "it has no embed(tokens) method")
+    tokens = jax.ShapeDtypeStruct((4,), jnp.int32)
+    try:
+        emb = jax.eval_shape(model.embed, tokens)
+    except Exception as e:  # noqa: BLE001  (any failure means the signature does not fit)
+        _refuse(model, f"embed(int32 [4]) failed ({type(e).__name__}: {e})", e)
+    if getattr(emb, "ndim", 0) != 2 or emb.shape[0] != 4 or not jnp.issubdtype(emb.dtype, jnp.floating):
+        _refuse(model, f"embed(int32 [4]) gave {getattr(emb, 'shape', emb)}, not float [4, d]")
+    for name, arg in (("tokens", tokens), ("embeddings", emb)):
+        try:
+            out = jax.eval_shape(model, arg)
+        except Exception as e:  # noqa: BLE001
+            _refuse(model, f"model({name}) failed ({type(e).__name__}: {e})", e)
+        if not isinstance(out, tuple) or len(out) != 2:
+            _refuse(model, f"model({name}) returned {type(out).__name__}, not a (hidden, output) pair")
+        hidden, output = out
+        if getattr(hidden, "ndim", 0) != 3 or getattr(output, "ndim", 0) != 2:
+            _refuse(model, f"model({name}) gave hidden {getattr(hidden, 'shape', None)} and output "
+                           f"{getattr(output, 'shape', None)}, not [L, T, d] and [T, K]")
+    return ModelInfo(hidden.shape[0], hidden.shape[2], output.shape[1], bool(getattr(model, "causal", False)))
+
+
+def _width(n: int, causal: bool) -> int:
+    return max(8, 1 << (n - 1).bit_length()) if causal else n
+
+
+def plan_rows(sequences: Sequence[np.ndarray], causal: bool) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """Rows to run and, per sequence, (row, position to read). Causal models read a sequence at its last
+    token from any row it is a prefix of; other models share identical rows only and are read at -1."""
+    rows, reads = [], [(0, 0)] * len(sequences)
+    for s in sorted(range(len(sequences)), key=lambda i: -len(sequences[i])):
+        x = np.asarray(sequences[s])
+        for r, row in enumerate(rows):
+            if (len(row) == len(x) or (causal and len(row) > len(x))) and np.array_equal(row[:len(x)], x):
+                reads[s] = (r, len(x) - 1 if causal else -1)
+                break
+        else:
+            rows.append(x)
+            reads[s] = (len(rows) - 1, len(x) - 1 if causal else -1)
+    return rows, reads
+
+
+@eqx.filter_jit
+def _run_rows(model, rows: jax.Array):
+    """rows [R, W] int32 -> (hidden [R, L, W, d] float32, output [R, W, K] float32)."""
+    hidden, output = jax.vmap(lambda r: tuple(model(r)))(rows)
+    return hidden.astype(jnp.float32), output.astype(jnp.float32)
+
+
+def last_states(model, sequences: Sequence[np.ndarray], causal: bool | None = None,
+                chunk_elements: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Last-position states of every sequence: (hidden [S, L, d], output [S, K]) float32 (bf16 values
+    are exact in float32). Rows of equal width run as one vmapped, jitted call, in chunks of
+    R rows with R * width^2 <= chunk_elements (attention memory); causal models pad rows to a power of 2.
+    """
+    causal = bool(getattr(model, "causal", False)) if causal is None else causal
+    rows, reads = plan_rows(sequences, causal)
+    results: list = [None] * len(rows)
+    by_width: dict[int, list[int]] = {}
+    for r, row in enumerate(rows):
+        by_width.setdefault(_width(len(row), causal), []).append(r)
+    for width, members in by_width.items():
+        chunk = max(1, min(len(members), chunk_elements // (width * width)))
+        padded = members + members[-1:] * (-len(members) % chunk)
+        for start in range(0, len(padded), chunk):
+            ids = padded[start:start + chunk]
+            batch = np.zeros((chunk, width), np.int32)
+            for k, r in enumerate(ids):
+                batch[k, :len(rows[r])] = rows[r]
+            hidden, output = _run_rows(model, jnp.asarray(batch))
+            hidden, output = np.asarray(hidden), np.asarray(output)
+            for k, r in enumerate(ids):
+                results[r] = (hidden[k], output[k])
+    hidden = np.stack([results[r][0][:, p] for r, p in reads])
+    output = np.stack([results[r][1][p] for r, p in reads])
+    return hidden, output
