@@ -201,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")  # gymnasium Box specs
     from rillet.pipelines.dataset_cli import dataset_commands
     from rillet.pipelines.offline import train_offline_cmd
+    from rillet.pipelines.probe_cli import probe_commands
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    groups = {"reproduce": _reproductions, "dataset": dataset_commands}
+    groups = {"reproduce": _reproductions, "dataset": dataset_commands, "probe": probe_commands}
     commands = {"demo": demo, "train-offline": train_offline_cmd}
     everything = [*commands, *AGENT_COMMANDS, *groups]
     try:
