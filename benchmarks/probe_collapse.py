@@ -1,0 +1,85 @@
+"""Collapse-probe throughput: lengths probed per second on a 4-layer decoder-only transformer
+(d_model 64, 4 heads, rotary positions, float32) for sequences of up to 4,096 tokens on CPU.
+
+    batched: `evals.probes.collapse.pair_distances` -- every sequence of every length planned into rows
+             (prefixes shared: the model is causal), rows of one power-of-2 width run as one vmapped,
+             jitted call
+    loop:    a Python loop over lengths, each pair run through one jitted function at its exact shape
+             (so every new length compiles)
+
+Both are timed cold (compilation included: a sweep over new lengths pays it) and warm (run again).
+
+    .venv/bin/python benchmarks/probe_collapse.py
+    .venv/bin/python benchmarks/probe_collapse.py --max-length 1024 --num-lengths 8   # quick
+
+Prints per family, then, last, the ratio of lengths probed per second, batched / loop (cold, all families).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rillet.evals.probes.collapse import pair_distances
+from rillet.evals.probes.inputs import get_family
+from rillet.learners.networks.transformer import DecoderTransformer, TransformerConfig
+
+
+def probe_lengths(max_length: int, num: int) -> list[int]:
+    """Geometric lengths n from 16 so that the longer sequence of every pair (<= n + 2) fits max_length."""
+    return sorted({int(n) for n in np.geomspace(16, max_length - 2, num)})
+
+
+def loop_distances(model, lengths, family) -> np.ndarray:
+    """The baseline: one jitted call per length at the pair's exact shapes; final-layer ∞-distance [N]."""
+    last = eqx.filter_jit(lambda m, x: m(x).hidden[-1, -1])
+    out = []
+    for n in lengths:
+        a, b = family(n)
+        out.append(float(jnp.abs(last(model, jnp.asarray(a)) - last(model, jnp.asarray(b))).max()))
+    return np.asarray(out)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--max-length", type=int, default=4096)
+    parser.add_argument("--num-lengths", type=int, default=12)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--families", nargs="+", default=["ones", "ones_zero"])
+    args = parser.parse_args()
+    config = TransformerConfig(vocab_size=4, d_model=64, num_heads=4, num_layers=args.layers)
+    model = DecoderTransformer(config, jax.random.PRNGKey(0))
+    lengths = probe_lengths(args.max_length, args.num_lengths)
+    print(f"device {jax.devices()[0].platform}; {args.layers} layers, d_model 64; {len(lengths)} lengths "
+          f"{lengths[0]}..{lengths[-1]}")
+    total = {"batched": 0.0, "loop": 0.0}
+    for name in args.families:
+        family = get_family(name)
+        batched, t_batched = timed(lambda: pair_distances(model, lengths, family)["inf"][:, -1])
+        _, w_batched = timed(lambda: pair_distances(model, lengths, family))
+        loop, t_loop = timed(lambda: loop_distances(model, lengths, family))
+        _, w_loop = timed(lambda: loop_distances(model, lengths, family))
+        np.testing.assert_allclose(batched, loop, rtol=1e-3, atol=1e-5)  # the same numbers
+        total["batched"] += t_batched
+        total["loop"] += t_loop
+        n = len(lengths)
+        print(f"{name}: batched {n / t_batched:.2f} lengths/s cold ({t_batched:.1f} s), {n / w_batched:.2f} warm; "
+              f"loop {n / t_loop:.2f} lengths/s cold ({t_loop:.1f} s), {n / w_loop:.2f} warm; "
+              f"ratio cold {t_loop / t_batched:.2f}x, warm {w_loop / w_batched:.2f}x")
+    print(f"ratio batched / loop, lengths probed per second (cold, all families): "
+          f"{total['loop'] / total['batched']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
