@@ -35,10 +35,14 @@ def probe_lengths(max_length: int, num: int) -> list[int]:
     return sorted({int(n) for n in np.geomspace(16, max_length - 2, num)})
 
 
+@eqx.filter_jit
+def _last(model, tokens):
+    return model(tokens).hidden[-1, -1]
+
+
 def loop_distances(model, lengths, family) -> np.ndarray:
     """The baseline: one jitted call per length at the pair's exact shapes; final-layer ∞-distance [N]."""
-    last = eqx.filter_jit(lambda m, x: m(x).hidden[-1, -1])
-    out = []
+    last, out = _last, []
     for n in lengths:
         a, b = family(n)
         out.append(float(jnp.abs(last(model, jnp.asarray(a)) - last(model, jnp.asarray(b))).max()))
