@@ -17,7 +17,7 @@ has no gradient path into the novelty networks (their outputs enter only through
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import equinox as eqx
 import jax
@@ -93,6 +93,10 @@ class NGUConfig(r2d2.R2D2Config):
         check.int_tuple(owner, "novelty_hidden_sizes", self.novelty_hidden_sizes, nonempty=True, low=1)
         self.episodic().validate()
         return self
+
+    def discounts(self) -> np.ndarray:
+        """gamma_j of each policy j [N] (NGU's family: from gamma_max down to gamma_min)."""
+        return family_gammas(self.num_policies, self.gamma_max, self.gamma_min)
 
     def episodic(self):
         """The actors' episodic-memory constants as an `EpisodicConfig`."""
@@ -181,49 +185,99 @@ def _next_observations(batch, config: NGUConfig) -> tuple[jax.Array, jax.Array]:
     return obs, _flat(recurrent_value.transition_mask(batch, bi, T))
 
 
-def _loss(modules, target, batch, config: NGUConfig, obs_stats: RunningStats | None):
-    """Q loss on the mixed reward with gamma_j, plus the inverse-dynamics and RND losses on the learned
-    transitions (x_t, a_t, x_{t+1}); RND whitens x_{t+1} with obs_stats."""
+def policy_terms(batch, config: NGUConfig) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(beta_j [B], gamma_j [B], r_e [B, T], r_i [B, T]) of the learned transitions: each sequence's
+    policy weights (its j at the first learned step) and its two reward streams."""
     bi, T = config.burn_in, config.trace_length
     j = jnp.asarray(batch["extras"]["policy_index"], jnp.int32)[:, bi]  # [B]
     beta_j = jnp.asarray(family_betas(config.num_policies, config.beta))[j]
-    gamma_j = jnp.asarray(family_gammas(config.num_policies, config.gamma_max, config.gamma_min))[j]
+    gamma_j = jnp.asarray(config.discounts())[j]
     r_e = jnp.asarray(batch["reward"], jnp.float32)[:, bi:bi + T]
     r_i = jnp.asarray(batch["extras"]["prev_intrinsic_reward"], jnp.float32)[:, bi + 1:bi + T + 1]
+    return beta_j, gamma_j, r_e, r_i
+
+
+def _mixed_q_loss(modules, target, batch, config: NGUConfig):
+    """NGU's value loss: one network on r_e + beta_j * r_i with gamma_j (transformed Retrace)."""
+    beta_j, gamma_j, r_e, r_i = policy_terms(batch, config)
     reward = sequence_targets.mix_rewards({"extrinsic": r_e, "intrinsic": r_i}, {"extrinsic": 1.0, "intrinsic": beta_j})
-    q_loss, aux = r2d2.sequence_loss(modules["q"], target, batch, config, reward=reward, gamma=gamma_j)
+    return r2d2.sequence_loss(modules["q"], target, batch, config, reward=reward, gamma=gamma_j)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueParts:
+    """How an agent of NGU's family splits its Q-networks into optimiser groups and trains them.
+
+    groups: online -> {group name: module}; join: (online, {group: module}) -> online;
+    loss: (modules, target, batch, config) -> (loss [], aux with td, valid, q_taken [B, T]).
+    """
+
+    groups: Callable[[Any], dict]
+    join: Callable[[Any, dict], Any]
+    loss: Callable[..., tuple[jax.Array, dict]]
+
+
+MIXED_VALUE = ValueParts(groups=lambda online: {"q": online}, join=lambda online, modules: modules["q"],
+                         loss=_mixed_q_loss)
+
+
+def _novelty_loss(modules, batch, config: NGUConfig, obs_stats: RunningStats | None):
+    """The inverse-dynamics and RND losses on the learned transitions (x_t, a_t, x_{t+1}); RND whitens
+    x_{t+1} with obs_stats."""
+    bi, T = config.burn_in, config.trace_length
     obs_next, valid = _next_observations(batch, config)
     obs_t = _flat(jnp.asarray(batch["observation"])[:, bi:bi + T])
     actions = _flat(jnp.asarray(batch["action"], jnp.int32)[:, bi:bi + T])
     emb_loss, emb_aux = inverse_dynamics_loss({"embedding": modules["embedding"]}, obs_t, obs_next, actions, valid)
     novelty_loss, rnd_aux = rnd_loss({"rnd": modules["rnd"]}, obs_next, valid, obs_stats)
+    aux = {"rnd_error": rnd_aux["error"], "rnd_valid": valid, "embedding_loss": emb_loss,
+           "embedding_accuracy": emb_aux["accuracy"], "rnd_loss": novelty_loss}
+    return emb_loss + novelty_loss, aux
+
+
+def _loss(modules, target, batch, config: NGUConfig, obs_stats: RunningStats | None, value: ValueParts):
+    """The value loss of `value` plus the novelty networks' losses."""
+    q_loss, aux = value.loss(modules, target, batch, config)
+    novelty_loss, novelty_aux = _novelty_loss(modules, batch, config, obs_stats)
+    r_i = policy_terms(batch, config)[3]
     n_valid = jnp.maximum(jnp.sum(aux["valid"]), 1)
-    aux = {**aux, "q_loss": q_loss, "rnd_error": rnd_aux["error"], "rnd_valid": valid, "embedding_loss": emb_loss,
-           "embedding_accuracy": emb_aux["accuracy"], "rnd_loss": novelty_loss,
+    aux = {**aux, **novelty_aux, "q_loss": q_loss,
            "intrinsic_reward": jnp.sum(jnp.where(aux["valid"], r_i, 0.0)) / n_valid}
-    return q_loss + emb_loss + novelty_loss, aux
+    return q_loss + novelty_loss, aux
 
 
-@eqx.filter_jit
-def update(state: NGUState, batch: Mapping[str, Any], config: NGUConfig):
-    """One step of the three groups. Returns (new_state, metrics): R2D2's (`r2d2.value_metrics`, loss is
-    the Q loss) plus embedding_loss, embedding_accuracy, rnd_loss, intrinsic_reward (mean recorded r_i
-    over valid transitions), rnd_error_mean/std (the running statistics after this batch) and
-    lifelong_multiplier (mean over the batch's valid next observations)."""
-    modules = {"q": state.online, "embedding": state.embedding, "rnd": state.rnd}
+def update_with(value: ValueParts, optimizers: dict, state: NGUState, batch: Mapping[str, Any], config: NGUConfig,
+                extra_metrics: tuple[str, ...] = ()):
+    """One step of the value groups of `value` and the two novelty groups (call it inside a jitted
+    update). Returns (new_state, metrics): R2D2's (`r2d2.value_metrics`, loss is the value loss,
+    grad_norm over the value groups) plus embedding_loss, embedding_accuracy, rnd_loss,
+    intrinsic_reward (mean recorded r_i over valid transitions), rnd_error_mean/std (the running
+    statistics after this batch), lifelong_multiplier (mean over the batch's valid next observations)
+    and the aux entries named in extra_metrics."""
+    value_groups = value.groups(state.online)
+    modules = {**value_groups, "embedding": state.embedding, "rnd": state.rnd}
     obs_stats = state.rnd_obs_stats
     if obs_stats is not None:  # whitening statistics first, so that no batch meets empty ones
         obs_stats = update_stats(obs_stats, *_next_observations(batch, config))
     modules, opt_state, (_, aux), norms = optim.group_step(
-        _loss, optimizers(config), modules, state.opt_state, state.target, batch, config, obs_stats)
+        _loss, optimizers, modules, state.opt_state, state.target, batch, config, obs_stats, value)
     steps = state.steps + 1
     stats = update_stats(state.rnd_stats, aux["rnd_error"], aux["rnd_valid"])
     multiplier = lifelong_multiplier(aux["rnd_error"], stats, config.max_multiplier)
     valid = aux["rnd_valid"]
-    metrics = {**r2d2.value_metrics(aux["q_loss"], aux, norms["q"], config.priority_eta),
-               **{k: aux[k] for k in ("embedding_loss", "embedding_accuracy", "rnd_loss", "intrinsic_reward")},
+    grad_norm = jnp.sqrt(sum(jnp.square(norms[name]) for name in value_groups))
+    metrics = {**r2d2.value_metrics(aux["q_loss"], aux, grad_norm, config.priority_eta),
+               **{k: aux[k] for k in ("embedding_loss", "embedding_accuracy", "rnd_loss", "intrinsic_reward",
+                                      *extra_metrics)},
                "rnd_error_mean": stats.mean, "rnd_error_std": jnp.sqrt(stats.var),
                "lifelong_multiplier": jnp.sum(jnp.where(valid, multiplier, 0.0)) / jnp.maximum(jnp.sum(valid), 1)}
-    target = update_target(modules["q"], state.target, steps, config.target_update_period)
-    return NGUState(online=modules["q"], target=target, embedding=modules["embedding"], rnd=modules["rnd"],
+    online = value.join(state.online, {name: modules[name] for name in value_groups})
+    target = update_target(online, state.target, steps, config.target_update_period)
+    return NGUState(online=online, target=target, embedding=modules["embedding"], rnd=modules["rnd"],
                     rnd_stats=stats, rnd_obs_stats=obs_stats, opt_state=opt_state, steps=steps, key=state.key), metrics
+
+
+@eqx.filter_jit
+def update(state: NGUState, batch: Mapping[str, Any], config: NGUConfig):
+    """One step of NGU's three groups ("q", "embedding", "rnd"); metrics as `update_with`."""
+    return update_with(MIXED_VALUE, optimizers(config), state, batch, config)

@@ -168,14 +168,31 @@ def sequence_loss(online: RecurrentNetwork, target: RecurrentNetwork, batch: Map
     reward [B, T]: the reward of each learned transition (None: the batch's extrinsic reward, e.g. a
     mix r_e + beta_j * r_i otherwise); gamma [] or [B] (None: config.gamma; e.g. gamma_j per sequence).
     """
-    bi, T = config.burn_in, config.trace_length
+    online_heads, target_heads = unroll(online, target, batch, config)
+    pi = sequence_targets.target_policy(online_heads["q"], config.target_epsilon)
+    td, valid, q_taken = sequence_td(online_heads["q"], target_heads["q"], pi, batch, config, reward, gamma)
+    loss = sequence_targets.td_loss(td, valid, batch.get("weights"))
+    return loss, {"td": td, "valid": valid, "q_taken": q_taken}
+
+
+def unroll(online, target, batch: Mapping[str, Any], config: R2D2Config) -> tuple[dict, dict]:
+    """Checks the sequence length, then R2D2's burn-in unroll: (online heads, target heads), each
+    {head: [B, T+1, ...]} over the steps after the burn-in."""
     L = np.shape(batch["action"])[1]
     if L != config.sequence_length:
         raise SpecMismatchError(
-            f"R2D2 batch has sequences of length {L}; burn_in={bi} + trace_length={T} + 1 bootstrap "
-            f"step = {config.sequence_length}. Write replay sequences of that length.")
-    online_heads, target_heads = recurrent_value.unroll_with_burn_in(online, target, batch, bi, config.scan_unroll)
-    q_online, q_target = online_heads["q"], target_heads["q"]  # [B, T+1, A]
+            f"R2D2 batch has sequences of length {L}; burn_in={config.burn_in} + trace_length="
+            f"{config.trace_length} + 1 bootstrap step = {config.sequence_length}. Write replay sequences of "
+            "that length.")
+    return recurrent_value.unroll_with_burn_in(online, target, batch, config.burn_in, config.scan_unroll)
+
+
+def sequence_td(q_online: jax.Array, q_target: jax.Array, pi: jax.Array, batch: Mapping[str, Any],
+                config: R2D2Config, reward: jax.Array | None = None, gamma: jax.Array | float | None = None):
+    """(td [B, T], valid [B, T], q_taken [B, T]) of the online values q_online [B, T+1, A] against the
+    targets of `config.estimator` from q_target [B, T+1, A] and the target policy pi [B, T+1, A];
+    reward and gamma as in `sequence_loss`."""
+    bi, T = config.burn_in, config.trace_length
     actions = jnp.asarray(batch["action"], jnp.int32)[:, bi:]  # [B, T+1]
     step = slice(bi, bi + T)
     valid = recurrent_value.transition_mask(batch, bi, T)
@@ -184,14 +201,11 @@ def sequence_loss(online: RecurrentNetwork, target: RecurrentNetwork, batch: Map
     if reward is None:
         reward = jnp.asarray(batch["reward"], jnp.float32)[:, step]
     g = sequence_targets.sequence_targets(
-        config.estimator, q_target, sequence_targets.target_policy(q_online, config.target_epsilon), actions,
-        reward, discount,
+        config.estimator, q_target, pi, actions, reward, discount,
         jnp.asarray(batch["extras"]["behaviour_prob"], jnp.float32)[:, step], valid,
         lambda_=config.lambda_, n=config.n_step, value_rescaling=config.value_rescaling)
     q_taken = jnp.take_along_axis(q_online[:, :T], actions[:, :T, None], axis=-1)[..., 0]
-    td = jnp.where(valid, g - q_taken, 0.0)
-    loss = sequence_targets.td_loss(td, valid, batch.get("weights"))
-    return loss, {"td": td, "valid": valid, "q_taken": q_taken}
+    return jnp.where(valid, g - q_taken, 0.0), valid, q_taken
 
 
 @eqx.filter_jit

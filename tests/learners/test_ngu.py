@@ -97,7 +97,7 @@ def test_mixed_reward_and_gamma_j_reach_the_q_loss():
     expected, _ = r2d2.sequence_loss(state.online, state.target, b, SMALL, reward=jnp.asarray(reward),
                                      gamma=jnp.asarray(family_gammas(4, 0.997, 0.99)[j]))
     modules = {"q": state.online, "embedding": state.embedding, "rnd": state.rnd}
-    _, aux = ngu._loss(modules, state.target, b, SMALL, state.rnd_obs_stats)
+    _, aux = ngu._loss(modules, state.target, b, SMALL, state.rnd_obs_stats, ngu.MIXED_VALUE)
     assert float(aux["q_loss"]) == pytest.approx(float(expected), rel=1e-5)
     plain, _ = r2d2.sequence_loss(state.online, state.target, b, SMALL)  # r_e and config.gamma only
     assert float(aux["q_loss"]) != pytest.approx(float(plain), rel=1e-3)
@@ -110,7 +110,8 @@ def test_q_loss_has_no_gradient_into_the_novelty_networks():
     static = eqx.filter(modules, eqx.is_inexact_array, inverse=True)
 
     def q_loss(p):
-        return ngu._loss(eqx.combine(p, static), state.target, batch(5), SMALL, state.rnd_obs_stats)[1]["q_loss"]
+        return ngu._loss(eqx.combine(p, static), state.target, batch(5), SMALL, state.rnd_obs_stats,
+                         ngu.MIXED_VALUE)[1]["q_loss"]
 
     grads = jax.grad(q_loss)(params)
     for name in ("embedding", "rnd"):
