@@ -66,7 +66,8 @@ def episode_stats(on_episode: Callable[[dict], None]) -> Callable[[Iterator[dict
 
 def summarise_episodes(episodes: list[dict]) -> dict[str, float]:
     """Means over finished episodes: actor return, length, intrinsic and episodic returns and distinct
-    observations, and the mean return per policy index ("return_j{j}")."""
+    observations, and per policy index j the mean return ("return_j{j}") and the episodes played
+    ("episodes_j{j}": a bandit's pulls of arm j)."""
     if not episodes:
         return {}
     summary = {f"episode_{k}": float(np.mean([e[k] for e in episodes]))
@@ -74,5 +75,6 @@ def summarise_episodes(episodes: list[dict]) -> dict[str, float]:
                                                                     "distinct_observations")}
     summary["episodes"] = float(len(episodes))
     for j in sorted({e["policy_index"] for e in episodes}):
-        summary[f"return_j{j}"] = float(np.mean([e["return"] for e in episodes if e["policy_index"] == j]))
+        played = [e["return"] for e in episodes if e["policy_index"] == j]
+        summary[f"return_j{j}"], summary[f"episodes_j{j}"] = float(np.mean(played)), float(len(played))
     return summary

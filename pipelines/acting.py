@@ -56,6 +56,13 @@ class ActorCarry:
                 "--run-dir.")
         return parts.resume(parts.actor_state, self.restored)
 
+    def evaluation_state(self, parts) -> Any:
+        """An evaluator's starting state: its actor_state, resumed from the actors' current carry where
+        the evaluator reads it (e.g. Agent57's evaluation plays the actors' bandits' best arm)."""
+        if parts.resume is None or self.latest is None:
+            return parts.actor_state
+        return parts.resume(parts.actor_state, self.latest)
+
     def observer(self, parts) -> Callable[[Any], None] | None:
         """The actor loop's on_actor_state hook: keeps `latest` (numpy copies; the policy may reuse
         its buffers on the next call)."""

@@ -121,8 +121,12 @@ def train_online(config: OnlineConfig) -> dict:
     run = _Run(config, run_dir, env_steps, updates, carry)
     metrics = MetricsWriter(run_dir)
     parts = agent.evaluator(spec, config.learner, 1)
+
+    def eval_state(num_envs):  # the evaluator's state, from the actors' carry where it reads one
+        return run.carry.evaluation_state(agent.evaluator(spec, config.learner, num_envs))
+
     evaluate = greedy_return_stage(config.env_id, parts.policy, config.eval_episodes, seed=config.seed + 10_000,
-                                   actor_state_fn=lambda n: agent.evaluator(spec, config.learner, n).actor_state,
+                                   actor_state_fn=eval_state,
                                    observe=parts.observe, observation_indices=config.observation_indices)
     state = _train(run, agent, spec, state, ckpt, metrics, evaluate)
     ckpt.save(run.updates, state, run.counters(), actor=run.carry.latest)

@@ -17,8 +17,10 @@ from rillet.learners import ngu, recurrent_value
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
 
 
-def _actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict) -> ActorParts:
-    state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], config.lstm_size,
+def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict, core_size: int | None = None) -> ActorParts:
+    """NGU's actors: the novelty policy epsilon-greedy as policy j (exploration {"epsilon",
+    "policy_index"} [num_envs]); core_size: the recorded core state's size (default lstm_size)."""
+    state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], core_size or config.lstm_size,
                                 config.embedding_size, config.memory_capacity, spec.action.dtype)
     policy = novelty_policy(config.episodic(), config.max_multiplier, config.novelty_sync_period)
     return ActorParts(policy, state, recurrent_observe, carry=_running_distances, resume=_resume)
@@ -37,10 +39,20 @@ def _resume(actor_state: dict, carried: dict) -> dict:
     return {**actor_state, "memory": memory}
 
 
+def greedy_exploration(config: ngu.NGUConfig, num_envs: int) -> dict:
+    """An evaluation's exploration parameters: epsilon 0, policy config.eval_policy_index."""
+    return {"epsilon": np.zeros(num_envs, np.float32),
+            "policy_index": np.full(num_envs, config.eval_policy_index, np.int32)}
+
+
 def _evaluator(spec, config: ngu.NGUConfig, num_envs: int) -> ActorParts:
     """Greedy (epsilon 0) as policy config.eval_policy_index (0: the exploitative policy)."""
-    return _actor(spec, config, num_envs, {"epsilon": np.zeros(num_envs, np.float32),
-                                           "policy_index": np.full(num_envs, config.eval_policy_index, np.int32)})
+    return novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs))
+
+
+def family(config: ngu.NGUConfig, actor) -> PolicyFamily:
+    """N policies, j = i mod N per environment, epsilon on Ape-X's ladder."""
+    return PolicyFamily(config.num_policies, EpsilonLadder(actor.epsilon_base, actor.epsilon_alpha))
 
 
 NGU = register(Agent(
@@ -50,11 +62,10 @@ NGU = register(Agent(
     init=ngu.init,
     update=ngu.update,
     network=ngu.acting_params,
-    actor=_actor,
+    actor=novelty_actor,
     evaluator=_evaluator,
     replay_item=lambda config: ReplayItem("sequence", config.sequence_length),
     check_batch=recurrent_value.check_sequence_batch,
-    exploration=lambda config, actor: PolicyFamily(config.num_policies,
-                                                   EpsilonLadder(actor.epsilon_base, actor.epsilon_alpha)),
+    exploration=family,
     summary="R2D2 core + episodic and lifelong novelty, a family of N policies (beta_j, gamma_j)",
 ))

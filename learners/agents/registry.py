@@ -29,7 +29,9 @@ class ActorParts:
     What of the actor state outlives episodes (running statistics, a bandit's counts) is checkpointed
     beside the learner state: ``carry(actor_state) -> pytree`` picks it out and ``resume(actor_state,
     carried) -> actor_state`` puts it into a fresh actor state when a run resumes (its episodes start
-    anew, so the per-episode state starts fresh). Both None: nothing outlives an episode."""
+    anew, so the per-episode state starts fresh). Both None: nothing outlives an episode. An evaluator's
+    resume takes the actors' carry instead (what an evaluation reads from the actors, e.g. a bandit's
+    best arm)."""
 
     policy: Callable
     actor_state: Any

@@ -16,11 +16,13 @@ def play(means_at, episodes, num_envs=4, num_arms=5, config=BanditConfig(window=
     state = init_bandit(num_envs, num_arms, config.window, jax.random.PRNGKey(seed))
     rng = np.random.default_rng(seed)
     choose, done = jnp.ones(num_envs, bool), jnp.ones(num_envs, bool)
+    select = jax.jit(select_arms, static_argnums=1)
+    record = jax.jit(record_returns)
     pulled = []
     for e in range(episodes):
-        arm, state = select_arms(state, config, choose)
+        arm, state = select(state, config, choose)
         reward = np.asarray(means_at(e))[np.asarray(arm)] + rng.normal(0, 0.1, num_envs)
-        state = record_returns(state, arm, reward, done)
+        state = record(state, arm, reward, done)
         pulled.append(np.asarray(arm))
     return np.stack(pulled), state
 
