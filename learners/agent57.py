@@ -44,6 +44,9 @@ class Agent57Config(ngu.NGUConfig):
     bandit_window: int = BanditConfig.window
     bandit_epsilon: float = BanditConfig.epsilon
     bandit_beta: float = BanditConfig.beta
+    meta_controller: bool = True
+    """False: no bandit; environment i plays policy j = i mod N throughout (NGU's fixed assignment; the
+    ablation), and evaluation plays eval_policy_index."""
 
     def validate(self) -> "Agent57Config":
         super().validate()
@@ -51,6 +54,7 @@ class Agent57Config(ngu.NGUConfig):
             check.number("Agent57Config", name, getattr(self, name), 0.0, 1.0, high_open=True)
         check.integer("Agent57Config", "num_policies", self.num_policies, low=10,
                       fix="num_policies >= 10 (Agent57's ladder: 8 fixed rungs and a tail; the paper: 32)")
+        check.boolean("Agent57Config", "meta_controller", self.meta_controller)
         self.bandit().validate()
         return self
 

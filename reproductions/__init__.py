@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rillet.reproductions.agent57_minigrid import agent57_minigrid
 from rillet.reproductions.common import plot_runs
 from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
 from rillet.reproductions.pac_offline import pac_data, pac_seeds, pac_vs_bc
@@ -27,5 +28,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "pac-seeds": pac_seeds,
     "ngu-minigrid": ngu_minigrid,
     "ngu-atari-smoke": ngu_atari_smoke,
+    "agent57-minigrid": agent57_minigrid,
     "plot-runs": plot_runs,
 }

@@ -5,18 +5,22 @@ Evaluation acts greedily as the bandits' best arm (pooled over the actors), or a
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
 from rillet.actors.meta_controller import bandit_actor_state, bandit_carry, bandit_observe, bandit_resume, greedy_arm_of
 from rillet.learners import agent57, ngu, recurrent_value
-from rillet.learners.agents.ngu import family, greedy_exploration, novelty_actor
+from rillet.learners.agents.ngu import evaluation_parts, family, greedy_exploration, novelty_actor
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
 
 
 def _actor(spec, config: agent57.Agent57Config, num_envs: int, exploration: dict) -> ActorParts:
     """NGU's novelty actors over the split value (core state 2 * lstm_size) with the meta-controller."""
     parts = novelty_actor(spec, config, num_envs, exploration, core_size=2 * config.lstm_size)
+    if not config.meta_controller:
+        return parts
     bandit = bandit_actor_state(num_envs, config.num_policies, config.bandit_window, jax.random.PRNGKey(num_envs))
     return ActorParts(parts.policy, {**parts.actor_state, **bandit}, bandit_observe(parts.observe, config.bandit()),
                       carry=lambda s: {"episodic": parts.carry(s), "bandit": bandit_carry(s)},
@@ -24,14 +28,18 @@ def _actor(spec, config: agent57.Agent57Config, num_envs: int, exploration: dict
 
 
 def _evaluator(spec, config: agent57.Agent57Config, num_envs: int) -> ActorParts:
-    """Greedy (epsilon 0) as eval_policy_index; resumed from the actors' carry, as their bandits' best arm."""
-    parts = novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs), core_size=2 * config.lstm_size)
+    """Greedy (epsilon 0) as eval_policy_index; with the meta-controller, resumed from the actors' carry
+    as their bandits' best arm."""
+    parts = evaluation_parts(novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs),
+                                           core_size=2 * config.lstm_size))
+    if not config.meta_controller:
+        return parts
 
     def best_arm(actor_state: dict, actors_carry: dict) -> dict:
         arm = greedy_arm_of(actors_carry["bandit"], config.num_policies)
         return {**actor_state, "policy_index": np.full(num_envs, arm, np.int32)}
 
-    return ActorParts(parts.policy, parts.actor_state, parts.observe, resume=best_arm)
+    return dataclasses.replace(parts, resume=best_arm)
 
 
 AGENT57 = register(Agent(

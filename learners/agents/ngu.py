@@ -46,8 +46,14 @@ def greedy_exploration(config: ngu.NGUConfig, num_envs: int) -> dict:
 
 
 def _evaluator(spec, config: ngu.NGUConfig, num_envs: int) -> ActorParts:
-    """Greedy (epsilon 0) as policy config.eval_policy_index (0: the exploitative policy)."""
-    return novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs))
+    """Greedy (epsilon 0) as policy config.eval_policy_index (0: the exploitative policy); it reads
+    nothing of the actors' carry (its d_m^2 starts fresh)."""
+    return evaluation_parts(novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs)))
+
+
+def evaluation_parts(parts: ActorParts) -> ActorParts:
+    """Actor parts as an evaluator's: no carry of their own, nothing read from the actors' carry."""
+    return dataclasses.replace(parts, carry=None, resume=None)
 
 
 def family(config: ngu.NGUConfig, actor) -> PolicyFamily:
