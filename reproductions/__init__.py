@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rillet.reproductions.agent57_atari_smoke import agent57_atari_smoke
 from rillet.reproductions.agent57_minigrid import agent57_minigrid
 from rillet.reproductions.common import plot_runs
 from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
@@ -29,5 +30,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "ngu-minigrid": ngu_minigrid,
     "ngu-atari-smoke": ngu_atari_smoke,
     "agent57-minigrid": agent57_minigrid,
+    "agent57-atari-smoke": agent57_atari_smoke,
     "plot-runs": plot_runs,
 }
