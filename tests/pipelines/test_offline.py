@@ -228,9 +228,10 @@ def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
     assert os.path.getsize(tmp_path / "vs" / "pac_vs_bc.png") > 0
     assert sorted(os.listdir(tmp_path / "vs")) == ["bc", "pac-alpha0.1", "pac-alpha0.5", "pac_vs_bc.json",
                                                    "pac_vs_bc.png"]
-    rows = pac_scaling(data, out=str(tmp_path / "sc"), sizes=("test", "cpu-d32"), num_steps=2, batch_size=4, n_step=1,
+    # one size keeps the suite's time (the sizes' parameter counts are ordered in test_cli_options_and_sizes)
+    rows = pac_scaling(data, out=str(tmp_path / "sc"), sizes=("test",), num_steps=2, batch_size=4, n_step=1,
                        validation_fraction=0.2)
-    assert rows["test"]["params"] < rows["cpu-d32"]["params"] and all(np.isfinite(r["loss"]) for r in rows.values())
+    assert rows["test"]["params"] > 0 and all(np.isfinite(r["loss"]) for r in rows.values())
     assert os.path.getsize(tmp_path / "sc" / "pac_scaling.png") > 0
 
     # pac-seeds reads the finished runs: each setting's seed-0 return is its final evaluation above.
@@ -241,7 +242,7 @@ def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
         assert seeds["PAC alpha 0.1"]["per_seed"][0][task] == row["PAC (alpha 0.1)"]
         assert seeds["BC"]["per_seed"][0][task] == row["BC (alpha 1)"]
     assert os.path.getsize(tmp_path / "seeds" / "pac_seeds.png") > 0
-    with pytest.raises(ConfigError, match="the runs differ in"):  # another size, no evaluation: not comparable
-        pac_seeds(runs + (str(tmp_path / "sc" / "cpu-d32"),), out=str(tmp_path / "seeds2"))
+    with pytest.raises(ConfigError, match="the runs differ in"):  # no evaluation, other options: not comparable
+        pac_seeds(runs + (str(tmp_path / "sc" / "test"),), out=str(tmp_path / "seeds2"))
     with pytest.raises(ConfigError, match="give the run directories"):
         pac_seeds((), out=str(tmp_path / "seeds3"))
