@@ -15,7 +15,7 @@ from rillet.learners.agent57 import Agent57Config
 from rillet.pipelines.config import ActorConfig, OnlineConfig
 from rillet.pipelines.metrics import read_jsonl
 from rillet.reproductions.common import compare_curves, pyplot, save_figure, train_and_read_curve
-from rillet.reproductions.ngu_minigrid import _CORE, ENV, MINIGRID_REPLAY
+from rillet.reproductions.ngu_minigrid import _CORE, ENV, MINIGRID_REPLAY, actor_statistics
 
 # NGU_MINIGRID's network, novelty and replay settings; N = 10, the smallest family Agent57's ladder has.
 AGENT57_MINIGRID = Agent57Config(**_CORE, novelty_hidden_sizes=(64,), num_policies=10, memory_capacity=2000,
@@ -64,4 +64,7 @@ def agent57_minigrid(out: str = "runs/agent57-minigrid", total_env_steps: int = 
             if name == "bandit":
                 bandit_dirs[f"seed {seed}"] = run_dir
     print("figure:", arm_pulls(bandit_dirs, os.path.join(out, "agent57_arms.png"), AGENT57_MINIGRID.num_policies))
+    dirs = {label.replace("Agent57 ", ""): os.path.join(out, label.split()[1] + "-s" + label.split()[-1])
+            for label in runs}
+    print("figure:", actor_statistics(dirs, os.path.join(out, "agent57_actors.png"), baseline=("uniform",)))
     return compare_curves(out, "agent57_minigrid", runs, f"Agent57: bandit vs uniform j on {ENV}", target=None)

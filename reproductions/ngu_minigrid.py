@@ -39,9 +39,11 @@ def minigrid_run(agent: str, seed: int, total_env_steps: int, run_dir: str) -> O
                         eval_episodes=10, progress=False, run_dir=run_dir, checkpoint_every_updates=2000)
 
 
-def actor_statistics(runs: dict[str, str], path: str, smooth: int = 5) -> str:
+def actor_statistics(runs: dict[str, str], path: str, smooth: int = 5,
+                     baseline: tuple[str, ...] = ("R2D2",)) -> str:
     """One figure, a panel per ACTOR_STATS entry: its logged means over env steps for each run directory,
-    each a moving average over `smooth` log windows."""
+    each a moving average over `smooth` log windows; runs whose label starts with a `baseline` prefix
+    are dashed."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(ACTOR_STATS), figsize=(5 * len(ACTOR_STATS), 3.5))
     for label, run_dir in runs.items():
@@ -50,7 +52,7 @@ def actor_statistics(runs: dict[str, str], path: str, smooth: int = 5) -> str:
         for ax, key in zip(axes, ACTOR_STATS):
             values = np.convolve([r[key] for r in rows], window, mode="valid")
             ax.plot([r["step"] for r in rows][len(rows) - len(values):], values, label=label, linewidth=0.9,
-                    linestyle="-" if label.upper().startswith("NGU") else "--")
+                    linestyle="--" if label.startswith(baseline) else "-")
     for ax, key in zip(axes, ACTOR_STATS):
         ax.set_title(key.split("/")[1].replace("_", " ") + " per episode", fontsize=9)
         ax.set_xlabel("env steps")
