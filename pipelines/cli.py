@@ -31,9 +31,9 @@ DEMO_TARGET_RETURN = 475.0
 
 DEMO_HOLD_EVALS = 4  # the demo stops once 4 evaluations in a row (15k env steps) reached the target
 # 5-step targets and a learning rate decayed linearly from 1e-3 to 1e-4 over the 25k updates of a
-# 100k-step run (100k steps x 32 samples per insert / batch 128): chosen from 35 tuning runs of up to
-# 100k steps without early stopping (docs/RESULTS.md, "Agent core"); it held >= 475 to the end in 2 of 3
-# seeds (1, 2); seed 0 reached 475 only at 75-95k.
+# 100k-step run (100k steps x 32 samples per insert / batch 128): chosen from tuning runs of up to
+# 100k steps without early stopping (docs/RESULTS.md, "Agent core"); it held >= 475 to the end in 4 of
+# seeds 0-5 (1, 2, 3, 4); seeds 0 and 5 reached 475 only at 65-95k.
 DEMO_DQN = DQNConfig(learning_rate=1e-3, learning_rate_end=1e-4, learning_rate_decay_updates=25_000)
 DEMO_REPLAY = ReplayConfig(n_step=5)
 
