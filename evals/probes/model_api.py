@@ -7,7 +7,10 @@ A probed model is any `eqx.Module` with
     model(tokens [T] int | emb [T, d])   -> (hidden [L, T', d'], output [T', K])   (a 2-tuple or NamedTuple)
 
 and optionally `model.causal = True`, which promises that position t depends on positions <= t only
-(then sequences may be right-padded and a sequence that is a prefix of another is read from it).
+(then sequences may be right-padded and a sequence that is a prefix of another is read from it), and
+`model.tree_attention = True`, which promises `model(tokens [T], positions=[T] int, mask=[T, T] bool)`
+(explicit position ids; query i attends key j where mask[i, j]): then all sequences run as one prefix
+tree (a trie: every shared prefix once, each node attending to its ancestors) in one row.
 The probes read position -1 of hidden: the last token of a decoder, the last latent of a Perceiver.
 `rillet.learners.networks.transformer.DecoderTransformer` is the reference implementation.
 """
@@ -23,7 +26,7 @@ import numpy as np
 
 from rillet.errors import SignatureError
 
-__all__ = ["ModelInfo", "check_sequence_model", "plan_rows", "last_states", "SIGNATURE"]
+__all__ = ["ModelInfo", "check_sequence_model", "plan_rows", "plan_tree", "last_states", "SIGNATURE"]
 
 SIGNATURE = ("an equinox Module with embed(tokens [T] int) -> [T, d] and __call__(tokens [T] int or embeddings "
              "[T, d]) -> (hidden [L, T, d], output [T, K]); see rillet.learners.networks.transformer")
@@ -87,6 +90,48 @@ def plan_rows(sequences: Sequence[np.ndarray], causal: bool) -> tuple[list[np.nd
     return rows, reads
 
 
+def plan_tree(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """The sequences as one prefix tree: (tokens [N], positions [N] (depth), parent [N] (-1 at roots),
+    reads: per sequence, the node of its last token). Parents precede their children."""
+    children: list[dict] = [{}]  # children[0]: the roots (node ids are offset by 1 here)
+    tokens, positions, parent, reads = [], [], [], []
+    for seq in sequences:
+        node = 0
+        for depth, tok in enumerate(np.asarray(seq).tolist()):
+            nxt = children[node].get(tok)
+            if nxt is None:
+                nxt = len(children)
+                children[node][tok] = nxt
+                children.append({})
+                tokens.append(tok), positions.append(depth), parent.append(node - 1)
+            node = nxt
+        reads.append(node - 1)
+    return (np.asarray(tokens, np.int32), np.asarray(positions, np.int32), np.asarray(parent, np.int64), reads)
+
+
+def tree_mask(parent: np.ndarray, width: int) -> np.ndarray:
+    """bool [W, W]: node i attends to itself and its ancestors; padding nodes (>= len(parent)) to themselves."""
+    mask = np.eye(width, dtype=bool)
+    for i, p in enumerate(parent.tolist()):
+        if p >= 0:
+            mask[i] |= mask[p]
+    return mask
+
+
+@eqx.filter_jit
+def _run_tree(model, tokens: jax.Array, positions: jax.Array, mask: jax.Array):
+    hidden, output = model(tokens, positions=positions, mask=mask)
+    return hidden.astype(jnp.float32), output.astype(jnp.float32)
+
+
+def _tree_states(model, tokens, positions, parent, reads, granule: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    width = -(-len(tokens) // granule) * granule
+    pad = width - len(tokens)
+    hidden, output = _run_tree(model, jnp.asarray(np.pad(tokens, (0, pad))), jnp.asarray(np.pad(positions, (0, pad))),
+                               jnp.asarray(tree_mask(parent, width)))
+    return np.asarray(hidden)[:, reads].transpose(1, 0, 2), np.asarray(output)[reads]
+
+
 @eqx.filter_jit
 def _run_rows(model, rows: jax.Array):
     """rows [R, W] int32 -> (hidden [R, L, W, d] float32, output [R, W, K] float32)."""
@@ -95,12 +140,18 @@ def _run_rows(model, rows: jax.Array):
 
 
 def last_states(model, sequences: Sequence[np.ndarray], causal: bool | None = None,
-                chunk_elements: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+                chunk_elements: int = 1 << 24, tree: bool = True,
+                max_tree_nodes: int = 1 << 13) -> tuple[np.ndarray, np.ndarray]:
     """Last-position states of every sequence: (hidden [S, L, d], output [S, K]) float32 (bf16 values
-    are exact in float32). Rows of equal width run as one vmapped, jitted call, in chunks of
-    R rows with R * width^2 <= chunk_elements (attention memory); causal models pad rows to a power of 2.
-    """
+    are exact in float32). A model with tree_attention (and tree=True) runs all sequences as one prefix
+    tree of at most max_tree_nodes nodes, padded to a multiple of 256, in one jitted call. Otherwise rows
+    of equal width run as one vmapped, jitted call, in chunks of R rows with R * width^2 <= chunk_elements
+    (attention memory); causal models pad rows to a power of 2."""
     causal = bool(getattr(model, "causal", False)) if causal is None else causal
+    if causal and tree and getattr(model, "tree_attention", False):
+        plan = plan_tree(sequences)
+        if len(plan[0]) <= max_tree_nodes:
+            return _tree_states(model, *plan)
     rows, reads = plan_rows(sequences, causal)
     results: list = [None] * len(rows)
     by_width: dict[int, list[int]] = {}

@@ -6,6 +6,9 @@ The call signature, which the sequence-model probes (rillet.evals.probes) accept
     model.embed(tokens [T] int)            -> embeddings [T, d]
     model(tokens [T] int)                  -> SequenceOutput(hidden [L, T, d], output [T, K])
     model(embeddings [T, d] float)         -> the same, from given input embeddings (before positions)
+    model(tokens, positions=[T] int, mask=[T, T] bool)  -> the same with explicit position ids and the keys
+                                           each query sees (several sequences sharing prefixes as one
+                                           prefix tree in one row; `tree_attention = True` says so)
 
 hidden[l] is the residual stream after block l (hidden[-1] the final layer, before the final
 LayerNorm); output holds float32 logits. One sequence per call: `jax.vmap` for batches. The compute
@@ -79,9 +82,10 @@ def attention_mask(length: int, window: int = 0) -> jax.Array:
     return mask & (i - j < window) if window > 0 else mask
 
 
-def sinusoidal_positions(length: int, d: int) -> jax.Array:
-    """float32 [T, d]: sin on even dims, cos on odd dims, wavelengths 2π .. 2π·10^4 (Vaswani et al.)."""
-    pos = jnp.arange(length, dtype=jnp.float32)[:, None]
+def sinusoidal_positions(length: int, d: int, positions: jax.Array | None = None) -> jax.Array:
+    """float32 [T, d]: sin on even dims, cos on odd dims, wavelengths 2π .. 2π·10^4 (Vaswani et al.), at
+    positions 0..T-1 or the given position ids [T]."""
+    pos = (jnp.arange(length) if positions is None else positions).astype(jnp.float32)[:, None]
     freq = jnp.exp(-math.log(10_000.0) * jnp.arange(0, d, 2, dtype=jnp.float32) / d)
     angles = pos * freq  # [T, ceil(d/2)]
     out = jnp.zeros((length, d), jnp.float32)
@@ -89,12 +93,13 @@ def sinusoidal_positions(length: int, d: int) -> jax.Array:
     return out.at[:, 1::2].set(jnp.cos(angles[:, : d // 2]))
 
 
-def rotary(x: jax.Array, base: float = 10_000.0) -> jax.Array:
-    """Rotary positions (Su et al., RoFormer): x [..., T, heads, dh] rotated by position t in pairs
-    (x[:dh/2], x[dh/2:]); computed in float32, returned in x's dtype."""
+def rotary(x: jax.Array, base: float = 10_000.0, positions: jax.Array | None = None) -> jax.Array:
+    """Rotary positions (Su et al., RoFormer): x [..., T, heads, dh] rotated by position t (0..T-1, or
+    the given position ids [T]) in pairs (x[:dh/2], x[dh/2:]); computed in float32, returned in x's dtype."""
     t, dh = x.shape[-3], x.shape[-1]
     freq = base ** (-jnp.arange(dh // 2, dtype=jnp.float32) / (dh // 2))
-    angles = jnp.arange(t, dtype=jnp.float32)[:, None] * freq  # [T, dh/2]
+    pos = jnp.arange(t) if positions is None else positions
+    angles = pos.astype(jnp.float32)[:, None] * freq  # [T, dh/2]
     cos, sin = jnp.cos(angles)[:, None], jnp.sin(angles)[:, None]  # [T, 1, dh/2]
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
@@ -111,6 +116,7 @@ class DecoderTransformer(eqx.Module):
     window: int = eqx.field(static=True)
     rope_base: float = eqx.field(static=True)
     causal: bool = eqx.field(static=True, default=True)  # tells the probes right padding is harmless
+    tree_attention: bool = eqx.field(static=True, default=True)  # __call__ takes positions= and mask=
 
     def __init__(self, config: TransformerConfig, key: jax.Array):
         cfg = config.validate()
@@ -122,6 +128,7 @@ class DecoderTransformer(eqx.Module):
         self.ln_final = LayerNorm(d)
         self.head = Dense(d, cfg.num_outputs, kh)
         self.positions, self.window, self.rope_base, self.causal = cfg.positions, cfg.window, cfg.rope_base, True
+        self.tree_attention = True
         if cfg.dtype != "float32":
             for name in ("embedding", "layers", "ln_final", "head"):
                 setattr(self, name, cast_floating(getattr(self, name), DTYPES[cfg.dtype]))
@@ -134,14 +141,20 @@ class DecoderTransformer(eqx.Module):
         """tokens [T] int -> embeddings [T, d] (model dtype; positions are added in __call__)."""
         return self.embedding[tokens]
 
-    def __call__(self, inputs: jax.Array) -> SequenceOutput:
-        """tokens [T] int or embeddings [T, d] -> SequenceOutput(hidden [L, T, d], output [T, K] f32)."""
+    def __call__(self, inputs: jax.Array, positions: jax.Array | None = None,
+                 mask: jax.Array | None = None) -> SequenceOutput:
+        """tokens [T] int or embeddings [T, d] -> SequenceOutput(hidden [L, T, d], output [T, K] f32).
+        positions [T] int: position ids (default 0..T-1); mask [T, T] bool: the keys each query attends
+        (default causal); a window > 0 still limits keys to position ids within `window` of the query's."""
         x = self.embed(inputs) if jnp.issubdtype(inputs.dtype, jnp.integer) else inputs.astype(self.dtype)
         length, d = x.shape
         if self.positions == "sinusoidal":
-            x = x + sinusoidal_positions(length, d).astype(x.dtype)
-        mask = attention_mask(length, self.window)
-        qk = (lambda t: rotary(t, self.rope_base)) if self.positions == "rotary" else None
+            x = x + sinusoidal_positions(length, d, positions).astype(x.dtype)
+        mask = attention_mask(length) if mask is None else mask
+        if self.window > 0:
+            pos = jnp.arange(length) if positions is None else positions
+            mask = mask & (pos[:, None] - pos[None, :] < self.window)
+        qk = (lambda t: rotary(t, self.rope_base, positions)) if self.positions == "rotary" else None
         params, static = eqx.partition(self.layers, eqx.is_array)
 
         def step(h, p):

@@ -16,7 +16,7 @@ import pytest
 from rillet.errors import ConfigError, SignatureError
 from rillet.evals.probes.collapse import collapse_length, collapse_profile, pair_distances
 from rillet.evals.probes.inputs import insert_separators, ones, ones_zero, separator_positions, with_separators
-from rillet.evals.probes.model_api import _run_rows, check_sequence_model, plan_rows
+from rillet.evals.probes.model_api import _run_rows, check_sequence_model, last_states, plan_rows, plan_tree, tree_mask
 from rillet.evals.probes.oversquash import jacobian_norms, path_bound
 from rillet.evals.probes.tasks import SEPARATOR, task_batch
 from rillet.learners.networks.attention import cast_floating
@@ -162,6 +162,26 @@ def test_rows_are_shared_by_prefixes_only_for_causal_models():
     assert len(rows) == 6 and all(p == -1 for _, p in reads)
     assert collapse_length([4, 8, 16, 32], np.array([True, False, True, True])) == 16
     assert collapse_length([4, 8], np.array([True, False])) is None
+
+
+def test_prefix_tree_plan_and_mask_exact():
+    tokens, positions, parent, reads = plan_tree([np.array([1, 1, 0]), np.array([1, 1, 1, 0]), np.array([2])])
+    assert tokens.tolist() == [1, 1, 0, 1, 0, 2] and positions.tolist() == [0, 1, 2, 2, 3, 0]
+    assert parent.tolist() == [-1, 0, 1, 1, 3, -1] and reads == [2, 4, 5]
+    mask = tree_mask(parent, 8)
+    assert np.flatnonzero(mask[4]).tolist() == [0, 1, 3, 4] and np.flatnonzero(mask[7]).tolist() == [7]
+
+
+@pytest.mark.parametrize("positions,window", [("rotary", 0), ("sinusoidal", 2)])
+def test_prefix_tree_states_equal_separate_rows(positions, window):
+    """One prefix-tree row (tree_attention) gives the states of running each sequence alone."""
+    model = tiny(positions=positions, window=window)
+    seqs = [s for n in (2, 3, 6) for s in with_separators(ones_zero, 2, 2)(n)]
+    tree, rows = last_states(model, seqs), last_states(model, seqs, tree=False)
+    for a, b in zip(tree, rows):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    bf16 = cast_floating(model, jnp.bfloat16)
+    np.testing.assert_array_equal(last_states(bf16, seqs)[0], last_states(bf16, seqs, tree=False)[0])
 
 
 def test_task_batches_label_and_separate_correctly():
