@@ -11,9 +11,9 @@ import jax
 import numpy as np
 
 from rillet.actors.meta_controller import bandit_actor_state, bandit_carry, bandit_observe, bandit_resume, greedy_arm_of
-from rillet.learners import agent57, ngu, recurrent_value
-from rillet.learners.agents.ngu import evaluation_parts, family, greedy_exploration, novelty_actor
-from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
+from rillet.learners import agent57
+from rillet.learners.agents.ngu import NGU, evaluation_parts, greedy_exploration, novelty_actor
+from rillet.learners.agents.registry import ActorParts, register
 
 
 def _actor(spec, config: agent57.Agent57Config, num_envs: int, exploration: dict) -> ActorParts:
@@ -42,17 +42,15 @@ def _evaluator(spec, config: agent57.Agent57Config, num_envs: int) -> ActorParts
     return dataclasses.replace(parts, resume=best_arm)
 
 
-AGENT57 = register(Agent(
+AGENT57 = register(dataclasses.replace(
+    NGU,  # NGU's batch check, replay item, acting parameters and policy family; the rest is Agent57's
     name="agent57",
     config_type=agent57.Agent57Config,
     spec=agent57.spec_extras,
     init=agent57.init,
     update=agent57.update,
-    network=ngu.acting_params,
     actor=_actor,
     evaluator=_evaluator,
-    replay_item=lambda config: ReplayItem("sequence", config.sequence_length),
-    check_batch=recurrent_value.check_sequence_batch,
-    exploration=family,
+    defaults=None,
     summary="NGU + split extrinsic/intrinsic values, Agent57's discount ladder, a bandit choosing j per episode",
 ))
