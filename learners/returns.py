@@ -34,11 +34,11 @@ from rillet.learners import value_ops
 
 __all__ = [
     "ESTIMATORS", "h", "h_inv", "nstep_double_q_returns", "retrace_returns", "peng_q_lambda_returns",
-    "watkins_q_lambda_returns", "tree_backup_returns", "returns_for",
+    "watkins_q_lambda_returns", "soft_watkins_q_lambda_returns", "tree_backup_returns", "returns_for",
 ]
 
 RESCALING_EPS = 1e-3
-ESTIMATORS = ("nstep", "retrace", "peng", "watkins", "tree_backup")
+ESTIMATORS = ("nstep", "retrace", "peng", "watkins", "soft_watkins", "tree_backup")
 
 
 def h(x: jax.Array, eps: float = RESCALING_EPS) -> jax.Array:
@@ -105,8 +105,9 @@ def _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling):
     return _finish(g, mask, value_rescaling)
 
 
-def _pi_of_taken(pi_t, a_t):
-    return jnp.take_along_axis(pi_t, a_t[:, None], axis=-1)[:, 0]  # [T+1]
+def _of_taken(x_t, a_t):
+    """x_t[t, a_t[t]] for x_t [T+1, A] (pi_t or q_t) -> [T+1]."""
+    return jnp.take_along_axis(x_t, a_t[:, None], axis=-1)[:, 0]
 
 
 # --------------------------------------------------------------------------- estimators
@@ -146,7 +147,7 @@ def retrace_returns(q_t, a_t, r_t, discount_t, pi_t, mu_t, mask=None, *, lambda_
     a_t [T+1]; r_t, discount_t, mu_t, mask [T]."""
     q_t, a_t, r_t, discount_t, pi_t, mu_t, mask, next_valid = _prepare(
         q_t, a_t, r_t, discount_t, pi_t, mu_t, mask, value_rescaling)
-    ratio = _pi_of_taken(pi_t, a_t)[1:] / jnp.concatenate([mu_t[1:], jnp.ones((1,))])
+    ratio = _of_taken(pi_t, a_t)[1:] / jnp.concatenate([mu_t[1:], jnp.ones((1,))])
     c_next = jnp.asarray(lambda_, jnp.float32) * jnp.minimum(1.0, ratio) * next_valid
     return _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling)
 
@@ -162,13 +163,36 @@ def watkins_q_lambda_returns(q_t, a_t, r_t, discount_t, pi_t, mask=None, *, lamb
     return _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling)
 
 
+def soft_watkins_q_lambda_returns(q_t, a_t, r_t, discount_t, pi_t, mask=None, *, lambda_, kappa: float = 0.01,
+                                  value_rescaling: bool = False) -> jax.Array:
+    """Soft Watkins Q(lambda) [T] (MEME, Kapturowski et al., 2023): the general recursion with
+
+        c_t = lambda * 1[q_t[a_t] >= max_a q_t[a] - kappa * |max_a q_t[a]|],
+
+    so the trace is cut only where the taken action's value is more than kappa*|max| below the
+    greedy one. The test reads q_t as passed in (with value_rescaling: the rescaled values, before
+    h^-1); pi_t only enters through E_pi Q. kappa -> 0 gives Watkins Q(lambda) for pi greedy in q_t
+    (ties aside); kappa -> inf never cuts (c = lambda: Q^pi(lambda)). kappa = 0.01 is the value in
+    the papers notes (shared/PAPERS.md, MEME), marked unverified there.
+    q_t, pi_t [T+1, A]; a_t [T+1]; r_t, discount_t, mask [T]; kappa >= 0 (a Python number)."""
+    kappa = check_kappa(kappa)
+    q_t, a_t, r_t, discount_t, pi_t, _, mask, next_valid = _prepare(
+        q_t, a_t, r_t, discount_t, pi_t, None, mask, False)  # h^-1 below, after the test
+    q_max = jnp.max(q_t, axis=-1)
+    near_greedy = (_of_taken(q_t, a_t) >= q_max - kappa * jnp.abs(q_max))[1:]
+    c_next = jnp.asarray(lambda_, jnp.float32) * (near_greedy & next_valid)
+    if value_rescaling:
+        q_t = h_inv(q_t)
+    return _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling)
+
+
 def tree_backup_returns(q_t, a_t, r_t, discount_t, pi_t, mask=None, *, lambda_,
                         value_rescaling: bool = False) -> jax.Array:
     """Tree-backup(lambda) [T]: c_t = lambda * pi(a_t|x_t). q_t, pi_t [T+1, A]; a_t [T+1];
     r_t, discount_t, mask [T]."""
     q_t, a_t, r_t, discount_t, pi_t, _, mask, next_valid = _prepare(
         q_t, a_t, r_t, discount_t, pi_t, None, mask, value_rescaling)
-    c_next = jnp.asarray(lambda_, jnp.float32) * _pi_of_taken(pi_t, a_t)[1:] * next_valid
+    c_next = jnp.asarray(lambda_, jnp.float32) * _of_taken(pi_t, a_t)[1:] * next_valid
     return _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling)
 
 
@@ -179,11 +203,25 @@ def check_estimator(name: str) -> str:
     return name
 
 
+def check_kappa(kappa) -> float:
+    """Returns soft Watkins' tolerance `kappa` if it is a number >= 0, else raises ConfigError."""
+    try:
+        ok = not isinstance(kappa, (str, bytes)) and float(kappa) >= 0.0
+    except (TypeError, ValueError):  # also a traced value: kappa is static
+        ok = False
+    if not ok:
+        raise ConfigError(f"soft_watkins needs kappa >= 0 (a Python number; 0 is Watkins' cut, large "
+                          f"never cuts), got {kappa!r}; pass e.g. kappa=0.01.")
+    return float(kappa)
+
+
 def returns_for(name: str, q_t, a_t, r_t, discount_t, pi_t, mu_t=None, mask=None, *,
-                lambda_=0.95, n: Optional[int] = 5, value_rescaling: bool = False) -> jax.Array:
+                lambda_=0.95, n: Optional[int] = 5, kappa: float = 0.01,
+                value_rescaling: bool = False) -> jax.Array:
     """Dispatches to the estimator `name` (one of ESTIMATORS); arguments it does not use are
     ignored ("nstep" ignores lambda_; "peng" truncates after n steps, n=None: never; the trace
-    estimators ignore n; only "retrace" reads mu_t). Shapes as in the module docstring; G [T]."""
+    estimators ignore n; only "retrace" reads mu_t; only "soft_watkins" reads kappa). Shapes as in
+    the module docstring; G [T]."""
     check_estimator(name)
     if name == "nstep":
         if n is None:
@@ -197,5 +235,8 @@ def returns_for(name: str, q_t, a_t, r_t, discount_t, pi_t, mu_t=None, mask=None
             raise ValueError("retrace needs mu_t, the behaviour probabilities of the taken actions [T].")
         return retrace_returns(q_t, a_t, r_t, discount_t, pi_t, mu_t, mask, lambda_=lambda_,
                                value_rescaling=value_rescaling)
+    if name == "soft_watkins":
+        return soft_watkins_q_lambda_returns(q_t, a_t, r_t, discount_t, pi_t, mask, lambda_=lambda_, kappa=kappa,
+                                             value_rescaling=value_rescaling)
     fn = watkins_q_lambda_returns if name == "watkins" else tree_backup_returns
     return fn(q_t, a_t, r_t, discount_t, pi_t, mask, lambda_=lambda_, value_rescaling=value_rescaling)

@@ -52,15 +52,16 @@ def target_policy(q: jax.Array, epsilon: float = 0.0) -> jax.Array:
 
 def sequence_targets(estimator: str, q_target: jax.Array, pi: jax.Array, actions: jax.Array, reward: jax.Array,
                      discount: jax.Array, behaviour_prob: jax.Array, valid: jax.Array, *, lambda_: float = 1.0,
-                     n: int = 1, value_rescaling: bool = False) -> jax.Array:
+                     n: int = 1, kappa: float = 0.01, value_rescaling: bool = False) -> jax.Array:
     """The targets G [B, T] of one estimator of `returns.ESTIMATORS`, for B sequences of T transitions.
 
     q_target [B, T+1, A] bootstrap values; pi [B, T+1, A] target policy; actions [B, T+1] int;
     reward, discount [B, T] (discount includes gamma); behaviour_prob [B, T] mu(a_t|x_t);
-    valid [B, T] bool. No gradient flows through the result.
+    valid [B, T] bool. kappa is soft Watkins' cut tolerance (only "soft_watkins" reads it).
+    No gradient flows through the result.
     """
     def one(q, a, r, d, p, mu, m):
-        return returns.returns_for(estimator, q, a, r, d, p, mu, m, lambda_=lambda_, n=n,
+        return returns.returns_for(estimator, q, a, r, d, p, mu, m, lambda_=lambda_, n=n, kappa=kappa,
                                    value_rescaling=value_rescaling)
 
     return jax.lax.stop_gradient(jax.vmap(one)(q_target, actions, reward, discount, pi, behaviour_prob, valid))

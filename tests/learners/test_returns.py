@@ -40,9 +40,11 @@ def make_case(seed, greedy_frac=0.6):
     return dict(q=q, a=a, r=r, d=d, pi=pi, mu=mu, mask=mask)
 
 
-def reference(name, q, a, r, d, pi, mu, mask, lam, n, rescale):
-    """One sequence, float64, straight from the recursion (loop over t backwards / forwards)."""
-    q = np.asarray(q, np.float64)
+def reference(name, q, a, r, d, pi, mu, mask, lam, n, rescale, kappa=0.01):
+    """One sequence, float64, straight from the recursion (loop over t backwards / forwards).
+    "q_pi_lambda" is the recursion with c = lambda everywhere (no estimator of its own)."""
+    q_in = np.asarray(q, np.float64)  # soft Watkins' cut reads the values as passed in
+    q = q_in
     if rescale:
         q = h_inv_np(q)
     pi = np.asarray(pi, np.float64)
@@ -54,8 +56,13 @@ def reference(name, q, a, r, d, pi, mu, mask, lam, n, rescale):
             return lam * min(1.0, pi[t, a[t]] / mu[t])
         if name == "watkins":
             return lam * float(a[t] == pi[t].argmax())
+        if name == "soft_watkins":
+            best = max(q_in[t, b] for b in range(q_in.shape[1]))
+            return lam * float(q_in[t, a[t]] >= best - kappa * abs(best))
         if name == "tree_backup":
             return lam * pi[t, a[t]]
+        if name == "q_pi_lambda":
+            return lam
         raise AssertionError(name)
 
     g = np.zeros(T)
@@ -84,22 +91,23 @@ def reference(name, q, a, r, d, pi, mu, mask, lam, n, rescale):
     return np.where(mask, g, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "n", "rescale"))
-def batched(name, case, lam, n, rescale):
+@functools.partial(jax.jit, static_argnames=("name", "n", "rescale", "kappa"))
+def batched(name, case, lam, n, rescale, kappa=0.01):
     fn = lambda q, a, r, d, pi, mu, m: returns.returns_for(  # noqa: E731
-        name, q, a, r, d, pi, mu, m, lambda_=lam, n=n, value_rescaling=rescale)
+        name, q, a, r, d, pi, mu, m, lambda_=lam, n=n, kappa=kappa, value_rescaling=rescale)
     return jax.vmap(fn)(case["q"], case["a"], case["r"], case["d"], case["pi"], case["mu"], case["mask"])
 
 
-def check(name, case, lam, n, rescale, rtol=2e-5, atol=2e-5):
-    got = np.asarray(batched(name, case, jnp.float32(lam), n, rescale))
+def check(name, case, lam, n, rescale, rtol=2e-5, atol=2e-5, kappa=0.01, ref_name=None):
+    got = np.asarray(batched(name, case, jnp.float32(lam), n, rescale, kappa))
     for b in range(B):
-        want = reference(name, *(case[f][b] for f in ("q", "a", "r", "d", "pi", "mu", "mask")), lam, n, rescale)
+        want = reference(ref_name or name, *(case[f][b] for f in ("q", "a", "r", "d", "pi", "mu", "mask")),
+                         lam, n, rescale, kappa)
         np.testing.assert_allclose(got[b], want, rtol=rtol, atol=atol, err_msg=f"{name} sequence {b}")
     return got
 
 
-@pytest.mark.parametrize("name", ["retrace", "peng", "watkins", "tree_backup"])
+@pytest.mark.parametrize("name", ["retrace", "peng", "watkins", "soft_watkins", "tree_backup"])
 @pytest.mark.parametrize("rescale", [False, True])
 def test_lambda_estimators_match_reference(name, rescale):
     case = make_case(seed=1)
@@ -124,7 +132,7 @@ def test_peng_untruncated_matches_reference_and_lambda_one_is_monte_carlo():
 def test_lambda_zero_is_one_step_for_every_estimator():
     case = make_case(seed=4)
     one_step = np.asarray(batched("nstep", case, jnp.float32(0), 1, False))
-    for name in ("retrace", "peng", "watkins", "tree_backup"):
+    for name in ("retrace", "peng", "watkins", "soft_watkins", "tree_backup"):
         got = np.asarray(batched(name, case, jnp.float32(0.0), 3, False))
         np.testing.assert_allclose(got, one_step, rtol=1e-6, atol=1e-6, err_msg=name)
 
@@ -141,6 +149,84 @@ def test_watkins_with_all_greedy_actions_equals_peng_and_cuts_at_first_explorato
     one = np.asarray(batched("watkins", case, jnp.float32(0.0), None, False))
     full = case["mask"].all(1)
     np.testing.assert_allclose(w[full, 2], one[full, 2], rtol=1e-6, atol=1e-6)
+
+
+def near_greedy_case(seed, kappa):
+    """make_case with greedy targets in q, where every non-greedy taken action's value sits u*kappa*|max|
+    below the greedy one, u in [0.05, 0.8] (kept) or [1.25, 3] (cut): no float32 borderline cases."""
+    case = make_case(seed)
+    rng = np.random.default_rng(seed + 100)
+    q, best = case["q"], case["q"].argmax(-1)
+    case["pi"] = np.eye(A, dtype=np.float32)[best]
+    a = np.where(rng.random((B, T + 1)) < 0.3, best, (best + rng.integers(1, A, (B, T + 1))) % A)
+    u = np.where(rng.random((B, T + 1)) < 0.5, rng.uniform(0.05, 0.8, (B, T + 1)), rng.uniform(1.25, 3, (B, T + 1)))
+    q_max = q.max(-1)
+    taken = np.where(a == best, q_max, q_max - u * kappa * np.abs(q_max)).astype(np.float32)
+    np.put_along_axis(q, a[..., None], taken[..., None], axis=-1)
+    case["a"] = a.astype(np.int32)
+    return case
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_soft_watkins_matches_reference_near_its_threshold(rescale):
+    for kappa in (0.01, 0.3):
+        case = near_greedy_case(seed=8, kappa=kappa)
+        for lam in (0.0, 0.8):
+            check("soft_watkins", case, lam, None, rescale, kappa=kappa)
+    masked = make_case(seed=9)
+    masked["mask"][:] = True  # the same without padding
+    check("soft_watkins", masked, 0.8, None, rescale, kappa=0.5)
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_soft_watkins_limits_are_watkins_and_q_pi_lambda(rescale):
+    case = make_case(seed=10)
+    rng = np.random.default_rng(11)
+    best = case["q"].argmax(-1)
+    case["pi"] = np.eye(A, dtype=np.float32)[best]  # greedy in the bootstrap values (continuous q: no ties)
+    case["a"] = np.where(rng.random((B, T + 1)) < 0.6, best, case["a"]).astype(np.int32)
+    watkins = np.asarray(batched("watkins", case, jnp.float32(0.9), None, rescale))
+    for kappa in (0.0, 1e-7):
+        got = np.asarray(batched("soft_watkins", case, jnp.float32(0.9), None, rescale, kappa))
+        np.testing.assert_allclose(got, watkins, rtol=1e-6, atol=1e-6, err_msg=f"kappa={kappa}")
+    # kappa huge: never cut, c = lambda (Q^pi(lambda)); the expectation is the loop with c = lambda
+    never_cut = check("soft_watkins", case, 0.9, None, rescale, kappa=1e9, ref_name="q_pi_lambda")
+    assert not np.allclose(never_cut, watkins)  # the two limits differ on these inputs
+
+
+@pytest.mark.parametrize("q1, cut", [
+    ([10.0, 9.95], False), ([10.0, 9.5], True),  # kappa * |max| = 0.1: 9.95 is within it, 9.5 is not
+    ([-10.0, -10.05], False), ([-10.0, -10.5], True),  # |max| for a negative greedy value
+])
+def test_soft_watkins_cuts_only_beyond_kappa(q1, cut):
+    """Two transitions, greedy target, taken action 1 at x_1: G_0 = r_0 + d_0 (max Q_1 - c_1 q_1[1] + c_1 G_1)."""
+    q = jnp.array([[1.0, 0.0], q1, [3.0, 0.0]])
+    pi = jax.nn.one_hot(jnp.argmax(q, -1), 2)
+    r, d, lam = jnp.array([1.0, 2.0]), jnp.array([0.9, 0.8]), 0.5
+    g = returns.soft_watkins_q_lambda_returns(q, jnp.array([0, 1, 0]), r, d, pi, lambda_=lam, kappa=0.01)
+    g1 = 2.0 + 0.8 * 3.0
+    c1 = 0.0 if cut else lam
+    g0 = 1.0 + 0.9 * (q1[0] - c1 * q1[1] + c1 * g1)
+    np.testing.assert_allclose(np.asarray(g), [g0, g1], rtol=1e-6)
+    watkins = returns.watkins_q_lambda_returns(q, jnp.array([0, 1, 0]), r, d, pi, lambda_=lam)
+    assert np.isclose(float(watkins[0]), 1.0 + 0.9 * q1[0])  # Watkins cuts in every case
+
+
+def test_kappa_is_checked_for_soft_watkins_only_and_passed_by_sequence_targets():
+    from rillet.learners import sequence_targets as st
+    args = (jnp.zeros((3, 2)), jnp.zeros(3, int), jnp.zeros(2), jnp.zeros(2), jnp.ones((3, 2)) / 2)
+    for bad in (-0.1, float("nan"), "0.01"):
+        with pytest.raises(ConfigError, match="kappa"):
+            returns.returns_for("soft_watkins", *args, kappa=bad)
+    np.testing.assert_array_equal(returns.returns_for("watkins", *args, kappa=-1.0), returns.returns_for("watkins", *args))
+    case = near_greedy_case(seed=12, kappa=0.2)
+    fields = [case[f][:8] for f in ("q", "pi", "a", "r", "d", "mu", "mask")]
+    got = {}
+    for kappa in (0.0, 1e9):
+        got[kappa] = np.asarray(st.sequence_targets("soft_watkins", *fields, lambda_=0.9, kappa=kappa))
+        want = np.asarray(batched("soft_watkins", case, jnp.float32(0.9), 3, False, kappa))[:8]
+        np.testing.assert_allclose(got[kappa], want, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(got[0.0], got[1e9])
 
 
 @pytest.mark.parametrize("name", returns.ESTIMATORS)
