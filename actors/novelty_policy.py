@@ -39,7 +39,8 @@ def intrinsic_reward(params, observation: jax.Array, memory, first: jax.Array, e
     return (novelty * multiplier).astype(jnp.float32), novelty, memory
 
 
-def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period: int = 1, head: str = "q"):
+def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period: int = 1, head: str = "q",
+                   sample: bool = False):
     """NGU's policy ``(params, observation [B, ...], actor_state, key) -> (action [B], extras, actor_state)``.
 
     params: `learners.ngu.ActingParams` (q, embedding, rnd, rnd_stats). actor_state: that of
@@ -47,10 +48,11 @@ def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period:
     state) and "prev_intrinsic_reward". The Q-network is the newest every tick; the novelty networks
     are taken from params every `sync_period` ticks only, so that an episode's memory holds embeddings
     of few versions of f (embeddings of one observation under two versions are not neighbours).
+    head, sample: what the agent acts from (`recurrent_epsilon_greedy`; "q", or a distillation head).
     Extras: R2D2's (core state, behaviour probability, every core input, policy_index) and
     prev_episodic_reward.
     """
-    act = recurrent_epsilon_greedy(head)
+    act = recurrent_epsilon_greedy(head, sample)
 
     @eqx.filter_jit(donate="all-except-first")  # the memory's buffers are reused, not copied each tick
     def score(inputs, memory):

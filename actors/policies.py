@@ -60,8 +60,10 @@ def random_policy(num_actions: int | None, action_shape: tuple[int, ...] = ()) -
     return policy
 
 
-def recurrent_epsilon_greedy(head: str = "q") -> Callable:
-    """Epsilon-greedy over the Q head `head` of a `RecurrentNetwork`, jitted over the environments.
+def recurrent_epsilon_greedy(head: str = "q", sample: bool = False) -> Callable:
+    """Epsilon-greedy over the head `head` of a `RecurrentNetwork`, jitted over the environments: with
+    probability 1 - epsilon the head's argmax (Q-values), or with `sample` an action drawn from the
+    softmax of the head (policy logits, e.g. MEME's distillation head "pi"); else uniform.
 
     actor_state: {"epsilon": [B], "core": (h, c) [B, H], "is_first": [B], "policy_index": [B], and one
     [B] entry per core input the network declares (e.g. "prev_action", "prev_reward"; see
@@ -74,15 +76,9 @@ def recurrent_epsilon_greedy(head: str = "q") -> Callable:
         s = actor_state
         inputs = {i.name: s[i.name] for i in params.inputs}
         _, heads, core = params.step(observation, inputs, s["is_first"], s["core"])
-        q = heads[head]
-        num_actions = q.shape[-1]
-        greedy_action = jnp.argmax(q, axis=-1).astype(s["prev_action"].dtype)
-        k_explore, k_action = jax.random.split(key)
-        eps = s["epsilon"]
-        explore = jax.random.uniform(k_explore, eps.shape) < eps
-        random_action = jax.random.randint(k_action, greedy_action.shape, 0, num_actions, greedy_action.dtype)
-        action = jnp.where(explore, random_action, greedy_action)
-        prob = eps / num_actions + (1.0 - eps) * (action == greedy_action)
+        probs = behaviour_distribution(heads[head], s["epsilon"], sample)
+        action = jax.random.categorical(key, jnp.log(probs)).astype(s["prev_action"].dtype)
+        prob = jnp.take_along_axis(probs, action[:, None].astype(jnp.int32), axis=-1)[:, 0]
         h, c = s["core"]
         extras = {"recurrent_state_h": h, "recurrent_state_c": c, "behaviour_prob": prob.astype(jnp.float32),
                   "prev_action": s["prev_action"], "prev_reward": s["prev_reward"],
@@ -90,6 +86,19 @@ def recurrent_epsilon_greedy(head: str = "q") -> Callable:
         return action, extras, {**s, "core": core, "prev_action": action}
 
     return policy
+
+
+def behaviour_distribution(outputs: jax.Array, epsilon: jax.Array, sample: bool = False) -> jax.Array:
+    """mu = (1 - epsilon) * p + epsilon / A per row: outputs [B, A] (Q-values: p = one_hot(argmax); with
+    `sample`, logits: p = softmax), epsilon [B] -> [B, A] float32, each row a distribution."""
+    outputs = jnp.asarray(outputs, jnp.float32)
+    num_actions = outputs.shape[-1]
+    if sample:
+        p = jax.nn.softmax(outputs, axis=-1)
+    else:
+        p = jax.nn.one_hot(jnp.argmax(outputs, axis=-1), num_actions, dtype=jnp.float32)
+    eps = jnp.asarray(epsilon, jnp.float32)[:, None]
+    return (1.0 - eps) * p + eps / num_actions
 
 
 def recurrent_actor_state(epsilon, lstm_size: int, action_dtype: str = "int32") -> dict:

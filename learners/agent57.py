@@ -23,7 +23,7 @@ import numpy as np
 from rillet import validation as check
 from rillet.actors.bandit import BanditConfig
 from rillet.datasets.specs import ArraySpec, StepSpec
-from rillet.learners import ngu, optim, r2d2, sequence_targets
+from rillet.learners import ngu, optim, r2d2, sequence_targets, td_regularisers
 from rillet.learners.networks.split_value import SplitValueNetwork, combine_values
 from rillet.learners.policy_family import agent57_gammas, family_betas
 
@@ -86,12 +86,13 @@ def init(key: jax.Array, spec: StepSpec, config: Agent57Config) -> ngu.NGUState:
     state = ngu.init(key, spec, config)
     inputs = ngu.core_inputs(spec, config)
     online = SplitValueNetwork(r2d2.build_network(spec, config, e_key, inputs),
-                               r2d2.build_network(spec, config, i_key, inputs),
+                               r2d2.build_network(spec, config, i_key, inputs, policy_head=False),
                                betas=tuple(float(b) for b in family_betas(config.num_policies, config.beta)),
                                value_rescaling=bool(config.value_rescaling))
     modules = {**SPLIT_VALUE.groups(online), "embedding": state.embedding, "rnd": state.rnd}
     return dataclasses.replace(state, online=online, target=online,
-                               opt_state=optim.init_groups(optimizers(config), modules))
+                               opt_state=optim.init_groups(optimizers(config), modules),
+                               td_stats=td_regularisers.init_td_stats(config, ("q_e", "q_i")))
 
 
 def _combined(x_e: jax.Array, x_i: jax.Array, beta_j: jax.Array, value_rescaling: bool) -> jax.Array:
@@ -99,21 +100,32 @@ def _combined(x_e: jax.Array, x_i: jax.Array, beta_j: jax.Array, value_rescaling
     return combine_values(x_e[..., None], x_i[..., None], beta_j[:, None], value_rescaling)[..., 0]
 
 
-def _split_q_loss(modules, target: SplitValueNetwork, batch: Mapping[str, Any], config: Agent57Config):
+def _split_q_loss(modules, target: SplitValueNetwork, batch: Mapping[str, Any], config: Agent57Config,
+                  td_stats: dict | None = None):
     """Two transformed Retrace losses, Q_e on r_e and Q_i on r_i, sharing the target policy of the
-    combined online value; td (for priorities) is that of the combined value."""
+    combined online value, each through its own TD regularisers (td_stats {"q_e", "q_i"}); td (for
+    priorities) is that of the combined value, or with normalise_td the mean of the two normalised
+    |td|. Adds the distillation head's loss towards the combined value's greedy policy when it is on."""
     online = SPLIT_VALUE.join(target, modules)
     online_heads, target_heads = r2d2.unroll(online, target, batch, config)
     pi = sequence_targets.target_policy(online_heads["q"], config.target_epsilon)
     beta_j, gamma_j, r_e, r_i = ngu.policy_terms(batch, config)
-    td_e, valid, q_e = r2d2.sequence_td(online_heads["q_e"], target_heads["q_e"], pi, batch, config, r_e, gamma_j)
-    td_i, _, q_i = r2d2.sequence_td(online_heads["q_i"], target_heads["q_i"], pi, batch, config, r_i, gamma_j)
-    weights = batch.get("weights")
-    loss_e = sequence_targets.td_loss(td_e, valid, weights)
-    loss_i = sequence_targets.td_loss(td_i, valid, weights)
-    q = _combined(q_e, q_i, beta_j, config.value_rescaling)
-    td = jnp.where(valid, _combined(q_e + td_e, q_i + td_i, beta_j, config.value_rescaling) - q, 0.0)
-    return loss_e + loss_i, {"td": td, "valid": valid, "q_taken": q, "loss_e": loss_e, "loss_i": loss_i}
+    raw, used, keeps, sigmas, q_taken = {}, {}, {}, {}, {}
+    for name, reward in (("q_e", r_e), ("q_i", r_i)):
+        raw[name], valid, q_taken[name], q_target = r2d2.sequence_td(
+            online_heads[name], target_heads[name], pi, batch, config, reward, gamma_j)
+        stats = None if td_stats is None else td_stats[name]
+        used[name], keeps[name], sigmas[name] = td_regularisers.regularised_td(
+            raw[name], valid, q_taken[name], q_target, stats, config)
+    losses = {name: sequence_targets.td_loss(used[name], keeps[name], batch.get("weights")) for name in used}
+    q = _combined(q_taken["q_e"], q_taken["q_i"], beta_j, config.value_rescaling)
+    if config.normalise_td:
+        td = 0.5 * (jnp.abs(used["q_e"]) + jnp.abs(used["q_i"]))
+    else:
+        td = _combined(q_taken["q_e"] + raw["q_e"], q_taken["q_i"] + raw["q_i"], beta_j, config.value_rescaling) - q
+    aux = {"td": jnp.where(valid, td, 0.0), "valid": valid, "q_taken": q, "loss_e": losses["q_e"],
+           "loss_i": losses["q_i"], "td_errors": raw, **r2d2.regulariser_aux(keeps, valid, sigmas, config)}
+    return r2d2.add_distillation(losses["q_e"] + losses["q_i"], aux, online_heads, online_heads["q"], batch, config)
 
 
 SPLIT_VALUE = ngu.ValueParts(

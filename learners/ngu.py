@@ -27,7 +27,7 @@ import numpy as np
 from rillet import validation as check
 from rillet.actors.episodic_novelty import EpisodicConfig
 from rillet.datasets.specs import ArraySpec, StepSpec
-from rillet.learners import optim, r2d2, recurrent_value, sequence_targets
+from rillet.learners import optim, r2d2, recurrent_value, sequence_targets, td_regularisers
 from rillet.learners.inverse_dynamics import InverseDynamics, inverse_dynamics_loss
 from rillet.learners.networks.recurrent import CoreInput, RecurrentNetwork
 from rillet.learners.policy_family import family_betas, family_gammas
@@ -108,7 +108,8 @@ class NGUConfig(r2d2.R2D2Config):
 class NGUState(eqx.Module):
     """online/target: the recurrent Q-networks; embedding, rnd: the novelty networks; rnd_stats: the
     running mean/variance of RND errors; rnd_obs_stats: per-entry statistics of the observations RND
-    whitens (vector observations; None for images); opt_state {"q", "embedding", "rnd"}; steps, key."""
+    whitens (vector observations; None for images); opt_state {"q", "embedding", "rnd"}; steps, key;
+    td_stats {value head: RunningStats} when a TD regulariser is on (`learners.td_regularisers`), else None."""
 
     online: RecurrentNetwork
     target: RecurrentNetwork
@@ -119,6 +120,7 @@ class NGUState(eqx.Module):
     opt_state: dict
     steps: jax.Array
     key: jax.Array
+    td_stats: dict | None = None
 
 
 class ActingParams(eqx.Module):
@@ -165,7 +167,7 @@ def init(key: jax.Array, spec: StepSpec, config: NGUConfig) -> NGUState:
     return NGUState(online=online, target=online, embedding=embedding, rnd=rnd, rnd_stats=init_stats(),
                     rnd_obs_stats=init_stats(spec.observation.shape) if whitened else None,
                     opt_state=optim.init_groups(optimizers(config), modules), steps=jnp.zeros((), jnp.int32),
-                    key=state_key)
+                    key=state_key, td_stats=td_regularisers.init_td_stats(config))
 
 
 def acting_params(state: NGUState) -> ActingParams:
@@ -197,11 +199,12 @@ def policy_terms(batch, config: NGUConfig) -> tuple[jax.Array, jax.Array, jax.Ar
     return beta_j, gamma_j, r_e, r_i
 
 
-def _mixed_q_loss(modules, target, batch, config: NGUConfig):
+def _mixed_q_loss(modules, target, batch, config: NGUConfig, td_stats: dict | None = None):
     """NGU's value loss: one network on r_e + beta_j * r_i with gamma_j (transformed Retrace)."""
     beta_j, gamma_j, r_e, r_i = policy_terms(batch, config)
     reward = sequence_targets.mix_rewards({"extrinsic": r_e, "intrinsic": r_i}, {"extrinsic": 1.0, "intrinsic": beta_j})
-    return r2d2.sequence_loss(modules["q"], target, batch, config, reward=reward, gamma=gamma_j)
+    return r2d2.sequence_loss(modules["q"], target, batch, config, reward=reward, gamma=gamma_j,
+                              td_stats=None if td_stats is None else td_stats["q"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +212,8 @@ class ValueParts:
     """How an agent of NGU's family splits its Q-networks into optimiser groups and trains them.
 
     groups: online -> {group name: module}; join: (online, {group: module}) -> online;
-    loss: (modules, target, batch, config) -> (loss [], aux with td, valid, q_taken [B, T]).
+    loss: (modules, target, batch, config, td_stats) -> (loss [], aux with td, valid, q_taken [B, T] and
+          td_errors {value head: raw td [B, T]}); td_stats {value head: RunningStats} or None.
     """
 
     groups: Callable[[Any], dict]
@@ -235,9 +239,10 @@ def _novelty_loss(modules, batch, config: NGUConfig, obs_stats: RunningStats | N
     return emb_loss + novelty_loss, aux
 
 
-def _loss(modules, target, batch, config: NGUConfig, obs_stats: RunningStats | None, value: ValueParts):
+def _loss(modules, target, batch, config: NGUConfig, obs_stats: RunningStats | None, value: ValueParts,
+          td_stats: dict | None = None):
     """The value loss of `value` plus the novelty networks' losses."""
-    q_loss, aux = value.loss(modules, target, batch, config)
+    q_loss, aux = value.loss(modules, target, batch, config, td_stats)
     novelty_loss, novelty_aux = _novelty_loss(modules, batch, config, obs_stats)
     r_i = policy_terms(batch, config)[3]
     n_valid = jnp.maximum(jnp.sum(aux["valid"]), 1)
@@ -260,7 +265,7 @@ def update_with(value: ValueParts, optimizers: dict, state: NGUState, batch: Map
     if obs_stats is not None:  # whitening statistics first, so that no batch meets empty ones
         obs_stats = update_stats(obs_stats, *_next_observations(batch, config))
     modules, opt_state, (_, aux), norms = optim.group_step(
-        _loss, optimizers, modules, state.opt_state, state.target, batch, config, obs_stats, value)
+        _loss, optimizers, modules, state.opt_state, state.target, batch, config, obs_stats, value, state.td_stats)
     steps = state.steps + 1
     stats = update_stats(state.rnd_stats, aux["rnd_error"], aux["rnd_valid"])
     multiplier = lifelong_multiplier(aux["rnd_error"], stats, config.max_multiplier)
@@ -272,9 +277,12 @@ def update_with(value: ValueParts, optimizers: dict, state: NGUState, batch: Map
                "rnd_error_mean": stats.mean, "rnd_error_std": jnp.sqrt(stats.var),
                "lifelong_multiplier": jnp.sum(jnp.where(valid, multiplier, 0.0)) / jnp.maximum(jnp.sum(valid), 1)}
     online = value.join(state.online, {name: modules[name] for name in value_groups})
+    metrics.update(r2d2.regulariser_metrics(aux, online, batch, config))
+    td_stats = td_regularisers.update_td_stats(state.td_stats, aux["td_errors"], aux["valid"], config.td_scale_window)
     target = update_target(online, state.target, steps, config.target_update_period)
     return NGUState(online=online, target=target, embedding=modules["embedding"], rnd=modules["rnd"],
-                    rnd_stats=stats, rnd_obs_stats=obs_stats, opt_state=opt_state, steps=steps, key=state.key), metrics
+                    rnd_stats=stats, rnd_obs_stats=obs_stats, opt_state=opt_state, steps=steps, key=state.key,
+                    td_stats=td_stats), metrics
 
 
 @eqx.filter_jit

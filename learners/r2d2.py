@@ -33,14 +33,17 @@ import numpy as np
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet import validation as check
 from rillet.errors import ConfigError, SpecMismatchError
-from rillet.learners import optim, recurrent_value, returns, sequence_targets
+from rillet.learners import optim, recurrent_value, returns, sequence_targets, td_regularisers
+from rillet.learners.distillation import DISTILLATION_ACTING, acting_head, distillation_loss, greedy_churn
 from rillet.learners.networks import TORSOS, DuelingHead, LinearHead
 from rillet.learners.networks.recurrent import CoreInput, RecurrentNetwork, recurrent_network
 from rillet.learners.target_network import update_target
 from rillet.learners.value_state import ValueState, init_value_state
 
 __all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "spec_extras", "core_inputs",
-           "build_network", "optimizers", "value_metrics", "EXTRAS"]
+           "build_network", "optimizers", "value_metrics", "add_distillation", "regulariser_aux",
+           "regulariser_metrics",
+           "EXTRAS"]
 
 EXTRAS = ("recurrent_state_h", "recurrent_state_c", "behaviour_prob", "prev_action", "prev_reward")
 
@@ -83,6 +86,29 @@ class R2D2Config:
     target_epsilon: float = 0.0
     """Target policy pi = (1 - e) * greedy(online Q) + e / A. With e = 0 (R2D2's greedy target)
     Retrace, Watkins and tree-backup coincide; e > 0 makes their trace cuts differ."""
+    soft_watkins_kappa: float = 0.01
+    """The "soft_watkins" estimator's tolerance (MEME; PAPERS.md: unverified)."""
+    # MEME's parts, off for R2D2, NGU and Agent57 (on in MEMEConfig); any value agent may switch them on.
+    trust_region: bool = False
+    """Bootstrap from the online network and drop the loss terms outside trust_region_alpha * sigma of
+    the target network's value that would move further out (`learners.td_regularisers`)."""
+    trust_region_alpha: float = 3.0
+    """The trust region's radius in running TD-error standard deviations (PAPERS.md: 3, unverified)."""
+    normalise_td: bool = False
+    """Divide each value head's TD errors by max(running std, batch std, td_scale_floor) for its loss
+    and the priorities (`learners.td_regularisers`)."""
+    td_scale_floor: float = 0.01
+    td_scale_window: int = 100_000
+    """The running TD-error std follows about the last this many errors (this library's choice)."""
+    distillation: bool = False
+    """A policy head "pi" trained towards the greedy policy of the online value (`learners.distillation`)."""
+    distillation_weight: float = 1.0
+    distillation_acting: str = "sample"
+    """With the head on, actors act from it: "sample" (softmax, epsilon-mixed), "argmax" (epsilon-greedy
+    over its argmax) or "off" (epsilon-greedy over argmax Q)."""
+    measure_churn: bool = False
+    """Report q_churn and policy_churn: the share of the batch's states whose greedy action (of Q; of
+    the acting head) changed with the update (one more forward unroll per update)."""
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):
@@ -103,6 +129,7 @@ class R2D2Config:
         check.one_of(owner, "torso", self.torso, TORSOS)
         for name in ("lambda_", "gamma", "priority_eta", "target_epsilon"):
             check.number(owner, name, getattr(self, name), 0.0, 1.0)
+        self._validate_meme_parts(owner)
         check.number(owner, "learning_rate", self.learning_rate, 0.0, low_open=True)
         check.number(owner, "adam_eps", self.adam_eps, 0.0, low_open=True)
         if self.max_grad_norm is not None:
@@ -112,8 +139,18 @@ class R2D2Config:
         check.int_tuple(owner, "hidden_sizes", self.hidden_sizes, nonempty=True, low=1)
         return self
 
+    def _validate_meme_parts(self, owner: str) -> None:
+        for name in ("trust_region", "normalise_td", "distillation", "measure_churn"):
+            check.boolean(owner, name, getattr(self, name))
+        for name in ("soft_watkins_kappa", "distillation_weight"):
+            check.number(owner, name, getattr(self, name), 0.0)
+        for name in ("trust_region_alpha", "td_scale_floor"):
+            check.number(owner, name, getattr(self, name), 0.0, low_open=True)
+        check.integer(owner, "td_scale_window", self.td_scale_window, low=1)
+        check.one_of(owner, "distillation_acting", self.distillation_acting, DISTILLATION_ACTING)
 
-R2D2State = ValueState  # online/target RecurrentNetworks, {"q": optax state}, steps, key
+
+R2D2State = ValueState  # online/target RecurrentNetworks, {"q": optax state}, steps, key, td_stats
 
 
 def optimizers(config: R2D2Config) -> dict:
@@ -129,9 +166,10 @@ def core_inputs(spec: StepSpec, config: R2D2Config) -> tuple[CoreInput, ...]:
 
 
 def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array,
-                  inputs: tuple[CoreInput, ...] | None = None) -> RecurrentNetwork:
-    """The recurrent Q-network for `spec`: config.torso, LSTM of lstm_size, a (dueling) head "q";
-    the core's extra inputs are `inputs` (None: R2D2's `core_inputs`)."""
+                  inputs: tuple[CoreInput, ...] | None = None, policy_head: bool | None = None) -> RecurrentNetwork:
+    """The recurrent Q-network for `spec`: config.torso, LSTM of lstm_size, a (dueling) head "q" and,
+    with policy_head (None: config.distillation), a linear head "pi" of policy logits; the core's
+    extra inputs are `inputs` (None: R2D2's `core_inputs`)."""
     num_actions = spec.num_actions
     if num_actions is None or int(num_actions) < 1 or spec.action.shape != () \
             or not np.issubdtype(spec.action.np_dtype, np.integer):
@@ -140,15 +178,18 @@ def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array,
             f"{spec.action.shape} {spec.action.dtype} (num_actions={num_actions}).")
     head_cls = DuelingHead if config.dueling else LinearHead
     inputs = core_inputs(spec, config) if inputs is None else inputs
-    return recurrent_network(spec, key, inputs=inputs, lstm_size=config.lstm_size,
-                             heads={"q": lambda size, k: head_cls(size, int(num_actions), k)},
+    heads = {"q": lambda size, k: head_cls(size, int(num_actions), k)}
+    if config.distillation if policy_head is None else policy_head:
+        heads["pi"] = lambda size, k: LinearHead(size, int(num_actions), k)
+    return recurrent_network(spec, key, inputs=inputs, lstm_size=config.lstm_size, heads=heads,
                              torso=config.torso, hidden_sizes=config.hidden_sizes)
 
 
 def init(key: jax.Array, spec: StepSpec, config: R2D2Config) -> R2D2State:
     """Validates `config`; online = target network, Adam state, steps = 0."""
     config.validate()
-    return init_value_state(key, lambda k: build_network(spec, config, k), optimizers(config))
+    return init_value_state(key, lambda k: build_network(spec, config, k), optimizers(config),
+                            td_regularisers.init_td_stats(config))
 
 
 def spec_extras(spec: StepSpec, config: R2D2Config) -> StepSpec:
@@ -161,18 +202,65 @@ def spec_extras(spec: StepSpec, config: R2D2Config) -> StepSpec:
 
 
 def sequence_loss(online: RecurrentNetwork, target: RecurrentNetwork, batch: Mapping[str, Any],
-                  config: R2D2Config, reward: jax.Array | None = None, gamma: jax.Array | float | None = None):
+                  config: R2D2Config, reward: jax.Array | None = None, gamma: jax.Array | float | None = None,
+                  td_stats=None):
     """Masked, importance-weighted 0.5 * td^2 loss: mean over each sequence's valid transitions,
-    then weighted mean over B. Returns (loss [], aux) with aux td, valid [B, T], q_taken [B, T].
+    then weighted mean over B (plus the distillation head's loss when it is on). Returns (loss [], aux)
+    with aux td (as the loss and priorities use it), valid, q_taken [B, T], td_errors {"q": raw td}.
 
     reward [B, T]: the reward of each learned transition (None: the batch's extrinsic reward, e.g. a
-    mix r_e + beta_j * r_i otherwise); gamma [] or [B] (None: config.gamma; e.g. gamma_j per sequence).
+    mix r_e + beta_j * r_i otherwise); gamma [] or [B] (None: config.gamma; e.g. gamma_j per sequence);
+    td_stats: the head's running TD-error `RunningStats` when a regulariser is on (else None).
     """
     online_heads, target_heads = unroll(online, target, batch, config)
     pi = sequence_targets.target_policy(online_heads["q"], config.target_epsilon)
-    td, valid, q_taken = sequence_td(online_heads["q"], target_heads["q"], pi, batch, config, reward, gamma)
-    loss = sequence_targets.td_loss(td, valid, batch.get("weights"))
-    return loss, {"td": td, "valid": valid, "q_taken": q_taken}
+    td, valid, q_taken, q_target_taken = sequence_td(online_heads["q"], target_heads["q"], pi, batch, config,
+                                                     reward, gamma)
+    used_td, keep, sigma = td_regularisers.regularised_td(td, valid, q_taken, q_target_taken, td_stats, config)
+    loss = sequence_targets.td_loss(used_td, keep, batch.get("weights"))
+    aux = {"td": used_td, "valid": valid, "q_taken": q_taken, "td_errors": {"q": td},
+           **regulariser_aux({"q": keep}, valid, {"q": sigma}, config)}
+    return add_distillation(loss, aux, online_heads, online_heads["q"], batch, config)
+
+
+def regulariser_aux(keeps: Mapping[str, jax.Array], valid: jax.Array, sigmas: Mapping[str, jax.Array],
+                    config: R2D2Config) -> dict:
+    """When a TD regulariser is on: trust_region_kept, the share of valid loss terms kept (keeps {head:
+    [B, T]}; averaged over the heads), and td_scale_<head>, each head's sigma. Else {}."""
+    if not td_regularisers.uses_td_stats(config):
+        return {}
+    kept = sum(jnp.sum(keep) for keep in keeps.values()) / (len(keeps) * jnp.maximum(jnp.sum(valid), 1))
+    return {"trust_region_kept": kept, **{f"td_scale_{name}": sigma for name, sigma in sigmas.items()}}
+
+
+def add_distillation(loss: jax.Array, aux: dict, online_heads: dict, q: jax.Array, batch: Mapping[str, Any],
+                     config: R2D2Config) -> tuple[jax.Array, dict]:
+    """(loss + distillation_weight * the "pi" head's loss towards argmax q [B, T+1, A], aux with
+    distillation_loss and distillation_agreement) when config.distillation; with measure_churn, aux
+    also keeps the heads before the update (heads_before). As they are otherwise."""
+    T = config.trace_length
+    if config.measure_churn:
+        head = acting_head(config)[0]
+        aux = {**aux, "heads_before": jax.lax.stop_gradient({"q": q[:, :T], "acting": online_heads[head][:, :T]})}
+    if not config.distillation:
+        return loss, aux
+    d_loss, agreement = distillation_loss(online_heads["pi"][:, :T], q[:, :T], aux["valid"], batch.get("weights"))
+    return loss + config.distillation_weight * d_loss, {**aux, "distillation_loss": d_loss,
+                                                        "distillation_agreement": agreement}
+
+
+def regulariser_metrics(aux: Mapping[str, Any], online, batch: Mapping[str, Any], config: R2D2Config) -> dict:
+    """The metrics of MEME's parts from a loss's aux: distillation_loss/agreement, trust_region_kept,
+    td_scale_<head>, and with measure_churn q_churn and policy_churn of the updated network `online`."""
+    names = ("distillation_loss", "distillation_agreement", "trust_region_kept")
+    metrics = {k: v for k, v in aux.items() if k in names or k.startswith("td_scale_")}
+    if config.measure_churn:
+        T, head = config.trace_length, acting_head(config)[0]
+        after = recurrent_value.online_unroll(online, batch, config.burn_in, config.scan_unroll)
+        before = aux["heads_before"]
+        metrics["q_churn"] = greedy_churn(before["q"], after["q"][:, :T], aux["valid"])
+        metrics["policy_churn"] = greedy_churn(before["acting"], after[head][:, :T], aux["valid"])
+    return metrics
 
 
 def unroll(online, target, batch: Mapping[str, Any], config: R2D2Config) -> tuple[dict, dict]:
@@ -189,9 +277,11 @@ def unroll(online, target, batch: Mapping[str, Any], config: R2D2Config) -> tupl
 
 def sequence_td(q_online: jax.Array, q_target: jax.Array, pi: jax.Array, batch: Mapping[str, Any],
                 config: R2D2Config, reward: jax.Array | None = None, gamma: jax.Array | float | None = None):
-    """(td [B, T], valid [B, T], q_taken [B, T]) of the online values q_online [B, T+1, A] against the
-    targets of `config.estimator` from q_target [B, T+1, A] and the target policy pi [B, T+1, A];
-    reward and gamma as in `sequence_loss`."""
+    """(td [B, T], valid [B, T], q_taken [B, T], q_target_taken [B, T]) of the online values q_online
+    [B, T+1, A] against the targets of `config.estimator` from the target policy pi [B, T+1, A] and the
+    bootstrap values: q_target [B, T+1, A], or the online values (no gradient) with
+    config.trust_region; q_target_taken is the target network's Q(x_t, a_t). reward and gamma as in
+    `sequence_loss`."""
     bi, T = config.burn_in, config.trace_length
     actions = jnp.asarray(batch["action"], jnp.int32)[:, bi:]  # [B, T+1]
     step = slice(bi, bi + T)
@@ -200,29 +290,39 @@ def sequence_td(q_online: jax.Array, q_target: jax.Array, pi: jax.Array, batch: 
                                                    config.gamma if gamma is None else gamma)
     if reward is None:
         reward = jnp.asarray(batch["reward"], jnp.float32)[:, step]
+    bootstrap = jax.lax.stop_gradient(q_online) if config.trust_region else q_target
     g = sequence_targets.sequence_targets(
-        config.estimator, q_target, pi, actions, reward, discount,
+        config.estimator, bootstrap, pi, actions, reward, discount,
         jnp.asarray(batch["extras"]["behaviour_prob"], jnp.float32)[:, step], valid,
-        lambda_=config.lambda_, n=config.n_step, value_rescaling=config.value_rescaling)
-    q_taken = jnp.take_along_axis(q_online[:, :T], actions[:, :T, None], axis=-1)[..., 0]
-    return jnp.where(valid, g - q_taken, 0.0), valid, q_taken
+        lambda_=config.lambda_, n=config.n_step, value_rescaling=config.value_rescaling,
+        kappa=config.soft_watkins_kappa)
+
+    def taken(q):
+        return jnp.take_along_axis(q[:, :T], actions[:, :T, None], axis=-1)[..., 0]
+
+    q_taken = taken(q_online)
+    return jnp.where(valid, g - q_taken, 0.0), valid, q_taken, taken(q_target)
 
 
 @eqx.filter_jit
 def update(state: R2D2State, batch: Mapping[str, Any], config: R2D2Config):
     """One Adam step on `sequence_loss`. Returns (new_state, metrics): loss [], mean_q [] (mean
     Q(x_t, a_t) over valid steps), grad_norm [] (before clipping), priorities [B] (new sequence
-    priorities), valid_steps []. The target is a hard copy of the online network whenever the new
-    step count is a multiple of target_update_period."""
-    def loss_fn(modules, target, batch):
-        return sequence_loss(modules["q"], target, batch, config)
+    priorities), valid_steps [], and those of `regulariser_metrics` for the parts switched on. The
+    target is a hard copy of the online network whenever the new step count is a multiple of
+    target_update_period."""
+    def loss_fn(modules, target, batch, td_stats):
+        return sequence_loss(modules["q"], target, batch, config, td_stats=None if td_stats is None else td_stats["q"])
 
     modules, opt_state, (loss, aux), norms = optim.group_step(
-        loss_fn, optimizers(config), {"q": state.online}, state.opt_state, state.target, batch)
+        loss_fn, optimizers(config), {"q": state.online}, state.opt_state, state.target, batch, state.td_stats)
     online, steps = modules["q"], state.steps + 1
-    metrics = value_metrics(loss, aux, norms["q"], config.priority_eta)
+    metrics = {**value_metrics(loss, aux, norms["q"], config.priority_eta),
+               **regulariser_metrics(aux, online, batch, config)}
     target = update_target(online, state.target, steps, config.target_update_period)
-    return R2D2State(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key), metrics
+    td_stats = td_regularisers.update_td_stats(state.td_stats, aux["td_errors"], aux["valid"], config.td_scale_window)
+    return R2D2State(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key,
+                     td_stats=td_stats), metrics
 
 
 def value_metrics(loss: jax.Array, aux: Mapping[str, jax.Array], grad_norm: jax.Array, eta: float) -> dict:

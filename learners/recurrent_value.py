@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.learners.networks.recurrent import RecurrentNetwork
 
-__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "unroll_with_burn_in", "transition_mask",
+__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "online_unroll", "unroll_with_burn_in", "transition_mask",
            "check_sequence_batch"]
 
 STATE_EXTRAS = ("recurrent_state_h", "recurrent_state_c")
@@ -41,6 +41,26 @@ def initial_core_state(extras: Mapping[str, Any]) -> tuple:
     return jax.lax.stop_gradient(tuple(jnp.asarray(extras[k])[:, 0] for k in STATE_EXTRAS))
 
 
+def _sequence(network: RecurrentNetwork, batch: Mapping[str, Any]):
+    """Time-major observation [L, B, *obs], is_first [L, B], inputs {name: [L, B]} and stored state."""
+    extras = batch["extras"]
+    inputs = {k: _time_major(v) for k, v in core_inputs(network, extras).items()}
+    return _time_major(batch["observation"]), _time_major(batch["is_first"]), inputs, initial_core_state(extras)
+
+
+def online_unroll(online: RecurrentNetwork, batch: Mapping[str, Any], burn_in: int, scan_unroll: int = 1) -> dict:
+    """The online half of `unroll_with_burn_in`: from the stored state of step 0, a warm-up over the
+    first `burn_in` steps without gradient, then the remaining steps -> {head: [B, L - burn_in, ...]}."""
+    obs, first, inputs, state = _sequence(online, batch)
+    if burn_in > 0:
+        head = {k: v[:burn_in] for k, v in inputs.items()}
+        _, _, state = online.unroll(obs[:burn_in], head, first[:burn_in], state, scan_unroll)
+        state = jax.lax.stop_gradient(state)
+    tail = {k: v[burn_in:] for k, v in inputs.items()}
+    _, heads, _ = online.unroll(obs[burn_in:], tail, first[burn_in:], state, scan_unroll)
+    return _batch_major(heads)
+
+
 def unroll_with_burn_in(online: RecurrentNetwork, target: RecurrentNetwork, batch: Mapping[str, Any],
                         burn_in: int, scan_unroll: int = 1) -> tuple[dict, dict]:
     """R2D2's stored-state unroll: both networks start from the stored state of step 0; the online
@@ -49,20 +69,10 @@ def unroll_with_burn_in(online: RecurrentNetwork, target: RecurrentNetwork, batc
 
     Returns (online heads, target heads), each {head name: [B, L - burn_in, ...]} at the same steps.
     """
-    extras = batch["extras"]
-    obs, first = _time_major(batch["observation"]), _time_major(batch["is_first"])
-    inputs = {k: _time_major(v) for k, v in core_inputs(online, extras).items()}
-    state0 = initial_core_state(extras)
-    online_state = state0
-    if burn_in > 0:
-        head = {k: v[:burn_in] for k, v in inputs.items()}
-        _, _, online_state = online.unroll(obs[:burn_in], head, first[:burn_in], state0, scan_unroll)
-        online_state = jax.lax.stop_gradient(online_state)
-    tail = {k: v[burn_in:] for k, v in inputs.items()}
-    _, online_heads, _ = online.unroll(obs[burn_in:], tail, first[burn_in:], online_state, scan_unroll)
+    obs, first, inputs, state0 = _sequence(target, batch)
     _, target_heads, _ = target.unroll(obs, inputs, first, state0, scan_unroll)
     target_heads = jax.lax.stop_gradient({k: v[burn_in:] for k, v in target_heads.items()})
-    return _batch_major(online_heads), _batch_major(target_heads)
+    return online_unroll(online, batch, burn_in, scan_unroll), _batch_major(target_heads)
 
 
 def transition_mask(batch: Mapping[str, Any], burn_in: int, trace_length: int) -> jax.Array:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from rillet.learners import returns
 
 __all__ = ["mix_rewards", "sequence_discounts", "target_policy", "sequence_targets", "td_loss",
-           "sequence_priorities"]
+           "sequence_priorities", "sequence_mean"]
 
 
 def mix_rewards(streams: Mapping[str, jax.Array], weights: Mapping[str, jax.Array | float]) -> jax.Array:
@@ -70,7 +70,13 @@ def sequence_targets(estimator: str, q_target: jax.Array, pi: jax.Array, actions
 def td_loss(td: jax.Array, valid: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Importance-weighted mean over sequences of each sequence's mean 0.5 * td^2 over its valid steps:
     td, valid [B, T] (td on invalid steps is ignored); weights [B] or None (all 1) -> []."""
-    per_sequence = jnp.sum(jnp.where(valid, 0.5 * jnp.square(td), 0.0), axis=-1) / jnp.maximum(jnp.sum(valid, axis=-1), 1)
+    return sequence_mean(0.5 * jnp.square(td), valid, weights)
+
+
+def sequence_mean(values: jax.Array, valid: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Importance-weighted mean over sequences of each sequence's mean of values over its valid steps:
+    values, valid [B, T] (invalid steps ignored); weights [B] or None (all 1) -> []."""
+    per_sequence = jnp.sum(jnp.where(valid, values, 0.0), axis=-1) / jnp.maximum(jnp.sum(valid, axis=-1), 1)
     w = jnp.ones_like(per_sequence) if weights is None else jnp.asarray(weights, jnp.float32)
     return jnp.mean(w * per_sequence)
 

@@ -31,7 +31,7 @@ def _evaluator(spec, config: agent57.Agent57Config, num_envs: int) -> ActorParts
     """Greedy (epsilon 0) as eval_policy_index; with the meta-controller, resumed from the actors' carry
     as their bandits' best arm."""
     parts = evaluation_parts(novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs),
-                                           core_size=2 * config.lstm_size))
+                                           core_size=2 * config.lstm_size, evaluation=True))
     if not config.meta_controller:
         return parts
 

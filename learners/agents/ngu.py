@@ -14,15 +14,20 @@ from rillet.actors.exploration import EpsilonLadder, PolicyFamily
 from rillet.actors.novelty_policy import novelty_actor_state, novelty_policy
 from rillet.actors.policies import recurrent_observe
 from rillet.learners import ngu, recurrent_value
+from rillet.learners.distillation import acting_head
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
 
 
-def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict, core_size: int | None = None) -> ActorParts:
+def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict, core_size: int | None = None,
+                  evaluation: bool = False) -> ActorParts:
     """NGU's actors: the novelty policy epsilon-greedy as policy j (exploration {"epsilon",
-    "policy_index"} [num_envs]); core_size: the recorded core state's size (default lstm_size)."""
+    "policy_index"} [num_envs]) over config's acting head (`distillation.acting_head`; an evaluation
+    takes its argmax); core_size: the recorded core state's size (default lstm_size)."""
     state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], core_size or config.lstm_size,
                                 config.embedding_size, config.memory_capacity, spec.action.dtype)
-    policy = novelty_policy(config.episodic(), config.max_multiplier, config.novelty_sync_period)
+    head, sample = acting_head(config)
+    policy = novelty_policy(config.episodic(), config.max_multiplier, config.novelty_sync_period, head,
+                            sample and not evaluation)
     return ActorParts(policy, state, recurrent_observe, carry=_running_distances, resume=_resume)
 
 
@@ -48,7 +53,8 @@ def greedy_exploration(config: ngu.NGUConfig, num_envs: int) -> dict:
 def _evaluator(spec, config: ngu.NGUConfig, num_envs: int) -> ActorParts:
     """Greedy (epsilon 0) as policy config.eval_policy_index (0: the exploitative policy); it reads
     nothing of the actors' carry (its d_m^2 starts fresh)."""
-    return evaluation_parts(novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs)))
+    return evaluation_parts(novelty_actor(spec, config, num_envs, greedy_exploration(config, num_envs),
+                                          evaluation=True))
 
 
 def evaluation_parts(parts: ActorParts) -> ActorParts:

@@ -10,6 +10,7 @@ from rillet.actors.exploration import EpsilonLadder
 from rillet.actors.policies import recurrent_actor_state, recurrent_epsilon_greedy, recurrent_observe
 from rillet.datasets.specs import ArraySpec
 from rillet.learners import r2d2, recurrent_value
+from rillet.learners.distillation import acting_head
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
 
 
@@ -17,13 +18,16 @@ def _spec(env_spec, config: r2d2.R2D2Config):
     return r2d2.spec_extras(env_spec, config).with_extras(policy_index=ArraySpec((), "int32"))
 
 
-def _actor(spec, config: r2d2.R2D2Config, num_envs: int, exploration: dict) -> ActorParts:
+def _actor(spec, config: r2d2.R2D2Config, num_envs: int, exploration: dict, evaluation: bool = False) -> ActorParts:
+    """Epsilon-greedy over the acting head (`distillation.acting_head`: "q", or MEME's "pi" when on)."""
     state = recurrent_actor_state(exploration["epsilon"], config.lstm_size, spec.action.dtype)
-    return ActorParts(recurrent_epsilon_greedy("q"), state, recurrent_observe)
+    head, sample = acting_head(config)
+    return ActorParts(recurrent_epsilon_greedy(head, sample and not evaluation), state, recurrent_observe)
 
 
 def _evaluator(spec, config: r2d2.R2D2Config, num_envs: int) -> ActorParts:
-    return _actor(spec, config, num_envs, {"epsilon": np.zeros(num_envs, np.float32)})
+    """Greedy (epsilon 0) over the acting head's argmax."""
+    return _actor(spec, config, num_envs, {"epsilon": np.zeros(num_envs, np.float32)}, evaluation=True)
 
 
 R2D2 = register(Agent(

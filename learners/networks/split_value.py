@@ -9,7 +9,8 @@ reward's scale and noise never reach the extrinsic value's features (and each ha
 state); a shared core would mix their gradients. The pair has RecurrentNetwork's interface (inputs,
 initial_state, step, unroll, lstm_size), so R2D2's burn-in unroll and recurrent actors take it as is:
 its core state is the two networks' states concatenated, (h_e ++ h_i, c_e ++ c_i) [B, H_e + H_i].
-Heads: "q_e", "q_i" (each network's "q") and "q" (the combination; needs the input "policy_index").
+Heads: "q_e", "q_i" (each network's "q") and "q" (the combination; needs the input "policy_index"), and
+the extrinsic network's other heads under their own names (MEME's distillation head "pi").
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class SplitValueNetwork(eqx.Module):
     def _heads(self, heads_e: dict, heads_i: dict, inputs: Mapping[str, jax.Array]) -> dict:
         beta = jnp.asarray(self.betas, jnp.float32)[jnp.asarray(inputs["policy_index"], jnp.int32)]
         q = combine_values(heads_e["q"], heads_i["q"], beta, self.value_rescaling)
-        return {"q": q, "q_e": heads_e["q"], "q_i": heads_i["q"]}
+        extra = {name: out for name, out in heads_e.items() if name != "q"}  # e.g. the distillation head "pi"
+        return {"q": q, "q_e": heads_e["q"], "q_i": heads_i["q"], **extra}
 
     def unroll(self, observation, inputs: Mapping[str, jax.Array], is_first, state, scan_unroll: int = 1):
         """As RecurrentNetwork.unroll: -> (features [T, B, H_e + H_i], heads, final state)."""
