@@ -12,6 +12,7 @@ from typing import Callable
 from rillet.reproductions.agent57_atari_smoke import agent57_atari_smoke
 from rillet.reproductions.agent57_minigrid import agent57_minigrid
 from rillet.reproductions.common import plot_runs
+from rillet.reproductions.meme_minigrid import meme_minigrid
 from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
 from rillet.reproductions.pac_offline import pac_data, pac_seeds, pac_vs_bc
 from rillet.reproductions.pac_scaling import pac_scaling
@@ -31,5 +32,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "ngu-atari-smoke": ngu_atari_smoke,
     "agent57-minigrid": agent57_minigrid,
     "agent57-atari-smoke": agent57_atari_smoke,
+    "meme-minigrid": meme_minigrid,
     "plot-runs": plot_runs,
 }

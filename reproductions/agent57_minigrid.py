@@ -23,9 +23,11 @@ AGENT57_MINIGRID = Agent57Config(**_CORE, novelty_hidden_sizes=(64,), num_polici
 UNIFORM_J = dataclasses.replace(AGENT57_MINIGRID, meta_controller=False)
 
 
-def agent57_run(learner: Agent57Config, seed: int, total_env_steps: int, run_dir: str) -> OnlineConfig:
-    """One run: 16 environments, 10 greedy episodes every 25k steps (the bandits' best arm, or j = 0)."""
-    return OnlineConfig(agent="agent57", env_id=ENV, learner=learner, replay=MINIGRID_REPLAY, seed=seed,
+def agent57_run(learner: Agent57Config, seed: int, total_env_steps: int, run_dir: str,
+                agent: str = "agent57") -> OnlineConfig:
+    """One run of `agent` (Agent57 or an agent of its record, e.g. MEME): 16 environments, 10 greedy
+    episodes every 25k steps (the bandits' best arm, or j = 0)."""
+    return OnlineConfig(agent=agent, env_id=ENV, learner=learner, replay=MINIGRID_REPLAY, seed=seed,
                         total_env_steps=total_env_steps, actor=ActorConfig(num_envs=16), eval_every_steps=25_000,
                         eval_episodes=10, progress=False, run_dir=run_dir, checkpoint_every_updates=2000)
 
