@@ -13,10 +13,13 @@ from rillet.datasets.specs import StepSpec
 from rillet.errors import ConfigError
 from rillet.learners.networks.mlp import MLP, batch_apply
 from rillet.learners.networks.nature_dqn import FEATURES, NatureDQN
+from rillet.learners.networks.nfnet import NFNetTorso
 
-__all__ = ["MLP", "NatureDQN", "LinearHead", "DuelingHead", "QNetwork", "q_network", "make_torso", "TORSOS"]
+__all__ = ["MLP", "NatureDQN", "NFNetTorso", "LinearHead", "DuelingHead", "QNetwork", "q_network", "make_torso",
+           "TORSOS"]
 
-TORSOS = ("auto", "mlp", "nature_dqn")  # "auto": mlp for vectors [D], nature_dqn for uint8 images [C, H, W]
+# "auto": mlp for vectors [D], nature_dqn for uint8 images [C, H, W]; "nfnet" takes either.
+TORSOS = ("auto", "mlp", "nature_dqn", "nfnet")
 
 
 class LinearHead(eqx.Module):
@@ -96,7 +99,9 @@ def make_torso(spec: StepSpec, key: jax.Array, kind: str = "auto",
     """The torso `kind` (one of TORSOS) for `spec`'s observation -> (module, feature size).
 
     "mlp": rank-1 obs [D] -> ReLU MLP with `hidden_sizes` (output hidden_sizes[-1], ReLU'd);
-    "nature_dqn": uint8 [C, H, W] -> the Nature-DQN conv torso (512 features, hidden_sizes unused).
+    "nature_dqn": uint8 [C, H, W] -> the Nature-DQN conv torso (512 features, hidden_sizes unused);
+    "nfnet": vectors [D] or uint8 [C, H, W] -> the normaliser-free residual torso `NFNetTorso` with its
+    default widths (output hidden_sizes[-1], also the width of its vector path).
     Raises ConfigError for a kind that does not fit the observation.
     """
     obs = spec.observation
@@ -109,8 +114,15 @@ def make_torso(spec: StepSpec, key: jax.Array, kind: str = "auto",
         return MLP(obs.shape[0], hidden[:-1], hidden[-1], key, activate_final=True), hidden[-1]
     if kind == "nature_dqn" and len(obs.shape) == 3 and obs.np_dtype == np.uint8:
         return NatureDQN(*obs.shape, key=key), FEATURES
+    if kind == "nfnet" and (len(obs.shape) == 1 or (len(obs.shape) == 3 and obs.np_dtype == np.uint8)):
+        hidden = tuple(int(h) for h in hidden_sizes)
+        if not hidden:
+            raise ConfigError("the nfnet torso takes its feature size from hidden_sizes[-1]: set hidden_sizes, "
+                              "e.g. (256,).")
+        return NFNetTorso(obs.shape, hidden[-1], key), hidden[-1]
     if kind not in TORSOS:
         raise ConfigError(f"unknown torso {kind!r}; choose one of {TORSOS}.")
     raise ConfigError(
         f"Unsupported observation spec {obs.shape} {obs.dtype} for the {kind} torso: networks support vectors "
-        "[D] (mlp) and uint8 images [C, H, W] (nature_dqn; scaled by 1/255). Flatten, stack or convert it.")
+        "[D] (mlp, nfnet) and uint8 images [C, H, W] (nature_dqn, nfnet; scaled by 1/255). Flatten, stack or "
+        "convert it.")
