@@ -11,6 +11,7 @@ docs/RESULTS.md, "MEME".
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -42,9 +43,14 @@ def run_dir(out: str, setting: str, seed: int) -> str:
 
 
 def meme_run(out: str, setting: str, seed: int, total_env_steps: int) -> dict:
-    """Trains (or resumes) one run of SETTINGS[setting]; returns train_and_read_curve's dict."""
+    """Trains (or resumes) one run of SETTINGS[setting]; returns train_and_read_curve's dict. A finished
+    run (its summary.json written) is read, not evaluated again."""
     agent, learner = SETTINGS[setting]
-    return train_and_read_curve(agent57_run(learner, seed, total_env_steps, run_dir(out, setting, seed), agent=agent))
+    directory = run_dir(out, setting, seed)
+    if os.path.exists(os.path.join(directory, "summary.json")):
+        with open(os.path.join(directory, "summary.json")) as f:
+            return {"summary": json.load(f), "curve": read_curve(directory)}
+    return train_and_read_curve(agent57_run(learner, seed, total_env_steps, directory, agent=agent))
 
 
 def _mean(rows: list[dict], key: str, first: float = 0.0) -> float | None:
