@@ -23,7 +23,7 @@ from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet import validation as check
 from rillet.errors import SpecMismatchError
 from rillet.learners import optim, value_ops
-from rillet.learners.networks import q_network
+from rillet.learners.networks import TORSOS, q_network
 from rillet.learners.target_network import update_target
 from rillet.learners.value_state import ValueState, init_value_state
 
@@ -43,6 +43,9 @@ class DQNConfig:
     target_update_period: int = 500  # hard copy every this many updates (ignored with Polyak)
     target_polyak_tau: float | None = None  # if set: target <- tau*online + (1-tau)*target each update
     dueling: bool = False
+    torso: str = "auto"
+    """networks.TORSOS: "auto" (an MLP for vectors, the Nature-DQN conv torso for uint8 images), "mlp",
+    "nature_dqn", "nfnet" (normaliser-free residual)."""
     learning_rate_end: float | None = None
     """If set, the learning rate moves linearly from learning_rate to this value over
     learning_rate_decay_updates updates, starting after learning_rate_decay_start updates."""
@@ -62,6 +65,7 @@ class DQNConfig:
             check.number(owner, name, getattr(self, name), 0.0, low_open=True)
         check.boolean(owner, "double_q", self.double_q)
         check.boolean(owner, "dueling", self.dueling)
+        check.one_of(owner, "torso", self.torso, TORSOS)
         check.integer(owner, "target_update_period", self.target_update_period, low=1,
                       fix="target_update_period (updates between hard target copies, e.g. 500)")
         if self.target_polyak_tau is not None:

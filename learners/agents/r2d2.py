@@ -1,5 +1,5 @@
 """R2D2: the recurrent value core (torso, LSTM with the previous action and reward as named inputs,
-a dueling head "q") trained on stored-state sequences with burn-in, one of five return estimators,
+a dueling head "q") trained on stored-state sequences with burn-in, one of six return estimators,
 value rescaling and sequence priorities; epsilon-greedy recurrent actors on Ape-X's ladder."""
 
 from __future__ import annotations
@@ -42,5 +42,5 @@ R2D2 = register(Agent(
     replay_item=lambda config: ReplayItem("sequence", config.sequence_length),
     check_batch=recurrent_value.check_sequence_batch,
     exploration=lambda config, actor: EpsilonLadder(actor.epsilon_base, actor.epsilon_alpha),
-    summary="recurrent double Q on stored-state sequences, burn-in, five return estimators",
+    summary="recurrent double Q on stored-state sequences, burn-in, six return estimators",
 ))

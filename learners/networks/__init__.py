@@ -86,10 +86,11 @@ def q_network(spec: StepSpec, config: Any, key: jax.Array) -> eqx.Module:
         )
     hidden = tuple(int(h) for h in getattr(config, "hidden_sizes", (256, 256)))
     dueling = bool(getattr(config, "dueling", False))
+    kind = getattr(config, "torso", "auto")
     torso_key, head_key = jax.random.split(key)
-    if len(spec.observation.shape) == 1 and not dueling:
+    if len(spec.observation.shape) == 1 and not dueling and kind in ("auto", "mlp"):
         return MLP(spec.observation.shape[0], hidden, num_actions, key)
-    torso, features = make_torso(spec, torso_key, "auto", hidden)
+    torso, features = make_torso(spec, torso_key, kind, hidden)
     head_cls = DuelingHead if dueling else LinearHead
     return QNetwork(torso, head_cls(features, num_actions, head_key))
 

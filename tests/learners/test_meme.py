@@ -132,3 +132,17 @@ def test_r2d2_switches_the_same_parts_on_from_its_config():
     assert {"distillation_loss", "trust_region_kept", "td_scale_q"} <= set(metrics)
     with pytest.raises(ConfigError, match="distillation_acting"):
         dataclasses.replace(cfg, distillation_acting="greedy").validate()
+
+
+def test_dqn_takes_the_nfnet_torso_from_its_config():
+    from rillet.datasets.specs import ArraySpec as Spec
+    from rillet.datasets.specs import StepSpec as Steps
+    from rillet.learners import dqn
+    from rillet.learners.networks.nfnet import NFNetTorso
+
+    spec = Steps(Spec((4,), "float32"), Spec((), "int32"), num_actions=2)
+    state = dqn.init(jax.random.PRNGKey(0), spec, dqn.DQNConfig(torso="nfnet", hidden_sizes=(16,)))
+    assert isinstance(state.online.torso, NFNetTorso)
+    assert state.online(jnp.ones((3, 4))).shape == (3, 2)
+    with pytest.raises(ConfigError, match="torso"):
+        dqn.DQNConfig(torso="resnet").validate()
