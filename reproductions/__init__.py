@@ -19,6 +19,7 @@ from rillet.reproductions.pac_scaling import pac_scaling
 from rillet.reproductions.r2d2_cartpole import po_cartpole
 from rillet.reproductions.r2d2_estimators import estimators
 from rillet.reproductions.r2d2_pong_smoke import pong_smoke
+from rillet.reproductions.recode_density import recode_density
 
 REPRODUCTIONS: dict[str, Callable] = {
     "po-cartpole": po_cartpole,
@@ -33,5 +34,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "agent57-minigrid": agent57_minigrid,
     "agent57-atari-smoke": agent57_atari_smoke,
     "meme-minigrid": meme_minigrid,
+    "recode-density": recode_density,
     "plot-runs": plot_runs,
 }
