@@ -42,6 +42,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def steps(self) -> list[int]:
+        """The steps of the complete checkpoints under the directory, ascending."""
+        return sorted(int(s) for s in self._manager.all_steps())
+
     def save(self, step: int, learner_state: Any, meta: dict, actor: Any = None) -> None:
         """Saves the learner state's arrays, meta (+ the fingerprint) and, if given, the actors'
         carried state (a pytree of arrays) as one step."""
@@ -70,6 +74,9 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"No checkpoint under {self.directory}.")
+        if step not in self.steps():
+            raise CheckpointError(f"No complete checkpoint at step {step} under {self.directory} (it holds steps "
+                                  f"{self.steps()}). Give one of those steps, or omit it for the latest.")
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         if _without(meta.get("fingerprint"), self.retired_keys) != self.fingerprint:
             raise CheckpointError(

@@ -89,7 +89,8 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
     """Generates `episodes` episodes of EnvPool `env` into a new RLDS dataset `out`.
 
     policy: "random" (uniform actions) or "checkpoint:PATH" (the evaluation policy of any agent, restored
-    from a `rillet train-online` run directory: its config.json and checkpoints/).
+    from a `rillet train-online` or `train-offline` run directory's latest checkpoint, or from one of its
+    checkpoints/<step> folders; the run's environment must have `env`'s spec).
     """
     from tqdm import tqdm
 
@@ -118,24 +119,19 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
 
 
 def _policy(policy: str, spec, num_envs: int):
-    """(ActorParts, params) of --policy: uniform random actions, or the evaluation policy of the agent
-    a `rillet train-online` run directory (or one of its checkpoints/<step>) holds."""
+    """(ActorParts, params) of --policy: uniform random actions, or the evaluation policy of the run a
+    `rillet train-online` / `train-offline` run directory (or one of its checkpoints/<step>) holds
+    (`policy_loader.load_policy`: refused unless its environment has this one's spec)."""
     from rillet.actors.policies import random_policy
-    from rillet.learners.agents import ActorParts, get_agent
-    from rillet.pipelines.online import load_online_run
+    from rillet.learners.agents import ActorParts
+    from rillet.pipelines.policy_loader import load_policy
 
     if policy == "random":
         return ActorParts(random_policy(spec.num_actions, spec.action.shape), None), None
     if not policy.startswith("checkpoint:"):
         raise ConfigError(f"--policy must be 'random' or 'checkpoint:RUN_DIR', got {policy!r}.")
-    run_dir = os.path.abspath(policy[len("checkpoint:"):])
-    if os.path.basename(run_dir).isdigit():  # .../checkpoints/<step>
-        run_dir = os.path.dirname(os.path.dirname(run_dir))
-    config, agent_spec, state = load_online_run(run_dir)
-    if config.env_id != spec.env_id:
-        raise ConfigError(f"the checkpoint in '{run_dir}' was trained on {config.env_id}, not {spec.env_id}.")
-    agent = get_agent(config.agent)
-    return agent.evaluator(agent_spec, config.learner, num_envs), agent.network(state)
+    loaded = load_policy(policy[len("checkpoint:"):], spec, num_envs)
+    return loaded.parts, loaded.params
 
 
 def inspect(path: Annotated[str, Positional], split: str = "train", histogram: str = "", steps: int = 3) -> dict:
