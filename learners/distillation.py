@@ -5,8 +5,8 @@ the (combined) online value, one_hot(argmax_a Q(x_t, a)), on the learned transit
 
     L_pi = mean over sequences of mean over valid t of -log softmax(pi(x_t))[argmax_a Q(x_t, a)]
 
-Actors may act from it instead of argmax Q (`acting_head`): "sample" draws a ~ (1 - eps) softmax(pi) +
-eps / A, "argmax" is epsilon-greedy over argmax pi. The head moves slowly where Q's argmax flips between
+Actors may act from it instead of argmax Q (`acting_head`): "argmax" (the default) is epsilon-greedy
+over argmax pi, "sample" draws a ~ (1 - eps) softmax(pi) + eps / A. The head moves slowly where Q's argmax flips between
 near-equal actions, so the acting policy changes less between updates (policy churn, `greedy_churn`).
 The head's weight in the loss (1.0) and the sampling are this library's reading of the paper: unverified.
 """
@@ -22,7 +22,7 @@ from rillet.learners.sequence_targets import sequence_mean
 
 __all__ = ["DISTILLATION_ACTING", "acting_head", "distillation_loss", "greedy_churn"]
 
-DISTILLATION_ACTING = ("sample", "argmax", "off")
+DISTILLATION_ACTING = ("argmax", "sample", "off")
 
 
 def acting_head(config: Any) -> tuple[str, bool]:

@@ -27,8 +27,8 @@ __all__ = ["MEMEConfig"]
 class MEMEConfig(Agent57Config):
     """Agent57's options with MEME's defaults (PAPERS.md, MEME): N = 16, gamma in [0.97, 0.9997],
     lambda 0.95, soft Watkins Q(lambda) with kappa 0.01 (unverified), the trust region (alpha 3,
-    unverified), loss and priority normalisation (floor 0.01), the distillation head (actors sample
-    from it), the NFNet torso. Switch any part off to ablate it, e.g. `--meme.trust-region False`."""
+    unverified), loss and priority normalisation (floor 0.01), the distillation head (actors act
+    epsilon-greedily over its argmax), the NFNet torso. Switch any part off to ablate it, e.g. `--meme.trust-region False`."""
 
     num_policies: int = 16
     gamma0: float = 0.9997

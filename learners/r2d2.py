@@ -103,9 +103,10 @@ class R2D2Config:
     distillation: bool = False
     """A policy head "pi" trained towards the greedy policy of the online value (`learners.distillation`)."""
     distillation_weight: float = 1.0
-    distillation_acting: str = "sample"
-    """With the head on, actors act from it: "sample" (softmax, epsilon-mixed), "argmax" (epsilon-greedy
-    over its argmax) or "off" (epsilon-greedy over argmax Q)."""
+    distillation_acting: str = "argmax"
+    """With the head on, actors act from it: "argmax" (epsilon-greedy over its argmax, the issue's
+    "act epsilon-greedily from it"), "sample" (from its softmax, epsilon-mixed) or "off" (epsilon-greedy
+    over argmax Q)."""
     measure_churn: bool = False
     """Report q_churn and policy_churn: the share of the batch's states whose greedy action (of Q; of
     the acting head) changed with the update (one more forward unroll per update)."""

@@ -28,14 +28,18 @@ from rillet.reproductions.ngu_minigrid import _CORE, ENV, actor_statistics
 # codes reach ~120, its features also start at std ~39 against the MLP's ~10.
 MEME_MINIGRID = MEMEConfig(**{**_CORE, "estimator": "soft_watkins"}, novelty_hidden_sizes=(64,), memory_capacity=2000,
                            novelty_sync_period=360, measure_churn=True, torso="mlp")
+# Actors sampling from the distillation head's softmax instead of acting on its argmax (the ablation
+# rows act so: they were run before the argmax default was chosen).
+SAMPLING = dataclasses.replace(MEME_MINIGRID, distillation_acting="sample")
 SETTINGS = {
     "Agent57": ("agent57", dataclasses.replace(AGENT57_MINIGRID, measure_churn=True)),
     "MEME": ("meme", MEME_MINIGRID),
-    "MEME no trust region": ("meme", dataclasses.replace(MEME_MINIGRID, trust_region=False)),
-    "MEME no normalisation": ("meme", dataclasses.replace(MEME_MINIGRID, normalise_td=False)),
+    "MEME sampling": ("meme", SAMPLING),
+    "MEME sampling no trust region": ("meme", dataclasses.replace(SAMPLING, trust_region=False)),
+    "MEME sampling no normalisation": ("meme", dataclasses.replace(SAMPLING, normalise_td=False)),
     "MEME no distillation": ("meme", dataclasses.replace(MEME_MINIGRID, distillation=False)),
 }
-COMPARED = ("Agent57", "MEME")  # over every seed; the ablations over the first seed only
+COMPARED = ("Agent57", "MEME", "MEME sampling")  # over every seed; the ablations over the first seed only
 
 
 def run_dir(out: str, setting: str, seed: int) -> str:

@@ -86,7 +86,8 @@ def test_acting_from_the_distillation_head_is_a_distribution():
         mu = behaviour_distribution(logits, jnp.array([0.1, 0.5]), sample)
         np.testing.assert_allclose(jnp.sum(mu, axis=-1), 1.0, rtol=1e-6)
         assert bool(jnp.all(mu > 0))
-    assert acting_head(SMALL) == ("pi", True) and acting_head(agent57.Agent57Config()) == ("q", False)
+    assert acting_head(SMALL) == ("pi", False) and acting_head(agent57.Agent57Config()) == ("q", False)
+    assert acting_head(dataclasses.replace(SMALL, distillation_acting="sample")) == ("pi", True)
     state = agent57.init(jax.random.PRNGKey(0), agent57.spec_extras(SPEC, SMALL), SMALL)
     policy, b = recurrent_epsilon_greedy("pi", sample=True), 64
     actor = {**recurrent_actor_state(np.full(b, 0.2, np.float32), 2 * SMALL.lstm_size),
