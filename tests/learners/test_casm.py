@@ -21,8 +21,8 @@ VECTOR = StepSpec(ArraySpec((6,), "float32"), ArraySpec((), "int32"), num_action
 IMAGE = StepSpec(ArraySpec((2, 36, 36), "uint8"), ArraySpec((), "int32"), num_actions=4, env_id="image")
 TINY = CASMConfig(embedding_size=8, d_model=16, num_heads=2, num_layers=2, mlp_ratio=2, context_length=4,
                   hidden_sizes=(16,))
-# Steps 0..7: a_t hidden (o_t given) where True, else o_t hidden (a_t given).
 sequence_logits, embed = eqx.filter_jit(casm_lib.sequence_logits), eqx.filter_jit(casm_lib.embed)
+# Steps 0..7: a_t hidden (o_t given) where True, else o_t hidden (a_t given).
 CHOICE = np.array([True, False, True, True, False, False, True, False])
 
 
