@@ -28,7 +28,8 @@ class MEMEConfig(Agent57Config):
     """Agent57's options with MEME's defaults (PAPERS.md, MEME): N = 16, gamma in [0.97, 0.9997],
     lambda 0.95, soft Watkins Q(lambda) with kappa 0.01 (unverified), the trust region (alpha 3,
     unverified), loss and priority normalisation (floor 0.01), the distillation head (actors act
-    epsilon-greedily over its argmax), the NFNet torso. Switch any part off to ablate it, e.g. `--meme.no-trust-region`."""
+    epsilon-greedily over its argmax), the NFNet torso. Switch any part off to ablate it, e.g.
+    `--meme.no-trust-region`."""
 
     num_policies: int = 16
     gamma0: float = 0.9997

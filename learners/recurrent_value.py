@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.learners.networks.recurrent import RecurrentNetwork
 
-__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "online_unroll", "unroll_with_burn_in", "transition_mask",
-           "check_sequence_batch"]
+__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "online_unroll", "unroll_with_burn_in",
+           "transition_mask", "check_sequence_batch"]
 
 STATE_EXTRAS = ("recurrent_state_h", "recurrent_state_c")
 

@@ -19,7 +19,8 @@ import numpy as np
 from rillet.learners.meme import MEMEConfig
 from rillet.pipelines.metrics import read_jsonl
 from rillet.reproductions.agent57_minigrid import AGENT57_MINIGRID, agent57_run
-from rillet.reproductions.common import compare_curves, pyplot, read_curve, save_figure, train_and_read_curve, write_json
+from rillet.reproductions.common import (compare_curves, pyplot, read_curve, save_figure, train_and_read_curve,
+                                         write_json)
 from rillet.reproductions.ngu_minigrid import _CORE, ENV, actor_statistics
 
 # The comparison's MEME keeps Agent57's MLP torso (the same network), so that it measures MEME's learning
