@@ -39,6 +39,8 @@ SETTINGS = {
     "MEME sampling no trust region": ("meme", dataclasses.replace(SAMPLING, trust_region=False)),
     "MEME sampling no normalisation": ("meme", dataclasses.replace(SAMPLING, normalise_td=False)),
     "MEME no distillation": ("meme", dataclasses.replace(MEME_MINIGRID, distillation=False)),
+    "MEME no trust region": ("meme", dataclasses.replace(MEME_MINIGRID, trust_region=False)),
+    "MEME no normalisation": ("meme", dataclasses.replace(MEME_MINIGRID, normalise_td=False)),
 }
 COMPARED = ("Agent57", "MEME", "MEME sampling")  # over every seed; the ablations over the first seed only
 
