@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,13 @@ K, C = 5, 11
 
 def tiny(config=P.PRESETS["test"], key=0):
     return P.PerceiverActorCritic(config, OBS_SIZES, ACT_SIZES, K, C, jax.random.PRNGKey(key))
+
+
+# The network's methods, each under one jit shared by the tests: one compile per input shape and dtype
+# rather than op-by-op dispatch (slow on current JAX).
+encode = eqx.filter_jit(lambda model, obs, task, image=None: model.encode(obs, task, image))
+policy_logits = eqx.filter_jit(lambda model, lat: model.policy_logits(lat))
+critic_logits = eqx.filter_jit(lambda model, lat, actions, act_mask: model.critic_logits(lat, actions, act_mask))
 
 
 def inputs(batch=4, seed=0):
@@ -44,12 +52,12 @@ def test_count_params_matches_concrete_and_abstract_models():
 def test_output_shapes_and_dtypes():
     model = tiny()
     obs, task, actions = inputs()
-    lat = model.encode(obs, task)
+    lat = encode(model, obs, task)
     assert lat.shape == (4, P.PRESETS["test"].num_latents, P.PRESETS["test"].d_model)
-    assert model.policy_logits(lat).shape == (4, 3, K)
+    assert policy_logits(model, lat).shape == (4, 3, K)
     _, act_mask = model.masks(task)
     np.testing.assert_array_equal(act_mask, [[1, 1, 1], [1, 1, 0]] * 2)
-    q = model.critic_logits(lat, actions, act_mask)
+    q = critic_logits(model, lat, actions, act_mask)
     assert q.shape == (4, 6, C) and q.dtype == jnp.float32 and np.all(np.isfinite(q))
 
 
@@ -61,22 +69,24 @@ def test_padded_observation_and_action_dims_do_not_change_outputs():
     obs2 = np.where(obs_mask, obs, rng.normal(size=obs.shape) * 100).astype(np.float32)
     actions2 = np.where(act_mask[:, None], actions, rng.uniform(-1, 1, actions.shape)).astype(np.float32)
     assert not np.allclose(obs, obs2) and not np.allclose(actions, actions2)
-    lat, lat2 = model.encode(obs, task), model.encode(obs2, task)
+    lat, lat2 = encode(model, obs, task), encode(model, obs2, task)
     np.testing.assert_array_equal(lat, lat2)
-    np.testing.assert_array_equal(model.critic_logits(lat, actions, act_mask), model.critic_logits(lat2, actions2, act_mask))
+    np.testing.assert_array_equal(critic_logits(model, lat, actions, act_mask),
+                                  critic_logits(model, lat2, actions2, act_mask))
     # ... while real dims and the task id do matter.
-    assert not np.allclose(lat, model.encode(obs + 1.0, task))
-    assert not np.allclose(lat, model.encode(obs, 1 - task))
+    assert not np.allclose(lat, encode(model, obs + 1.0, task))
+    assert not np.allclose(lat, encode(model, obs, 1 - task))
 
 
 def test_candidate_actions_are_scored_independently():
     model = tiny()
     obs, task, actions = inputs()
-    lat = model.encode(obs, task)
+    lat = encode(model, obs, task)
     _, act_mask = model.masks(task)
-    all_q = model.critic_logits(lat, actions, act_mask)
+    all_q = critic_logits(model, lat, actions, act_mask)
     for j in range(actions.shape[1]):
-        np.testing.assert_allclose(all_q[:, j], model.critic_logits(lat, actions[:, j : j + 1], act_mask)[:, 0], atol=1e-5)
+        one = critic_logits(model, lat, actions[:, j : j + 1], act_mask)[:, 0]
+        np.testing.assert_allclose(all_q[:, j], one, atol=1e-5)
 
 
 def test_image_encoder_tokens_and_bf16_cast():
@@ -85,13 +95,13 @@ def test_image_encoder_tokens_and_bf16_cast():
     assert model.image.pos.shape[0] == 3 * 2  # ceil(ceil(9/2)/2) * ceil(ceil(7/2)/2)
     obs, task, _ = inputs()
     image = np.random.default_rng(0).integers(0, 256, (4, 3, 9, 7), dtype=np.uint8)
-    lat = model.encode(obs, task, image)
+    lat = encode(model, obs, task, image)
     assert lat.shape[0] == 4 and np.all(np.isfinite(lat))
     with pytest.raises(ValueError, match="image"):
         model.encode(obs, task)
     half = P.cast_floating(model, jnp.bfloat16)
-    lat16 = half.encode(obs, task, image)
-    assert lat16.dtype == jnp.bfloat16 and half.policy_logits(lat16).dtype == jnp.float32
+    lat16 = encode(half, obs, task, image)
+    assert lat16.dtype == jnp.bfloat16 and policy_logits(half, lat16).dtype == jnp.float32
     np.testing.assert_allclose(lat16.astype(np.float32), lat, atol=0.1)
 
 

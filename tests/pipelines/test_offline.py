@@ -1,11 +1,14 @@
 """`rillet train-offline` (PAC from RLDS datasets, one task per dataset): a short two-task run writes
 checkpoints / metrics / PNG / summary and reports per-task greedy returns; resume continues bit for
 bit; bad inputs raise clear errors. Every run uses the same PAC config and batch shapes so that
-`pac.update` and the greedy policies compile once for the whole module."""
+`pac.update` and the greedy policies compile once for the whole module: the reproductions' PAC options
+(PAC_OPTIONS), so that pac-vs-bc's alpha 0.1 run and pac-scaling's run reuse that compile too (only
+pac-vs-bc's alpha 0.5 and BC settings compile again)."""
 
 import dataclasses
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +25,14 @@ from rillet.pipelines.dataset_cli import generate
 from rillet.pipelines.metrics import read_jsonl
 from rillet.pipelines.offline import (MixedBatches, OfflineConfig, open_tasks, param_count, train_offline,
                                       train_offline_cmd)
+from rillet.reproductions.pac_offline import PAC_ALPHA, PAC_POLYAK_TAU, PAC_V_MAX, PAC_V_MIN
 
 EPISODE_STEPS = 12
+# The PAC options pac-scaling and pac-vs-bc's PAC alpha 0.1 run train with (at a constant learning rate):
+# the module's runs use them, so those runs at this batch size need no compile of their own.
+PAC_OPTIONS = dict(alpha=PAC_ALPHA, learning_rate=3e-4, target_polyak_tau=PAC_POLYAK_TAU, v_min=PAC_V_MIN,
+                   v_max=PAC_V_MAX)
+BATCH = 8
 
 
 def _uniform(dim):
@@ -56,7 +65,7 @@ def data(tmp_path_factory):
 
 
 def config(data, run_dir, **kw):
-    base = dict(data=tuple(data), size="test", batch_size=8, num_action_samples=2, num_steps=4, log_every_steps=1,
+    base = dict(data=tuple(data), size="test", batch_size=BATCH, **PAC_OPTIONS, num_steps=4, log_every_steps=1,
                 eval_every_steps=2, eval_episodes=2, eval_max_episode_steps=EPISODE_STEPS,
                 checkpoint_every_steps=4, validation_fraction=0.2, validation_batches=2, run_dir=str(run_dir),
                 progress=False)
@@ -64,9 +73,25 @@ def config(data, run_dir, **kw):
 
 
 @pytest.fixture(scope="module")
-def short_run(data, tmp_path_factory):
+def short_run_and_copy(data, tmp_path_factory):
     cfg = config(data, tmp_path_factory.mktemp("run") / "b")
-    return cfg, train_offline(cfg)
+    summary = train_offline(cfg)
+    # test_resume_continues_bit_identically trains the run further in place: a copy keeps it as it finished
+    finished = str(tmp_path_factory.mktemp("finished") / "b")
+    shutil.copytree(cfg.run_dir, finished)
+    return cfg, summary, finished
+
+
+@pytest.fixture(scope="module")
+def short_run(short_run_and_copy):
+    """(config, summary) of a finished 4-update run (evaluated at 2 and 4, checkpointed at 4)."""
+    return short_run_and_copy[:2]
+
+
+@pytest.fixture(scope="module")
+def finished_run(short_run_and_copy):
+    """A copy of the short run's directory as it finished, whatever other tests do to the run since."""
+    return short_run_and_copy[2]
 
 
 def test_mixed_batches_equal_share_padded(data, tmp_path):
@@ -121,17 +146,16 @@ def test_short_run_writes_everything(short_run):
     assert sorted(os.listdir(os.path.join(run, "data"))) == ["task0-split0.2-seed0", "task1-split0.2-seed0"]
 
 
-def test_a_finished_run_is_re_evaluated_with_another_action(data, tmp_path):
-    """eval_action is not part of training: a finished run resumes at num_steps and only re-evaluates."""
-    import shutil
-
-    cfg = config(data, tmp_path / "e", num_steps=2, eval_every_steps=0, eval_episodes=1, checkpoint_every_steps=2)
-    first = train_offline(cfg)
-    shutil.copytree(cfg.run_dir, tmp_path / "copy")  # also after the directory moved (its split data with it)
+def test_a_finished_run_is_re_evaluated_with_another_action(short_run, finished_run, tmp_path):
+    """eval_action is not part of training: a finished run (the short run, 4 updates, evaluated at 2 and
+    4 with the mean action) resumes at num_steps and only re-evaluates."""
+    cfg, first = short_run
+    shutil.copytree(finished_run, tmp_path / "copy")  # also after the directory moved (its split data with it)
     cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / "copy"))
     again = train_offline(dataclasses.replace(cfg, eval_action="mode"))
-    assert (first["eval_action"], again["eval_action"], again["steps"]) == ("mean", "mode", 2)
-    assert [(e["step"], e["eval_action"]) for e in read_jsonl(again["evals"])] == [(2, "mean"), (2, "mode")]
+    assert (first["eval_action"], again["eval_action"], again["steps"]) == ("mean", "mode", 4)
+    assert [(e["step"], e["eval_action"]) for e in read_jsonl(again["evals"])] == [(2, "mean"), (4, "mean"),
+                                                                                   (4, "mode")]
     assert again["final_validation"] == first["final_validation"]  # same state, same held-out batches
 
 
@@ -211,6 +235,10 @@ def test_cli_options_and_sizes(capsys):
                                         "--compute-dtype", "bfloat16", "--attention", "cudnn"])
     assert gpu.pac_config().compute_dtype == "bfloat16" and gpu.pac_config().attention == "cudnn"
     assert gpu.fingerprint() == cfg.fingerprint()  # execution choices: a run may resume with either
+    # learning-rate decay: cosine over num_steps, which then joins the resume fingerprint
+    decay = dataclasses.replace(cfg, learning_rate_decay=True)
+    assert cfg.pac_config().learning_rate_decay_steps == 0 and decay.pac_config().learning_rate_decay_steps == 5
+    assert "num_steps" not in cfg.fingerprint() and decay.fingerprint()["num_steps"] == 5
     counts = [param_count(s, (4, 3), (2, 1)) for s in ("test", "cpu-d32", "cpu-d64", "cpu-d128")]
     assert counts == sorted(counts) and counts[0] < 20_000 < counts[1] and counts[-1] > 500_000
 
@@ -219,8 +247,12 @@ def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
     from rillet.reproductions.pac_offline import pac_seeds, pac_vs_bc
     from rillet.reproductions.pac_scaling import pac_scaling
 
-    vs = pac_vs_bc(data, out=str(tmp_path / "vs"), num_steps=2, size="test", batch_size=4, eval_episodes=2,
-                   eval_max_episode_steps=EPISODE_STEPS, n_step=1, validation_fraction=0.2)
+    # Small sizes, and a constant learning rate: its PAC alpha 0.1 run is then the module's PAC config and
+    # reuses its compiled update (pac.update compiles once per PAC config; only alpha 0.5 and BC compile
+    # here). The decay option's mapping is checked in test_cli_options_and_sizes, the schedule in test_pac.
+    vs = pac_vs_bc(data, out=str(tmp_path / "vs"), num_steps=2, size="test", batch_size=BATCH, eval_episodes=2,
+                   eval_max_episode_steps=EPISODE_STEPS, n_step=1, validation_fraction=0.2,
+                   learning_rate_decay=False)
     names = {"PAC (alpha 0.1)", "PAC (alpha 0.5)", "BC (alpha 1)"}
     for task, row in vs["table"].items():
         assert set(row) == names | {"data_mean"} and all(np.isfinite(v) for v in row.values())
@@ -228,8 +260,9 @@ def test_pac_vs_bc_and_scaling_experiments_write_their_tables(data, tmp_path):
     assert os.path.getsize(tmp_path / "vs" / "pac_vs_bc.png") > 0
     assert sorted(os.listdir(tmp_path / "vs")) == ["bc", "pac-alpha0.1", "pac-alpha0.5", "pac_vs_bc.json",
                                                    "pac_vs_bc.png"]
-    # one size keeps the suite's time (the sizes' parameter counts are ordered in test_cli_options_and_sizes)
-    rows = pac_scaling(data, out=str(tmp_path / "sc"), sizes=("test",), num_steps=2, batch_size=4, n_step=1,
+    # one size keeps the suite's time (the sizes' parameter counts are ordered in test_cli_options_and_sizes);
+    # at the module's batch size, n_step and validation split its PAC config is the module's (PAC_OPTIONS)
+    rows = pac_scaling(data, out=str(tmp_path / "sc"), sizes=("test",), num_steps=2, batch_size=BATCH, n_step=1,
                        validation_fraction=0.2)
     assert rows["test"]["params"] > 0 and all(np.isfinite(r["loss"]) for r in rows.values())
     assert os.path.getsize(tmp_path / "sc" / "pac_scaling.png") > 0

@@ -37,18 +37,18 @@ def test_cartpole_learns_within_ci_budget(tmp_path):
 
 
 def test_resume_continues_from_the_latest_checkpoint(tmp_path):
-    first = train_online(small_config(tmp_path / "run"))
-    assert first["env_steps"] == 3_000 and first["updates"] > 0
-    second = train_online(small_config(tmp_path / "run", total_env_steps=5_000))
-    assert second["env_steps"] == 5_000
+    first = train_online(small_config(tmp_path / "run", total_env_steps=1_000))  # hundreds of updates
+    assert first["env_steps"] == 1_000 and first["updates"] > 0
+    second = train_online(small_config(tmp_path / "run", total_env_steps=1_500))
+    assert second["env_steps"] == 1_500
     assert second["updates"] > first["updates"], "update counter continues from the checkpoint"
     curve = read_jsonl(os.path.join(tmp_path / "run", "curve.jsonl"))
-    assert [c["env_steps"] for c in curve] == [3_000, 5_000]
+    assert [c["env_steps"] for c in curve] == [1_000, 1_500]
 
 
 def test_checkpoint_from_a_different_config_is_refused(tmp_path):
-    train_online(small_config(tmp_path / "run", total_env_steps=1_000))
-    other = small_config(tmp_path / "run", total_env_steps=2_000, learner=DQNConfig(hidden_sizes=(32,)))
+    train_online(small_config(tmp_path / "run", total_env_steps=500))
+    other = small_config(tmp_path / "run", total_env_steps=1_000, learner=DQNConfig(hidden_sizes=(32,)))
     with pytest.raises(CheckpointError, match="different config"):
         train_online(other)
 
@@ -80,9 +80,11 @@ def test_config_is_recorded(tmp_path):
 
 
 def test_stop_after_evals_needs_that_many_evaluations_in_a_row(tmp_path):
-    """Any return clears a target of 1, so the run stops at its third periodic evaluation."""
+    """Any return clears a target of 1, so the run stops at its third periodic evaluation. (The rule
+    counts evaluations, not learning: 4 samples per insert, an eighth of small_config's updates.)"""
     config = small_config(tmp_path / "run", total_env_steps=20_000, eval_every_steps=500, eval_episodes=2,
-                          stop_at_return=1.0, stop_after_evals=3)
+                          stop_at_return=1.0, stop_after_evals=3,
+                          replay=ReplayConfig(min_size_to_sample=200, batch_size=32, samples_per_insert=4.0))
     summary = train_online(config)
     curve = read_jsonl(os.path.join(tmp_path / "run", "curve.jsonl"))
     assert len(curve) == 4, curve  # three periodic evaluations, then the final one

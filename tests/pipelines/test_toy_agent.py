@@ -109,7 +109,7 @@ def toy():
 
 def config_for(run_dir, total_env_steps):
     return OnlineConfig(agent=NAME, learner=ToyConfig(), env_id="CartPole-v1", total_env_steps=total_env_steps,
-                        eval_every_steps=1_000, eval_episodes=3, checkpoint_every_updates=100, run_dir=str(run_dir),
+                        eval_every_steps=500, eval_episodes=3, checkpoint_every_updates=100, run_dir=str(run_dir),
                         progress=False, replay=ReplayConfig(min_size_to_sample=200, batch_size=32,
                                                             samples_per_insert=8.0, sampler="prioritized",
                                                             importance_exponent=0.5),
@@ -126,21 +126,21 @@ def restored(run_dir, config):
 
 def test_a_toy_agent_trains_checkpoints_resumes_and_evaluates(toy, tmp_path):
     run_dir = tmp_path / "run"
-    first = train_online(config_for(run_dir, 4_000))
+    first = train_online(config_for(run_dir, 2_000))  # several hundred updates
     assert first["updates"] >= 200 and first["final_eval"]["episodes"] == 3
-    state, meta = restored(run_dir, config_for(run_dir, 4_000))
+    state, meta = restored(run_dir, config_for(run_dir, 2_000))
     assert meta["updates"] == first["updates"] == int(state.steps)
-    fresh = init(jax.random.PRNGKey(0), agent_spec(config_for(run_dir, 4_000)), ToyConfig())
+    fresh = init(jax.random.PRNGKey(0), agent_spec(config_for(run_dir, 2_000)), ToyConfig())
     assert not np.allclose(np.asarray(state.aux.layers[0].weight), np.asarray(fresh.aux.layers[0].weight))
     assert int(jax.tree.leaves(state.opt_state["aux"])[0]) == int(state.steps)  # the aux group's own Adam count
 
-    second = train_online(config_for(run_dir, 6_000))
-    assert second["updates"] > first["updates"] and second["env_steps"] == 6_000
+    second = train_online(config_for(run_dir, 3_000))
+    assert second["updates"] > first["updates"] and second["env_steps"] == 3_000
     metrics = read_jsonl(second["metrics"])
     aux = [r["learner/aux_loss"] for r in metrics if "learner/aux_loss" in r]
     assert len(aux) >= 3 and all(np.isfinite(aux))
     curve = read_jsonl(os.path.join(run_dir, "curve.jsonl"))
-    assert curve[-1]["env_steps"] == 6_000 and len(curve) >= 5
+    assert curve[-1]["env_steps"] == 3_000 and len(curve) >= 5
 
 
 def test_the_cli_offers_a_registered_agent_and_its_options(toy):
