@@ -24,6 +24,7 @@ from rillet import validation as check
 from rillet.errors import SpecMismatchError
 from rillet.learners import optim, value_ops
 from rillet.learners.networks import TORSOS, q_network
+from rillet.learners.networks.ensemble import ensemble, member_outputs
 from rillet.learners.target_network import update_target
 from rillet.learners.value_state import ValueState, init_value_state
 
@@ -51,6 +52,11 @@ class DQNConfig:
     learning_rate_decay_updates updates, starting after learning_rate_decay_start updates."""
     learning_rate_decay_start: int = 0
     learning_rate_decay_updates: int = 0
+    ensemble_size: int = 1
+    """K > 1: K Q-networks (`networks.ensemble`), each trained on its own double-Q target; actors and
+    evaluation act on the members' mean Q."""
+    prior_scale: float = 0.0
+    """With an ensemble: each member adds prior_scale times a fixed random prior network (0: none)."""
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):  # e.g. from JSON / CLI; keep the config hashable
@@ -77,6 +83,9 @@ class DQNConfig:
             check.integer(owner, "learning_rate_decay_updates", self.learning_rate_decay_updates, low=1,
                           fix="learning_rate_decay_updates (>= 1 with learning_rate_end)")
         check.integer(owner, "learning_rate_decay_start", self.learning_rate_decay_start, low=0)
+        check.integer(owner, "ensemble_size", self.ensemble_size, low=1,
+                      fix="ensemble_size (1: one Q-network; e.g. 5 for an ensemble)")
+        check.number(owner, "prior_scale", self.prior_scale, 0.0, fix="prior_scale (0: no priors; e.g. 3.0)")
         return self
 
     def learning_rate_schedule(self) -> optax.ScalarOrSchedule:
@@ -98,7 +107,14 @@ def optimizers(config: DQNConfig) -> dict:
 def init(key: jax.Array, spec: StepSpec, config: DQNConfig) -> LearnerState:
     """Validates `config` and builds online = target network, Adam state, steps = 0."""
     config.validate()
-    return init_value_state(key, lambda k: q_network(spec, config, k), optimizers(config))
+    return init_value_state(key, lambda k: build_network(spec, config, k), optimizers(config))
+
+
+def build_network(spec: StepSpec, config: DQNConfig, key: jax.Array) -> eqx.Module:
+    """One Q-network, or an `Ensemble` of config.ensemble_size of them (with priors if prior_scale > 0)."""
+    if config.ensemble_size == 1 and config.prior_scale == 0:
+        return q_network(spec, config, key)
+    return ensemble(lambda k: q_network(spec, config, k), key, config.ensemble_size, config.prior_scale)
 
 
 def q_values(network: eqx.Module, observation: jax.Array) -> jax.Array:
@@ -119,8 +135,18 @@ def _targets(online, target, batch, config: DQNConfig) -> jax.Array:
 
 @eqx.filter_jit
 def td_targets(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig) -> jax.Array:
-    """TD targets [B]: r + D * Q_target(s', argmax_a Q_online(s', a)) (double_q=True)."""
+    """TD targets [B]: r + D * Q_target(s', argmax_a Q_online(s', a)) (double_q=True). For an ensemble
+    these are the targets of the members' mean Q; each member trains on its own (`update`)."""
     return _targets(state.online, state.target, batch, config)
+
+
+def _member_td(q_tm1, action, reward, discount, q_t_value, q_t_selector, double_q: bool) -> jax.Array:
+    """TD errors [K, B] of K members: q_* [K, B, A]; action, reward, discount [B]."""
+    def one_member(q, q_value, q_selector):
+        if double_q:
+            return jax.vmap(value_ops.double_q_learning)(q, action, reward, discount, q_value, q_selector)
+        return jax.vmap(value_ops.q_learning)(q, action, reward, discount, q_value)
+    return jax.vmap(one_member)(q_tm1, q_t_value, q_t_selector)
 
 
 def _loss(modules, target, batch, config: DQNConfig):
@@ -129,25 +155,23 @@ def _loss(modules, target, batch, config: DQNConfig):
     action = jnp.asarray(batch["action"], jnp.int32)
     reward = jnp.asarray(batch["reward"], jnp.float32)
     discount = jnp.asarray(batch["discount"], jnp.float32)
-    q_tm1 = q_values(online, obs)  # [B, A]
-    q_t_value = q_values(target, next_obs)  # [B, A]
-    if config.double_q:
-        q_t_selector = q_values(online, next_obs)
-        td = jax.vmap(value_ops.double_q_learning)(q_tm1, action, reward, discount, q_t_value, q_t_selector)
-    else:
-        td = jax.vmap(value_ops.q_learning)(q_tm1, action, reward, discount, q_t_value)
+    q_tm1 = member_outputs(online, obs)  # [K, B, A]; K = 1 without an ensemble
+    q_t_value = member_outputs(target, next_obs)  # [K, B, A]
+    q_t_selector = member_outputs(online, next_obs) if config.double_q else q_t_value
+    td = _member_td(q_tm1, action, reward, discount, q_t_value, q_t_selector, config.double_q)  # [K, B]
     weights = jnp.asarray(batch.get("weights", jnp.ones_like(reward)), jnp.float32)
-    # Importance-weighted mean over the batch: mean_i w_i * huber(td_i) (= plain mean with w = 1).
+    # Importance-weighted mean over the batch and the members: mean_k,i w_i * huber(td_ki).
     loss = jnp.mean(weights * optax.huber_loss(td, delta=config.huber_delta))
-    q_taken = jnp.take_along_axis(q_tm1, action[:, None], axis=-1)[:, 0]
-    return loss, {"mean_q": jnp.mean(q_taken), "td_abs": jnp.abs(td)}
+    q_taken = jnp.take_along_axis(q_tm1, jnp.broadcast_to(action[None, :, None], q_tm1.shape[:2] + (1,)), axis=-1)
+    return loss, {"mean_q": jnp.mean(q_taken), "td_abs": jnp.mean(jnp.abs(td), axis=0)}
 
 
 @eqx.filter_jit
 def update(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig):
     """One gradient step. Returns (new_state, metrics) with metrics = {"loss": [], "mean_q": []
     (mean Q(s, a) over the batch), "grad_norm": [] (before clipping), "td_abs": [B] |TD error|,
-    "priorities": [B] the new replay priorities (= td_abs)}.
+    "priorities": [B] the new replay priorities (= td_abs)}. With an ensemble, td_abs is the mean
+    over members of each member's |TD error|.
 
     The target network is a hard copy of the new online network whenever the new step count is
     a multiple of `target_update_period`, or Polyak-averaged every step if `target_polyak_tau`.
