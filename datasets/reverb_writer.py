@@ -27,6 +27,13 @@ from rillet.datasets.specs import StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
 
 
+WAIT_SLICE_MS = 250  # blocked inserts look at the stop signal this often
+
+
+class WriterStopped(Exception):
+    """A write blocked by the replay's rate limiter gave up because the writer's stop signal was set."""
+
+
 def as_client(client_or_address: reverb.Client | str) -> reverb.Client:
     """A reverb.Client from a client or a "host:port" address."""
     if isinstance(client_or_address, reverb.Client):
@@ -69,6 +76,27 @@ class _BatchedWriter:
         self._num_envs: int | None = None
         self._writers: list[reverb.TrajectoryWriter] = []
         self._step = np.zeros(0, np.int64)  # episode step index of each env's next step, -1: none
+        self._is_stopped: Callable[[], bool] = lambda: False
+
+    def stop_on(self, is_stopped: Callable[[], bool]) -> None:
+        """Writes blocked by the rate limiter raise WriterStopped once is_stopped() is true (checked
+        every WAIT_SLICE_MS); without it they wait as long as the server makes them."""
+        self._is_stopped = is_stopped
+
+    def _blocking(self, call: Callable[[int], Any]) -> None:
+        """call(timeout_ms) again until it returns, or WriterStopped once the stop signal is set."""
+        while True:
+            try:
+                return call(WAIT_SLICE_MS)
+            except reverb.errors.DeadlineExceededError:
+                if self._is_stopped():
+                    raise WriterStopped("the actor was stopped while the replay's rate limiter held it") from None
+
+    def _end_episode(self, i: int) -> None:
+        """Ends env i's episode (clearing its buffers) once its items are in; waits like `_blocking`.
+        (Its items are flushed first: `end_episode` itself, interrupted, would leave its columns stale.)"""
+        self._blocking(lambda ms: self._writers[i].flush(timeout_ms=ms))
+        self._writers[i].end_episode(clear_buffers=True)
 
     @property
     def num_envs(self) -> int | None:
@@ -92,7 +120,7 @@ class _BatchedWriter:
             if first:
                 if self._step[i] >= 0:  # manual reset mid-episode: drop what is pending
                     self.episodes_abandoned += 1
-                    self._writers[i].end_episode(clear_buffers=True)
+                    self._end_episode(i)
                 self._step[i] = 0
                 self._reset_env(i)
             elif self._step[i] < 0:
@@ -103,12 +131,12 @@ class _BatchedWriter:
             before = self.items_written
             self._write_env(i, int(self._step[i]), last, step)
             if last:
-                self._writers[i].end_episode(clear_buffers=True)
+                self._end_episode(i)
                 self._step[i] = -1
             else:
                 self._step[i] += 1
                 if self.items_written > before:
-                    self._writers[i].flush(block_until_num_items=self._max_in_flight)
+                    self._blocking(lambda ms: self._writers[i].flush(self._max_in_flight, timeout_ms=ms))
 
     def _cast(self, step: Mapping[str, Any]) -> dict[str, Any]:
         fields = self.spec.fields()
@@ -121,14 +149,18 @@ class _BatchedWriter:
         self.items_written += 1
 
     def flush(self) -> None:
-        """Blocks until every created item has been confirmed by the server."""
+        """Blocks until every created item has been confirmed by the server (see `stop_on`)."""
         for w in self._writers:
-            w.flush()
+            self._blocking(lambda ms: w.flush(timeout_ms=ms))
 
     def close(self) -> None:
-        """Flushes and closes all per-environment writers (pending partial items are dropped)."""
+        """Flushes and closes all per-environment writers (pending partial items are dropped; after
+        the stop signal, items the rate limiter still holds back are dropped too)."""
         for w in self._writers:
-            w.flush()
+            try:
+                self._blocking(lambda ms: w.flush(timeout_ms=ms))
+            except WriterStopped:
+                pass
             w.close()
         self._writers = []
         self._num_envs = None

@@ -88,6 +88,7 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
                      observation_indices=config.observation_indices)
     writer = replay_writer(agent.replay_item(config.learner), address, TRANSITIONS_TABLE, spec, config.replay,
                            config.gamma)
+    writer.stop_on(stop.is_set)
     parts = agent.actor_parts(spec, config.learner, a, a.num_envs)
     budget = config.total_env_steps - env_steps_done
     max_ticks = max(0, -(-budget // a.num_envs))

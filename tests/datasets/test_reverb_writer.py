@@ -1,5 +1,8 @@
 """Reverb writers against a real in-process server, compared with slow loop-based references."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import reverb
@@ -7,7 +10,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from replay_sim import SPEC, drain, reference_sequences, reference_transitions, simulate
 from rillet.datasets.reverb_tables import make_server, sequence_signature, server_address, transition_signature
-from rillet.datasets.reverb_writer import NStepTransitionWriter, SequenceWriter, reverb_writer
+from rillet.datasets.reverb_writer import NStepTransitionWriter, SequenceWriter, WriterStopped, reverb_writer
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.errors import ConfigError, SpecMismatchError
 
@@ -213,3 +216,40 @@ def test_sequence_writer_config_errors(client):
         SequenceWriter(client, "seq2", SPEC, length=2, period=0)
     with pytest.raises(ConfigError, match="address"):
         SequenceWriter(None, "seq2", SPEC, length=2, period=1)
+
+
+def test_a_writer_held_by_the_rate_limiter_gives_up_when_stopped():
+    """Nobody samples, so the table admits 3 inserts and holds the rest back; setting the stop signal
+    frees the blocked writer within a second, and closing it then does not block either."""
+    limiter = reverb.rate_limiters.SampleToInsertRatio(samples_per_insert=1.0, min_size_to_sample=1, error_buffer=2.0)
+    table = reverb.Table("held", reverb.selectors.Uniform(), reverb.selectors.Fifo(), 100, limiter,
+                         signature=transition_signature(SPEC))
+    server = make_server([table])
+    stop, outcome = threading.Event(), {}
+    ticks, _ = simulate([[3] * 10], [[True] * 10], num_ticks=40)
+    writer = NStepTransitionWriter(reverb.Client(server_address(server)), "held", SPEC, n=1, gamma=0.9)
+    writer.stop_on(stop.is_set)
+
+    def write_all():
+        try:
+            for tick in ticks:
+                writer.write(tick)
+            outcome["result"] = "wrote everything"
+        except WriterStopped:
+            outcome["result"] = "stopped"
+        outcome["at"] = time.monotonic()
+
+    thread = threading.Thread(target=write_all, daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive(), "the rate limiter should hold the writer back"
+        stopped_at = time.monotonic()
+        stop.set()
+        thread.join(timeout=5.0)
+        assert outcome.get("result") == "stopped" and outcome["at"] - stopped_at < 1.0
+        closing = time.monotonic()
+        writer.close()
+        assert time.monotonic() - closing < 2.0
+    finally:
+        server.stop()
