@@ -169,16 +169,21 @@ def init(key: jax.Array, task_specs: StepSpec | Sequence[StepSpec], config: PACC
     config.validate()
     obs_sizes, action_sizes = task_sizes(task_specs)
     net_key, state_key = jax.random.split(optim.key_data(key))
-    build = lambda k: perceiver.PerceiverActorCritic(  # noqa: E731  (jitted: one compile, not one per op)
-        perceiver.get_config(config.network), obs_sizes, action_sizes, config.num_bins, config.num_atoms, k,
-        config.attention)
-    online = eqx.filter_jit(build)(net_key)
+    online = _build_network(net_key, config.network, obs_sizes, action_sizes, config.num_bins, config.num_atoms,
+                            config.attention)
     opt_state = _optimizer(config).init(eqx.filter(online, eqx.is_inexact_array))
     log_temperature = jnp.full((len(obs_sizes),), math.log(config.eta), jnp.float32)
     zero = jnp.zeros((), jnp.int32)
     return PACState(online=online, target=online, opt_state=opt_state, log_temperature=log_temperature,
                     dual_opt_state=_dual_optimizer(config).init(log_temperature), steps=zero, skipped=zero,
                     key=state_key)
+
+
+@eqx.filter_jit  # one compile per network shape (not one per op, nor one per call)
+def _build_network(key: jax.Array, network: str, obs_sizes: tuple, action_sizes: tuple, num_bins: int,
+                   num_atoms: int, attention: str | None) -> perceiver.PerceiverActorCritic:
+    return perceiver.PerceiverActorCritic(perceiver.get_config(network), obs_sizes, action_sizes, num_bins,
+                                          num_atoms, key, attention)
 
 
 def actions_to_bins(actions: jax.Array, num_bins: int) -> jax.Array:
