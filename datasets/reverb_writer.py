@@ -83,19 +83,20 @@ class _BatchedWriter:
         every WAIT_SLICE_MS); without it they wait as long as the server makes them."""
         self._is_stopped = is_stopped
 
-    def _blocking(self, call: Callable[[int], Any]) -> None:
-        """call(timeout_ms) again until it returns, or WriterStopped once the stop signal is set."""
+    def _flush(self, writer: reverb.TrajectoryWriter, keep_in_flight: int = 0) -> None:
+        """Waits until at most keep_in_flight of writer's items await the server, in WAIT_SLICE_MS
+        slices; raises WriterStopped if the stop signal is set while the rate limiter holds them."""
         while True:
             try:
-                return call(WAIT_SLICE_MS)
+                return writer.flush(keep_in_flight, timeout_ms=WAIT_SLICE_MS)
             except reverb.errors.DeadlineExceededError:
                 if self._is_stopped():
                     raise WriterStopped("the actor was stopped while the replay's rate limiter held it") from None
 
     def _end_episode(self, i: int) -> None:
-        """Ends env i's episode (clearing its buffers) once its items are in; waits like `_blocking`.
+        """Ends env i's episode (clearing its buffers) once its items are in (see `_flush`).
         (Its items are flushed first: `end_episode` itself, interrupted, would leave its columns stale.)"""
-        self._blocking(lambda ms: self._writers[i].flush(timeout_ms=ms))
+        self._flush(self._writers[i])
         self._writers[i].end_episode(clear_buffers=True)
 
     @property
@@ -136,7 +137,7 @@ class _BatchedWriter:
             else:
                 self._step[i] += 1
                 if self.items_written > before:
-                    self._blocking(lambda ms: self._writers[i].flush(self._max_in_flight, timeout_ms=ms))
+                    self._flush(self._writers[i], self._max_in_flight)
 
     def _cast(self, step: Mapping[str, Any]) -> dict[str, Any]:
         fields = self.spec.fields()
@@ -151,14 +152,14 @@ class _BatchedWriter:
     def flush(self) -> None:
         """Blocks until every created item has been confirmed by the server (see `stop_on`)."""
         for w in self._writers:
-            self._blocking(lambda ms: w.flush(timeout_ms=ms))
+            self._flush(w)
 
     def close(self) -> None:
         """Flushes and closes all per-environment writers (pending partial items are dropped; after
         the stop signal, items the rate limiter still holds back are dropped too)."""
         for w in self._writers:
             try:
-                self._blocking(lambda ms: w.flush(timeout_ms=ms))
+                self._flush(w)
             except WriterStopped:
                 pass
             w.close()

@@ -16,7 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from rillet.errors import ConfigError
+from rillet import validation as check
 
 __all__ = ["Ensemble", "ensemble", "member_outputs"]
 
@@ -55,10 +55,8 @@ def ensemble(build: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int
              prior_scale: float = 0.0) -> Ensemble:
     """`size` members built by `build(key)` from independent keys; with prior_scale > 0 each member also
     gets a prior built the same way from its own key. Raises ConfigError for size < 1 or prior_scale < 0."""
-    if int(size) < 1:
-        raise ConfigError(f"an ensemble needs at least one member, got ensemble_size={size}.")
-    if prior_scale < 0:
-        raise ConfigError(f"prior_scale must be >= 0 (0 turns the priors off), got {prior_scale}.")
+    check.integer("ensemble", "ensemble_size", size, low=1, fix="ensemble_size (1: one network; e.g. 5)")
+    check.number("ensemble", "prior_scale", prior_scale, 0.0, fix="prior_scale (0: no priors; e.g. 3.0)")
     member_key, prior_key = jax.random.split(key)
     networks = _stack(build, jax.random.split(member_key, int(size)))
     priors = _stack(build, jax.random.split(prior_key, int(size))) if prior_scale > 0 else None
