@@ -23,15 +23,44 @@ def epsilon_greedy(q_fn: Callable) -> Callable:
 
     @eqx.filter_jit
     def policy(params, observation, actor_state, key):
-        q = q_fn(params, observation)
-        greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
-        k_explore, k_action = jax.random.split(key)
-        eps = actor_state["epsilon"]
-        explore = jax.random.uniform(k_explore, eps.shape) < eps
-        random_action = jax.random.randint(k_action, greedy.shape, 0, q.shape[-1], jnp.int32)
-        return jnp.where(explore, random_action, greedy), {}, actor_state
+        return epsilon_greedy_choice(q_fn(params, observation), actor_state["epsilon"], key), {}, actor_state
 
     return policy
+
+
+def epsilon_greedy_choice(q: jax.Array, epsilon: jax.Array, key: jax.Array) -> jax.Array:
+    """action [B] int32: a uniform random action with probability epsilon [B], else argmax of q [B, A]."""
+    greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
+    k_explore, k_action = jax.random.split(key)
+    explore = jax.random.uniform(k_explore, epsilon.shape) < epsilon
+    random_action = jax.random.randint(k_action, greedy.shape, 0, q.shape[-1], jnp.int32)
+    return jnp.where(explore, random_action, greedy)
+
+
+def member_epsilon_greedy(members_fn: Callable) -> Callable:
+    """Thompson-style acting for an ensemble (bootstrapped DQN): each environment follows one member,
+    drawn uniformly where an episode starts, epsilon-greedily.
+
+    members_fn(params, observation [B, ...]) -> q [K, B, A]. actor_state: {"epsilon": [B] float32,
+    "member": [B] int32, "is_first": [B] bool} (`member_observe` keeps is_first). Extras: {}.
+    """
+
+    @eqx.filter_jit
+    def policy(params, observation, actor_state, key):
+        q = members_fn(params, observation)  # [K, B, A]
+        k_member, k_act = jax.random.split(key)
+        drawn = jax.random.randint(k_member, actor_state["member"].shape, 0, q.shape[0], jnp.int32)
+        member = jnp.where(actor_state["is_first"], drawn, actor_state["member"])
+        followed = jnp.take_along_axis(q, member[None, :, None], axis=0)[0]  # [B, A]
+        action = epsilon_greedy_choice(followed, actor_state["epsilon"], k_act)
+        return action, {}, {**actor_state, "member": member}
+
+    return policy
+
+
+def member_observe(actor_state: dict, env_output) -> dict:
+    """The observe hook of `member_epsilon_greedy`: marks the environments whose episode starts."""
+    return {**actor_state, "is_first": jnp.asarray(env_output.first)}
 
 
 def greedy(q_fn: Callable) -> Callable:

@@ -28,6 +28,8 @@ from rillet.learners.networks.ensemble import ensemble, member_outputs
 from rillet.learners.target_network import update_target
 from rillet.learners.value_state import ValueState, init_value_state
 
+ENSEMBLE_ACTING = ("mean", "member")
+
 __all__ = ["DQNConfig", "LearnerState", "init", "update", "td_targets", "q_values", "check_batch_spec"]
 
 
@@ -57,6 +59,9 @@ class DQNConfig:
     evaluation act on the members' mean Q."""
     prior_scale: float = 0.0
     """With an ensemble: each member adds prior_scale times a fixed random prior network (0: none)."""
+    ensemble_acting: str = "mean"
+    """With an ensemble, what actors act on: "mean" (the members' mean Q) or "member" (each environment
+    follows one member, drawn where its episode starts: Thompson-style). Evaluation acts on the mean."""
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):  # e.g. from JSON / CLI; keep the config hashable
@@ -86,6 +91,7 @@ class DQNConfig:
         check.integer(owner, "ensemble_size", self.ensemble_size, low=1,
                       fix="ensemble_size (1: one Q-network; e.g. 5 for an ensemble)")
         check.number(owner, "prior_scale", self.prior_scale, 0.0, fix="prior_scale (0: no priors; e.g. 3.0)")
+        check.one_of(owner, "ensemble_acting", self.ensemble_acting, ENSEMBLE_ACTING)
         return self
 
     def learning_rate_schedule(self) -> optax.ScalarOrSchedule:
@@ -122,6 +128,11 @@ def q_values(network: eqx.Module, observation: jax.Array) -> jax.Array:
     return network(jnp.asarray(observation))
 
 
+def member_q_values(network: eqx.Module, observation: jax.Array) -> jax.Array:
+    """Each member's Q-values: observation [B, *obs] -> [K, B, A] (K = 1 for a single network)."""
+    return member_outputs(network, jnp.asarray(observation))
+
+
 def _targets(online, target, batch, config: DQNConfig) -> jax.Array:
     """r + D * Q_target(s', a*) with a* = argmax Q_online(s') (double) or Q_target(s') (plain). [B]"""
     q_t_value = q_values(target, batch["next_observation"])
@@ -155,9 +166,9 @@ def _loss(modules, target, batch, config: DQNConfig):
     action = jnp.asarray(batch["action"], jnp.int32)
     reward = jnp.asarray(batch["reward"], jnp.float32)
     discount = jnp.asarray(batch["discount"], jnp.float32)
-    q_tm1 = member_outputs(online, obs)  # [K, B, A]; K = 1 without an ensemble
-    q_t_value = member_outputs(target, next_obs)  # [K, B, A]
-    q_t_selector = member_outputs(online, next_obs) if config.double_q else q_t_value
+    q_tm1 = member_q_values(online, obs)  # [K, B, A]; K = 1 without an ensemble
+    q_t_value = member_q_values(target, next_obs)  # [K, B, A]
+    q_t_selector = member_q_values(online, next_obs) if config.double_q else q_t_value
     td = _member_td(q_tm1, action, reward, discount, q_t_value, q_t_selector, config.double_q)  # [K, B]
     weights = jnp.asarray(batch.get("weights", jnp.ones_like(reward)), jnp.float32)
     # Importance-weighted mean over the batch and the members: mean_k,i w_i * huber(td_ki).

@@ -6,13 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from rillet.actors.exploration import EpsilonLadder
-from rillet.actors.policies import epsilon_greedy, greedy
+from rillet.actors.policies import epsilon_greedy, greedy, member_epsilon_greedy, member_observe
 from rillet.learners import dqn
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
 
 
 def _actor(spec, config: dqn.DQNConfig, num_envs: int, exploration: dict) -> ActorParts:
-    return ActorParts(epsilon_greedy(dqn.q_values), {"epsilon": np.asarray(exploration["epsilon"], np.float32)})
+    epsilon = np.asarray(exploration["epsilon"], np.float32)
+    if config.ensemble_acting == "member":
+        state = {"epsilon": epsilon, "member": np.zeros(num_envs, np.int32), "is_first": np.ones(num_envs, bool)}
+        return ActorParts(member_epsilon_greedy(dqn.member_q_values), state, observe=member_observe)
+    return ActorParts(epsilon_greedy(dqn.q_values), {"epsilon": epsilon})
 
 
 def _evaluator(spec, config: dqn.DQNConfig, num_envs: int) -> ActorParts:

@@ -104,3 +104,41 @@ def test_actors_act_on_the_members_mean():
     state = dqn.init(KEY, CARTPOLE, CONFIG)
     mean = np.asarray(state.online.members(OBS)).mean(axis=0)
     np.testing.assert_allclose(np.asarray(dqn.q_values(state.online, OBS)), mean, rtol=1e-5, atol=1e-5)
+
+
+def test_member_acting_follows_one_member_per_episode():
+    from rillet.actors.policies import member_epsilon_greedy, member_observe
+
+    class Members(eqx.Module):  # K = 3 members whose greedy actions are 0, 1, 1 in every state
+        def __call__(self, obs):
+            return jax.numpy.broadcast_to(jax.numpy.array([[[1.0, 0.0]], [[0.0, 1.0]], [[0.0, 2.0]]]),
+                                          (3, obs.shape[0], 2))
+
+    policy = member_epsilon_greedy(lambda net, obs: net(obs))
+    state = {"epsilon": np.zeros(64, np.float32), "member": np.zeros(64, np.int32), "is_first": np.ones(64, bool)}
+    action, _, state = policy(Members(), np.zeros((64, 4), np.float32), state, jax.random.PRNGKey(0))
+    members = np.asarray(state["member"])
+    assert set(members) == {0, 1, 2}  # 64 draws cover the three members
+    np.testing.assert_array_equal(np.asarray(action), np.where(members == 0, 0, 1))
+    first = np.arange(64) < 32  # episodes start again in the first half only
+
+    class Output:
+        pass
+
+    out = Output()
+    out.first = first
+    state = member_observe(state, out)
+    _, _, after = policy(Members(), np.zeros((64, 4), np.float32), state, jax.random.PRNGKey(1))
+    after = np.asarray(after["member"])
+    np.testing.assert_array_equal(after[~first], members[~first])  # mid-episode: the same member
+    assert np.any(after[first] != members[first])  # new episodes: drawn again
+
+
+def test_dqn_actor_acts_by_member_when_asked():
+    from rillet.learners.agents import get_agent
+
+    config = dqn.DQNConfig(hidden_sizes=(8,), ensemble_size=3, ensemble_acting="member")
+    parts = get_agent("dqn").actor(CARTPOLE, config, 4, {"epsilon": np.zeros(4, np.float32)})
+    assert set(parts.actor_state) == {"epsilon", "member", "is_first"} and parts.observe is not None
+    with pytest.raises(ConfigError, match="ensemble_acting"):
+        dqn.DQNConfig(ensemble_acting="vote").validate()
