@@ -53,11 +53,13 @@ import jax
 import jax.numpy as jnp
 
 from rillet import validation as check
+from rillet.errors import SpecMismatchError
 from rillet.learners.running_stats import RunningStats, update_stats
 
 __all__ = ["ClusterConfig", "ClusterMemory", "init_cluster_memory", "cluster_reward", "memory_step",
            "squared_distances", "k_nearest", "kernel", "cluster_count", "novelty_reward", "update_dist_mean",
-           "normalise_reward", "merge_atom", "choose_replaced", "nearest_other"]
+           "normalise_reward", "merge_atom", "choose_replaced", "nearest_other", "memory_fields",
+           "memory_from_fields"]
 
 _TINY = float(jnp.finfo(jnp.float32).tiny)  # floor of d_m^2 and of counts in the 1/c^2 draw
 
@@ -144,6 +146,29 @@ def init_cluster_memory(config: ClusterConfig, embedding_size: int, key) -> Clus
                          scalar(jnp.float32), scalar(jnp.int32),
                          RunningStats(scalar(jnp.float32), scalar(jnp.float32), scalar(jnp.float32)),
                          jnp.array(key, jnp.uint32))
+
+
+def memory_fields(memory: ClusterMemory) -> dict:
+    """The memory as a dict of its fields by name (reward_stats a dict too): what a checkpoint stores."""
+    return dataclasses.asdict(memory)
+
+
+def memory_from_fields(saved, like: ClusterMemory) -> ClusterMemory:
+    """A memory from `memory_fields` output (e.g. read back from a checkpoint), with like's dtypes.
+    Raises SpecMismatchError unless saved has like's fields and shapes."""
+    try:
+        fields = {f.name: jnp.asarray(saved[f.name], getattr(like, f.name).dtype)
+                  for f in dataclasses.fields(like) if f.name != "reward_stats"}
+        stats = RunningStats(**{k: jnp.asarray(saved["reward_stats"][k], jnp.float32)
+                                for k in ("count", "mean", "var")})
+    except (KeyError, TypeError) as e:
+        raise SpecMismatchError(f"not a saved cluster memory (missing {e}); restore what memory_fields made.") from e
+    memory = ClusterMemory(**fields, reward_stats=stats)
+    ours, theirs = jax.tree.map(jnp.shape, like), jax.tree.map(jnp.shape, memory)
+    if ours != theirs:
+        raise SpecMismatchError(f"saved cluster memory has shapes {theirs}, this one {ours}: restore a checkpoint "
+                                "made with the same capacity and embedding size.")
+    return memory
 
 
 def squared_distances(atoms: jax.Array, embedding: jax.Array) -> jax.Array:

@@ -14,6 +14,9 @@ episodic factor ("prev_episodic_reward", for the metrics: r_i / episodic is the 
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -23,7 +26,7 @@ from rillet.actors.policies import recurrent_actor_state, recurrent_epsilon_gree
 from rillet.learners.inverse_dynamics import embed
 from rillet.learners.rnd import lifelong_multiplier, rnd_error
 
-__all__ = ["intrinsic_reward", "novelty_policy", "novelty_actor_state"]
+__all__ = ["intrinsic_reward", "ngu_score", "novelty_policy", "novelty_actor_state"]
 
 
 def intrinsic_reward(params, observation: jax.Array, memory, first: jax.Array, episodic: EpisodicConfig,
@@ -39,13 +42,21 @@ def intrinsic_reward(params, observation: jax.Array, memory, first: jax.Array, e
     return (novelty * multiplier).astype(jnp.float32), novelty, memory
 
 
-def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period: int = 1, head: str = "q",
-                   sample: bool = False):
-    """NGU's policy ``(params, observation [B, ...], actor_state, key) -> (action [B], extras, actor_state)``.
+def ngu_score(episodic: EpisodicConfig, max_multiplier: float) -> Callable:
+    """NGU's scoring for `novelty_policy`: `intrinsic_reward` with these constants."""
+    return functools.partial(intrinsic_reward, episodic=episodic, max_multiplier=max_multiplier)
 
-    params: `learners.ngu.ActingParams` (q, embedding, rnd, rnd_stats). actor_state: that of
-    `recurrent_epsilon_greedy` plus "memory" (the episodic memories, donated: use only the returned
-    state) and "prev_intrinsic_reward". The Q-network is the newest every tick; the novelty networks
+
+def novelty_policy(score: Callable, sync_period: int = 1, head: str = "q", sample: bool = False):
+    """An NGU-family policy ``(params, observation [B, ...], actor_state, key) -> (action [B], extras,
+    actor_state)``.
+
+    score(params, observation, memory, first [B]) -> (r_i [B], factor [B], memory): the intrinsic reward
+    of each new observation and what the agent's novelty keeps between ticks (NGU: `ngu_score`, the
+    episodic memories; RECODE: `actors.recode_novelty.recode_score`, the cluster memory); factor is
+    recorded as the extra prev_episodic_reward. params: `learners.ngu.ActingParams`. actor_state: that
+    of `recurrent_epsilon_greedy` plus "memory" (donated: use only the returned state) and
+    "prev_intrinsic_reward". The Q-network is the newest every tick; the novelty networks
     are taken from params every `sync_period` ticks only, so that an episode's memory holds embeddings
     of few versions of f (embeddings of one observation under two versions are not neighbours).
     head, sample: what the agent acts from (`recurrent_epsilon_greedy`; "q", or a distillation head).
@@ -55,9 +66,9 @@ def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period:
     act = recurrent_epsilon_greedy(head, sample)
 
     @eqx.filter_jit(donate="all-except-first")  # the memory's buffers are reused, not copied each tick
-    def score(inputs, memory):
+    def scored(inputs, memory):
         params, observation, first = inputs
-        return intrinsic_reward(params, observation, memory, first, episodic, max_multiplier)
+        return score(params, observation, memory, first)
 
     def policy(params, observation, actor_state, key):
         state = dict(actor_state)
@@ -65,7 +76,7 @@ def novelty_policy(episodic: EpisodicConfig, max_multiplier: float, sync_period:
         novelty, age = state.pop("novelty", None), state.pop("novelty_age", sync_period)
         if age >= sync_period:
             novelty, age = params, 0
-        r_i, episodic, memory = score((novelty, observation, state["is_first"]), memory)
+        r_i, episodic, memory = scored((novelty, observation, state["is_first"]), memory)
         action, extras, state = act(params.q, observation, {**state, "prev_intrinsic_reward": r_i}, key)
         extras = {**extras, "prev_episodic_reward": episodic}
         return action, extras, {**state, "memory": memory, "novelty": novelty, "novelty_age": age + 1}

@@ -18,17 +18,15 @@ the actors' carried state) and `restore` puts a saved one back on resume.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rillet.actors.cluster_memory import ClusterConfig, ClusterMemory, cluster_reward, init_cluster_memory
+from rillet.actors.cluster_memory import (ClusterConfig, cluster_reward, init_cluster_memory, memory_fields,
+                                          memory_from_fields)
 from rillet.errors import SpecMismatchError
-from rillet.learners.running_stats import RunningStats
 
 __all__ = ["SharedClusterMemory"]
 
@@ -57,23 +55,13 @@ class SharedClusterMemory:
     def snapshot(self) -> dict:
         """The memory as a dict of numpy arrays, its fields by name (as a checkpoint stores it)."""
         with self._lock:
-            return jax.tree.map(np.array, dataclasses.asdict(self._state))
+            return jax.tree.map(np.array, memory_fields(self._state))
 
     def restore(self, saved: Mapping) -> None:
         """Continues from a `snapshot` (e.g. read back from a checkpoint); raises SpecMismatchError unless
         it has this memory's fields and shapes."""
-        try:
-            fields = {k: saved[k] for k in dataclasses.asdict(self._state) if k != "reward_stats"}
-            state = ClusterMemory(**fields, reward_stats=RunningStats(**saved["reward_stats"]))
-        except (KeyError, TypeError) as e:
-            raise SpecMismatchError(f"not a saved cluster memory (missing {e}); restore what `snapshot` made.") from e
         with self._lock:
-            ours, theirs = jax.tree.map(np.shape, self._state), jax.tree.map(np.shape, state)
-            if ours != theirs:
-                raise SpecMismatchError(
-                    f"saved cluster memory has shapes {theirs}, this one {ours}: restore a checkpoint "
-                    "made with the same capacity and embedding size.")
-            self._state = jax.tree.map(lambda s, x: jnp.asarray(x, s.dtype), self._state, state)
+            self._state = memory_from_fields(saved, self._state)
 
     @property
     def atoms_in_use(self) -> int:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rillet import validation as check
+from rillet.actors.cluster_memory import ClusterConfig
 from rillet.actors.episodic_novelty import EpisodicConfig
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.learners import optim, r2d2, recurrent_value, sequence_targets, td_regularisers
@@ -34,6 +35,8 @@ from rillet.learners.policy_family import family_betas, family_gammas
 from rillet.learners.rnd import (RND, RunningStats, freeze_target, init_stats, lifelong_multiplier, rnd_loss,
                                 update_stats)
 from rillet.learners.target_network import update_target
+
+NOVELTIES = ("ngu", "recode")
 
 __all__ = ["NGUConfig", "NGUState", "ActingParams", "init", "update", "spec_extras", "core_inputs", "acting_params"]
 
@@ -71,6 +74,14 @@ class NGUConfig(r2d2.R2D2Config):
     versions of f, no two are neighbours, and every observation scores as novel."""
     eval_policy_index: int = 0
     """The j an evaluation acts with (greedily): 0 is the exploitative policy."""
+    novelty: str = "ngu"
+    """The actors' intrinsic reward: "ngu" (episodic novelty times RND's lifelong multiplier) or "recode"
+    (`actors.recode_novelty`: a cluster memory over the same learned embedding, never reset; it shares
+    num_neighbours, kernel_epsilon and pseudo_count_constant with the episodic kernel)."""
+    cluster_capacity: int = ClusterConfig.capacity
+    cluster_count_decay: float = ClusterConfig.count_decay
+    cluster_insert_threshold: float = ClusterConfig.insert_threshold
+    cluster_insert_probability: float = ClusterConfig.insert_probability
 
     def __post_init__(self):
         super().__post_init__()
@@ -92,7 +103,17 @@ class NGUConfig(r2d2.R2D2Config):
         check.number(owner, "max_multiplier", self.max_multiplier, 1.0)
         check.int_tuple(owner, "novelty_hidden_sizes", self.novelty_hidden_sizes, nonempty=True, low=1)
         self.episodic().validate()
+        check.one_of(owner, "novelty", self.novelty, NOVELTIES)
+        if self.novelty == "recode":
+            self.cluster().validate()
         return self
+
+    def cluster(self) -> ClusterConfig:
+        """RECODE's cluster-memory constants as a `ClusterConfig`."""
+        return ClusterConfig(capacity=self.cluster_capacity, num_neighbours=self.num_neighbours,
+                             kernel_epsilon=self.kernel_epsilon, pseudo_count_constant=self.pseudo_count_constant,
+                             count_decay=self.cluster_count_decay, insert_threshold=self.cluster_insert_threshold,
+                             insert_probability=self.cluster_insert_probability)
 
     def discounts(self) -> np.ndarray:
         """gamma_j of each policy j [N] (NGU's family: from gamma_max down to gamma_min)."""

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rillet.actors.cluster_memory import init_cluster_memory
 from rillet.actors.exploration import EpsilonLadder, PolicyFamily
-from rillet.actors.novelty_policy import novelty_actor_state, novelty_policy
+from rillet.actors.novelty_policy import ngu_score, novelty_actor_state, novelty_policy
 from rillet.actors.policies import recurrent_observe
+from rillet.actors.recode_novelty import memory_carry, memory_resume, recode_score
 from rillet.learners import ngu, recurrent_value
 from rillet.learners.distillation import acting_head
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
@@ -22,13 +25,19 @@ def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict,
                   evaluation: bool = False) -> ActorParts:
     """NGU's actors: the novelty policy epsilon-greedy as policy j (exploration {"epsilon",
     "policy_index"} [num_envs]) over config's acting head (`distillation.acting_head`; an evaluation
-    takes its argmax); core_size: the recorded core state's size (default lstm_size)."""
+    takes its argmax); core_size: the recorded core state's size (default lstm_size). The intrinsic
+    reward is config.novelty's: NGU's episodic x lifelong novelty, or RECODE's cluster memory."""
     state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], core_size or config.lstm_size,
                                 config.embedding_size, config.memory_capacity, spec.action.dtype)
     head, sample = acting_head(config)
-    policy = novelty_policy(config.episodic(), config.max_multiplier, config.novelty_sync_period, head,
-                            sample and not evaluation)
-    return ActorParts(policy, state, recurrent_observe, carry=_running_distances, resume=_resume)
+    if config.novelty == "recode":
+        memory = init_cluster_memory(config.cluster(), config.embedding_size, jax.random.PRNGKey(num_envs))
+        score, carry, resume = recode_score(config.cluster()), memory_carry, memory_resume
+        state = {**state, "memory": memory}
+    else:
+        score, carry, resume = ngu_score(config.episodic(), config.max_multiplier), _running_distances, _resume
+    policy = novelty_policy(score, config.novelty_sync_period, head, sample and not evaluation)
+    return ActorParts(policy, state, recurrent_observe, carry=carry, resume=resume)
 
 
 def _running_distances(actor_state: dict) -> dict:

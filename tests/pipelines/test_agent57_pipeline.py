@@ -4,7 +4,10 @@ both value losses."""
 
 import numpy as np
 
+import dataclasses
+
 from rillet.learners.agent57 import Agent57Config
+from rillet.learners.recode import RECODEConfig
 from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.pipelines.metrics import read_jsonl
@@ -15,9 +18,9 @@ SMALL = Agent57Config(burn_in=2, trace_length=6, lstm_size=16, hidden_sizes=(16,
                       target_update_period=50, bandit_window=20)
 
 
-def config_for(tmp_path, steps):
-    return OnlineConfig(agent="agent57", env_id="MiniGrid-Empty-5x5-v0", total_env_steps=steps, seed=3,
-                        learner=SMALL, eval_every_steps=0, eval_episodes=2, progress=False,
+def config_for(tmp_path, steps, agent="agent57", learner=SMALL):
+    return OnlineConfig(agent=agent, env_id="MiniGrid-Empty-5x5-v0", total_env_steps=steps, seed=3,
+                        learner=learner, eval_every_steps=0, eval_episodes=2, progress=False,
                         run_dir=str(tmp_path / "run"), checkpoint_every_updates=40,
                         replay=ReplayConfig(sampler="prioritized", priority_exponent=0.9, sequence_period=4,
                                             batch_size=8, min_size_to_sample=20, samples_per_insert=8.0),
@@ -38,4 +41,20 @@ def test_agent57_trains_checkpoints_bandits_and_resumes(tmp_path):
     assert second["env_steps"] == 608 and second["updates"] >= first["updates"]
     resumed = Checkpointer(second["checkpoints"], {}).restore_actor()["bandit"]["pulls"]
     assert np.all(resumed >= pulls) and resumed.sum() >= pulls.sum()
+    assert 0.0 <= second["final_eval"]["return_mean"] <= 1.0
+
+
+def test_recode_trains_and_resumes_with_its_cluster_memory(tmp_path):
+    """RECODE (MEME's learner, the cluster memory's reward) through the same runner: the actors' one
+    memory is checkpointed whole and the resumed run continues it (no atom is lost)."""
+    fields = {f.name: getattr(SMALL, f.name) for f in dataclasses.fields(Agent57Config)}
+    small = dataclasses.replace(RECODEConfig(**fields), novelty="recode", torso="mlp", distillation=False,
+                                cluster_capacity=256)
+    first = train_online(config_for(tmp_path, 240, "recode", small))
+    assert first["updates"] >= 10
+    before = Checkpointer(first["checkpoints"], {}).restore_actor()["episodic"]
+    assert 0 < int(before["size"]) <= 256 and float(before["counts"].sum()) > 0
+    second = train_online(config_for(tmp_path, 360, "recode", small))
+    after = Checkpointer(second["checkpoints"], {}).restore_actor()["episodic"]
+    assert int(after["size"]) >= int(before["size"]) and int(after["steps"]) >= 360  # a fresh memory: 120
     assert 0.0 <= second["final_eval"]["return_mean"] <= 1.0

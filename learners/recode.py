@@ -1,0 +1,26 @@
+"""RECODE (Saade et al., 2023, "Unlocking the Power of Representations in Long-term Novelty-based
+Exploration"): the paper's host agent, MEME, with NGU's episodic x lifelong intrinsic reward replaced by
+the cluster memory's (`actors.recode_novelty`, `actors.cluster_memory`). The learner is MEME's
+(Agent57's) unchanged; only the actors' novelty differs, chosen by NGU's `novelty` option, so any
+NGU-family agent can use it (`--ngu.novelty recode`).
+
+Where this reading departs from the paper: the embedding f is NGU's inverse-dynamics embedding (CASM,
+`learners.casm`, is built and tested but not yet wired in as f), and RND is still trained with the
+other novelty networks although RECODE's reward does not read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rillet.learners.meme import MEMEConfig
+
+__all__ = ["RECODEConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RECODEConfig(MEMEConfig):
+    """MEME's options with the cluster memory as the intrinsic reward (capacity 50,000 atoms, count
+    decay 0.999: PAPERS.md; the other constants: `actors.cluster_memory.ClusterConfig`)."""
+
+    novelty: str = "recode"
