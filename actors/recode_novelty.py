@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Callable
 
 import jax.numpy as jnp
+import numpy as np
 
 from rillet.actors.cluster_memory import ClusterConfig, ClusterMemory, cluster_reward, memory_fields, memory_from_fields
 from rillet.learners.inverse_dynamics import embed
 
-__all__ = ["recode_score", "memory_carry", "memory_resume"]
+__all__ = ["recode_score", "memory_carry", "memory_resume", "memory_metrics"]
 
 
 def recode_score(cluster: ClusterConfig) -> Callable:
@@ -43,3 +44,12 @@ def memory_carry(actor_state: dict) -> dict:
 def memory_resume(actor_state: dict, carried: dict) -> dict:
     """The actor state with the carried cluster memory in place of the fresh one."""
     return {**actor_state, "memory": memory_from_fields(carried, actor_state["memory"])}
+
+
+def memory_metrics(carried: dict) -> dict:
+    """Scalars of a carried memory: atoms in use, d_m^2, the raw rewards' running mean and std, the
+    counts' total."""
+    stats = carried["reward_stats"]
+    return {"cluster_atoms": carried["size"], "cluster_dist_mean": carried["dist_mean"],
+            "cluster_reward_mean": stats["mean"], "cluster_reward_std": np.sqrt(stats["var"]),
+            "cluster_count_total": np.sum(carried["counts"])}

@@ -43,6 +43,12 @@ class ActorCarry:
 
     def __init__(self, restored: Any = None):
         self.restored, self.latest = restored, None
+        self._summarise: Callable[[Any], dict] | None = None
+
+    def metrics(self) -> dict:
+        """The latest carry's scalars (`ActorParts.carry_metrics`), {} where there are none."""
+        latest, summarise = self.latest, self._summarise
+        return {} if latest is None or summarise is None else {k: float(v) for k, v in summarise(latest).items()}
 
     def start(self, parts) -> Any:
         """The actor state to start from: parts.actor_state, with the restored carry put in."""
@@ -68,6 +74,7 @@ class ActorCarry:
         its buffers on the next call)."""
         if parts.carry is None:
             return None
+        self._summarise = parts.carry_metrics
         return lambda actor_state: setattr(self, "latest", jax.tree.map(np.array, parts.carry(actor_state)))
 
 

@@ -169,6 +169,9 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
         episodes, run.episodes = run.episodes, []
         if episodes:
             metrics.write(run.env_steps, summarise_episodes(episodes), prefix="actor/")
+        carried = run.carry.metrics()
+        if carried:
+            metrics.write(run.env_steps, carried, prefix="actor/")
         progress.note(loss=f"{float(tick.metrics['loss']):.3f}")
 
     def periodic_eval(tick):

@@ -22,9 +22,11 @@ def _actor(spec, config: agent57.Agent57Config, num_envs: int, exploration: dict
     if not config.meta_controller:
         return parts
     bandit = bandit_actor_state(num_envs, config.num_policies, config.bandit_window, jax.random.PRNGKey(num_envs))
+    summary = None if parts.carry_metrics is None else (lambda c: parts.carry_metrics(c["episodic"]))
     return ActorParts(parts.policy, {**parts.actor_state, **bandit}, bandit_observe(parts.observe, config.bandit()),
                       carry=lambda s: {"episodic": parts.carry(s), "bandit": bandit_carry(s)},
-                      resume=lambda s, c: bandit_resume(parts.resume(s, c["episodic"]), c["bandit"]))
+                      resume=lambda s, c: bandit_resume(parts.resume(s, c["episodic"]), c["bandit"]),
+                      carry_metrics=summary)
 
 
 def _evaluator(spec, config: agent57.Agent57Config, num_envs: int) -> ActorParts:

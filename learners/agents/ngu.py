@@ -15,7 +15,7 @@ from rillet.actors.cluster_memory import init_cluster_memory
 from rillet.actors.exploration import EpsilonLadder, PolicyFamily
 from rillet.actors.novelty_policy import ngu_score, novelty_actor_state, novelty_policy
 from rillet.actors.policies import recurrent_observe
-from rillet.actors.recode_novelty import memory_carry, memory_resume, recode_score
+from rillet.actors.recode_novelty import memory_carry, memory_metrics, memory_resume, recode_score
 from rillet.learners import ngu, recurrent_value
 from rillet.learners.distillation import acting_head
 from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
@@ -32,12 +32,13 @@ def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict,
     head, sample = acting_head(config)
     if config.novelty == "recode":
         memory = init_cluster_memory(config.cluster(), config.embedding_size, jax.random.PRNGKey(num_envs))
-        score, carry, resume = recode_score(config.cluster()), memory_carry, memory_resume
+        score, carry, resume, summary = recode_score(config.cluster()), memory_carry, memory_resume, memory_metrics
         state = {**state, "memory": memory}
     else:
         score, carry, resume = ngu_score(config.episodic(), config.max_multiplier), _running_distances, _resume
+        summary = None
     policy = novelty_policy(score, config.novelty_sync_period, head, sample and not evaluation)
-    return ActorParts(policy, state, recurrent_observe, carry=carry, resume=resume)
+    return ActorParts(policy, state, recurrent_observe, carry=carry, resume=resume, carry_metrics=summary)
 
 
 def _running_distances(actor_state: dict) -> dict:
@@ -68,7 +69,7 @@ def _evaluator(spec, config: ngu.NGUConfig, num_envs: int) -> ActorParts:
 
 def evaluation_parts(parts: ActorParts) -> ActorParts:
     """Actor parts as an evaluator's: no carry of their own, nothing read from the actors' carry."""
-    return dataclasses.replace(parts, carry=None, resume=None)
+    return dataclasses.replace(parts, carry=None, resume=None, carry_metrics=None)
 
 
 def family(config: ngu.NGUConfig, actor) -> PolicyFamily:

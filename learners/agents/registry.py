@@ -38,6 +38,8 @@ class ActorParts:
     observe: Callable | None = None
     carry: Callable[[Any], Any] | None = None
     resume: Callable[[Any, Any], Any] | None = None
+    carry_metrics: Callable[[Any], dict] | None = None
+    """Scalars of a carry (e.g. a cluster memory's atoms in use), logged with the actors' metrics."""
 
 
 @dataclasses.dataclass(frozen=True)

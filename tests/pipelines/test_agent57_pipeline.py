@@ -50,11 +50,18 @@ def test_recode_trains_and_resumes_with_its_cluster_memory(tmp_path):
     fields = {f.name: getattr(SMALL, f.name) for f in dataclasses.fields(Agent57Config)}
     small = dataclasses.replace(RECODEConfig(**fields), novelty="recode", torso="mlp", distillation=False,
                                 cluster_capacity=256)
-    first = train_online(config_for(tmp_path, 240, "recode", small))
-    assert first["updates"] >= 10
+    def recode_config(steps):  # 3 updates per inserted sequence: the first run logs (every 100 updates)
+        config = config_for(tmp_path, steps, "recode", small)
+        return dataclasses.replace(config, replay=dataclasses.replace(config.replay, samples_per_insert=24.0))
+
+    first = train_online(recode_config(240))
+    assert first["updates"] >= 100
     before = Checkpointer(first["checkpoints"], {}).restore_actor()["episodic"]
     assert 0 < int(before["size"]) <= 256 and float(before["counts"].sum()) > 0
-    second = train_online(config_for(tmp_path, 360, "recode", small))
+    rows = [r for r in read_jsonl(first["metrics"]) if "actor/cluster_atoms" in r]
+    assert rows and 0 < rows[-1]["actor/cluster_atoms"] <= 256 and rows[-1]["actor/cluster_dist_mean"] >= 0
+    assert {"actor/cluster_reward_mean", "actor/cluster_reward_std", "actor/cluster_count_total"} <= set(rows[-1])
+    second = train_online(recode_config(360))
     after = Checkpointer(second["checkpoints"], {}).restore_actor()["episodic"]
     assert int(after["size"]) >= int(before["size"]) and int(after["steps"]) >= 360  # a fresh memory: 120
     assert 0.0 <= second["final_eval"]["return_mean"] <= 1.0
