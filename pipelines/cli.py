@@ -30,20 +30,21 @@ DEMO_TARGET_RETURN = 475.0
 
 
 DEMO_HOLD_EVALS = 4  # the demo stops once 4 evaluations in a row (15k env steps) reached the target
-# An ensemble of 5 Q-networks acting on their mean Q, 10-step targets and a learning rate decayed
-# linearly from 1e-3 to 1e-4 over the 25k updates of a 100k-step run (100k steps x 32 samples per
-# insert / batch 128): chosen from tuning runs of 100k steps without early stopping (docs/RESULTS.md,
-# "Agent core"). Every ensemble run held >= 475 to the end once it had solved the task; reaching 475
-# within 50k steps and holding from there, it passed on 4 of seeds 0-5 (0, 2, 3, 5), as the single
-# network did (1, 2, 3, 4). Seed 0, the demo's, solves at 40k with it (at 75-95k without).
-DEMO_DQN = DQNConfig(learning_rate=1e-3, learning_rate_end=1e-4, learning_rate_decay_updates=25_000, ensemble_size=5)
+# An ensemble of 5 Q-networks, each actor environment following one member per episode (evaluation
+# acts on their mean Q), 10-step targets and a learning rate decayed linearly from 1e-3 to 1e-4 over
+# the 25k updates of a 100k-step run (100k steps x 32 samples per insert / batch 128): chosen from
+# tuning runs of 100k steps without early stopping (docs/RESULTS.md, "Agent core"), where it reached
+# 475 within 40k steps and held it to the end on each of seeds 0-5.
+DEMO_DQN = DQNConfig(learning_rate=1e-3, learning_rate_end=1e-4, learning_rate_decay_updates=25_000, ensemble_size=5,
+                     ensemble_acting="member")
 DEMO_REPLAY = ReplayConfig(n_step=10)
 
 
 def demo_config(run_dir: str = "") -> OnlineConfig:
-    """The demo: DQN (5 double-Q networks, 10-step, Huber, decaying learning rate) on CartPole-v1 within
-    100k env steps. It evaluates 20 greedy episodes every 5k env steps and stops early once DEMO_HOLD_EVALS
-    evaluations in a row reached a mean of 475 (the solve held, not touched once).
+    """The demo: DQN (5 double-Q networks acting one per episode, 10-step, Huber, decaying learning rate)
+    on CartPole-v1 within 100k env steps. It evaluates 20 greedy episodes (on the members' mean) every 5k
+    env steps and stops early once DEMO_HOLD_EVALS evaluations in a row reached a mean of 475 (the solve
+    held, not touched once).
     """
     return OnlineConfig(
         agent="dqn", env_id="CartPole-v1", total_env_steps=100_000, seed=0, gamma=0.99,
