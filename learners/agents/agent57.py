@@ -13,7 +13,7 @@ import numpy as np
 from rillet.actors.meta_controller import bandit_actor_state, bandit_carry, bandit_observe, bandit_resume, greedy_arm_of
 from rillet.learners import agent57
 from rillet.learners.agents.ngu import NGU, evaluation_parts, greedy_exploration, novelty_actor
-from rillet.learners.agents.registry import ActorParts, register
+from rillet.learners.agents.registry import ActorParts, learner_fields, register
 
 
 def _actor(spec, config: agent57.Agent57Config, num_envs: int, exploration: dict) -> ActorParts:
@@ -47,10 +47,7 @@ def _evaluator(spec, config: agent57.Agent57Config, num_envs: int) -> ActorParts
 AGENT57 = register(dataclasses.replace(
     NGU,  # NGU's batch check, replay item, acting parameters and policy family; the rest is Agent57's
     name="agent57",
-    config_type=agent57.Agent57Config,
-    spec=agent57.spec_extras,
-    init=agent57.init,
-    update=agent57.update,
+    **learner_fields(agent57, agent57.Agent57Config),
     actor=_actor,
     evaluator=_evaluator,
     defaults=None,

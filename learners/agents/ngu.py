@@ -18,7 +18,7 @@ from rillet.actors.policies import recurrent_observe
 from rillet.actors.recode_novelty import memory_carry, memory_metrics, memory_resume, recode_score
 from rillet.learners import ngu, recurrent_value
 from rillet.learners.distillation import acting_head
-from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, register
+from rillet.learners.agents.registry import ActorParts, Agent, ReplayItem, learner_fields, register
 
 
 def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict, core_size: int | None = None,
@@ -79,10 +79,7 @@ def family(config: ngu.NGUConfig, actor) -> PolicyFamily:
 
 NGU = register(Agent(
     name="ngu",
-    config_type=ngu.NGUConfig,
-    spec=ngu.spec_extras,
-    init=ngu.init,
-    update=ngu.update,
+    **learner_fields(ngu, ngu.NGUConfig),
     network=ngu.acting_params,
     actor=novelty_actor,
     evaluator=_evaluator,

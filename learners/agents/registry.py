@@ -16,7 +16,8 @@ import numpy as np
 from rillet.datasets.specs import StepSpec
 from rillet.errors import ConfigError
 
-__all__ = ["Agent", "ActorParts", "ReplayItem", "register", "unregister", "get_agent", "agent_names"]
+__all__ = ["Agent", "ActorParts", "ReplayItem", "register", "unregister", "get_agent", "agent_names",
+           "learner_fields"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +105,12 @@ class Agent:
 
 
 _AGENTS: dict[str, Agent] = {}
+
+
+def learner_fields(module: Any, config_type: type) -> dict:
+    """The Agent fields a learner module gives by its names: config_type, spec (module.spec_extras),
+    init and update, for `Agent(**learner_fields(m, Config), ...)` or `dataclasses.replace`."""
+    return {"config_type": config_type, "spec": module.spec_extras, "init": module.init, "update": module.update}
 
 
 def register(agent: Agent) -> Agent:
