@@ -63,6 +63,22 @@ def member_observe(actor_state: dict, env_output) -> dict:
     return {**actor_state, "is_first": jnp.asarray(env_output.first)}
 
 
+def with_bootstrap_masks(policy: Callable, num_members: int, probability: float) -> Callable:
+    """`policy` whose extras also carry each step's bootstrap mask [B, K] float32: member k trains on the
+    transition starting at this step with `probability` (bootstrapped DQN's Bernoulli masks, drawn once
+    when the experience is made, so every replay of the transition sees the same mask)."""
+
+    @eqx.filter_jit
+    def masked(params, observation, actor_state, key):
+        k_policy, k_mask = jax.random.split(key)
+        action, extras, actor_state = policy(params, observation, actor_state, k_policy)
+        shape = (observation.shape[0], num_members)
+        mask = jax.random.bernoulli(k_mask, probability, shape).astype(jnp.float32)
+        return action, {**extras, "bootstrap_mask": mask}, actor_state
+
+    return masked
+
+
 def greedy(q_fn: Callable) -> Callable:
     """A jitted greedy policy (epsilon 0), same signature; actor_state is passed through."""
 

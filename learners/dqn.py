@@ -5,7 +5,8 @@ Pure functions over pytrees: `init(key, spec, config) -> LearnerState` and
 
     observation [B, *obs], action [B] int32, reward [B] f32,
     discount [B] f32 (full bootstrap discount incl. gamma^n; 0 at terminal),
-    next_observation [B, *obs], optional weights [B] f32 (importance weights, default 1).
+    next_observation [B, *obs], optional weights [B] f32 (importance weights, default 1), optional
+    extras {"bootstrap_mask": [B, K] f32} (an ensemble's bootstrap masks, default ones).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from rillet.learners.value_state import ValueState, init_value_state
 
 ENSEMBLE_ACTING = ("mean", "member")
 
-__all__ = ["DQNConfig", "LearnerState", "init", "update", "td_targets", "q_values", "check_batch_spec"]
+__all__ = ["DQNConfig", "LearnerState", "init", "update", "td_targets", "q_values", "member_q_values",
+           "member_td_errors", "member_loss", "gradient_step", "spec_extras", "check_batch_spec"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,9 @@ class DQNConfig:
     ensemble_acting: str = "mean"
     """With an ensemble, what actors act on: "mean" (the members' mean Q) or "member" (each environment
     follows one member, drawn where its episode starts: Thompson-style). Evaluation acts on the mean."""
+    bootstrap_probability: float = 1.0
+    """With an ensemble: the probability that a transition trains a member (bootstrapped DQN's masks,
+    drawn once per transition by the actors and recorded as the extra `bootstrap_mask` [K]). 1: no masks."""
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):  # e.g. from JSON / CLI; keep the config hashable
@@ -92,7 +97,14 @@ class DQNConfig:
                       fix="ensemble_size (1: one Q-network; e.g. 5 for an ensemble)")
         check.number(owner, "prior_scale", self.prior_scale, 0.0, fix="prior_scale (0: no priors; e.g. 3.0)")
         check.one_of(owner, "ensemble_acting", self.ensemble_acting, ENSEMBLE_ACTING)
+        check.number(owner, "bootstrap_probability", self.bootstrap_probability, 0.0, 1.0, low_open=True,
+                     fix="bootstrap_probability in (0, 1] (1: every member trains on every transition; e.g. 0.5)")
         return self
+
+    @property
+    def bootstrap_masks(self) -> bool:
+        """Whether actors record a bootstrap mask per transition (an ensemble with probability < 1)."""
+        return self.ensemble_size > 1 and self.bootstrap_probability < 1.0
 
     def learning_rate_schedule(self) -> optax.ScalarOrSchedule:
         """The learning rate: constant, or held then decayed linearly to learning_rate_end."""
@@ -160,21 +172,56 @@ def _member_td(q_tm1, action, reward, discount, q_t_value, q_t_selector, double_
     return jax.vmap(one_member)(q_tm1, q_t_value, q_t_selector)
 
 
-def _loss(modules, target, batch, config: DQNConfig):
-    online = modules["q"]
+def member_td_errors(online, target, batch: Mapping[str, Any], config: DQNConfig):
+    """Each member's n-step TD error against its own (double-Q) target: (td [K, B], q_tm1 [K, B, A]);
+    K = 1 without an ensemble. td_k = r + D * Q'_k(s', argmax_a Q_k(s', a)) - Q_k(s, a)."""
     obs, next_obs = batch["observation"], batch["next_observation"]
     action = jnp.asarray(batch["action"], jnp.int32)
     reward = jnp.asarray(batch["reward"], jnp.float32)
     discount = jnp.asarray(batch["discount"], jnp.float32)
-    q_tm1 = member_q_values(online, obs)  # [K, B, A]; K = 1 without an ensemble
+    q_tm1 = member_q_values(online, obs)  # [K, B, A]
     q_t_value = member_q_values(target, next_obs)  # [K, B, A]
     q_t_selector = member_q_values(online, next_obs) if config.double_q else q_t_value
-    td = _member_td(q_tm1, action, reward, discount, q_t_value, q_t_selector, config.double_q)  # [K, B]
-    weights = jnp.asarray(batch.get("weights", jnp.ones_like(reward)), jnp.float32)
-    # Importance-weighted mean over the batch and the members: mean_k,i w_i * huber(td_ki).
-    loss = jnp.mean(weights * optax.huber_loss(td, delta=config.huber_delta))
-    q_taken = jnp.take_along_axis(q_tm1, jnp.broadcast_to(action[None, :, None], q_tm1.shape[:2] + (1,)), axis=-1)
-    return loss, {"mean_q": jnp.mean(q_taken), "td_abs": jnp.mean(jnp.abs(td), axis=0)}
+    return _member_td(q_tm1, action, reward, discount, q_t_value, q_t_selector, config.double_q), q_tm1
+
+
+def bootstrap_mask(batch: Mapping[str, Any], num_members: int) -> jax.Array:
+    """[K, B] float32: the batch's recorded `bootstrap_mask` extras [B, K] transposed, or ones."""
+    mask = batch.get("extras", {}).get("bootstrap_mask")
+    if mask is None:
+        return jnp.ones((num_members, jnp.shape(batch["reward"])[0]), jnp.float32)
+    return jnp.asarray(mask, jnp.float32).T
+
+
+def member_loss(td: jax.Array, batch: Mapping[str, Any], config: DQNConfig) -> jax.Array:
+    """mean_k,i m_ki * w_i * huber(td_ki): td [K, B]; bootstrap masks m [K, B] zero a member's loss on
+    the transitions it does not train on; w [B] importance weights (default 1)."""
+    weights = jnp.asarray(batch.get("weights", jnp.ones(td.shape[1])), jnp.float32)
+    return jnp.mean(bootstrap_mask(batch, td.shape[0]) * weights * optax.huber_loss(td, delta=config.huber_delta))
+
+
+def taken_q(q: jax.Array, action: jax.Array) -> jax.Array:
+    """Q(s, a) of each member: q [K, B, A], action [B] -> [K, B]."""
+    action = jnp.asarray(action, jnp.int32)
+    return jnp.take_along_axis(q, jnp.broadcast_to(action[None, :, None], q.shape[:2] + (1,)), axis=-1)[..., 0]
+
+
+def _loss(modules, target, batch, config: DQNConfig):
+    td, q_tm1 = member_td_errors(modules["q"], target, batch, config)  # [K, B], [K, B, A]
+    loss = member_loss(td, batch, config)
+    return loss, {"mean_q": jnp.mean(taken_q(q_tm1, batch["action"])), "td_abs": jnp.mean(jnp.abs(td), axis=0)}
+
+
+def gradient_step(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig, loss_fn):
+    """One Adam step of `loss_fn(modules, target, batch, config) -> (loss, aux)` (aux with "mean_q" and
+    "td_abs" [B]) and the target update. Returns (new_state, metrics): "loss", "mean_q", "grad_norm" (before
+    clipping), "td_abs" [B], "priorities" [B] (= td_abs), and every other entry of aux."""
+    modules, opt_state, (loss, aux), norms = optim.group_step(
+        loss_fn, optimizers(config), {"q": state.online}, state.opt_state, state.target, batch, config)
+    online, steps = modules["q"], state.steps + 1
+    target = update_target(online, state.target, steps, config.target_update_period, config.target_polyak_tau)
+    new_state = LearnerState(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key)
+    return new_state, {**aux, "loss": loss, "grad_norm": norms["q"], "priorities": aux["td_abs"]}
 
 
 @eqx.filter_jit
@@ -182,19 +229,19 @@ def update(state: LearnerState, batch: Mapping[str, Any], config: DQNConfig):
     """One gradient step. Returns (new_state, metrics) with metrics = {"loss": [], "mean_q": []
     (mean Q(s, a) over the batch), "grad_norm": [] (before clipping), "td_abs": [B] |TD error|,
     "priorities": [B] the new replay priorities (= td_abs)}. With an ensemble, td_abs is the mean
-    over members of each member's |TD error|.
+    over members of each member's |TD error|, and each member's loss is masked by its bootstrap mask.
 
     The target network is a hard copy of the new online network whenever the new step count is
     a multiple of `target_update_period`, or Polyak-averaged every step if `target_polyak_tau`.
     """
-    modules, opt_state, (loss, aux), norms = optim.group_step(
-        _loss, optimizers(config), {"q": state.online}, state.opt_state, state.target, batch, config)
-    online, steps = modules["q"], state.steps + 1
-    target = update_target(online, state.target, steps, config.target_update_period, config.target_polyak_tau)
-    new_state = LearnerState(online=online, target=target, opt_state=opt_state, steps=steps, key=state.key)
-    metrics = {"loss": loss, "mean_q": aux["mean_q"], "grad_norm": norms["q"], "td_abs": aux["td_abs"],
-               "priorities": aux["td_abs"]}
-    return new_state, metrics
+    return gradient_step(state, batch, config, _loss)
+
+
+def spec_extras(spec: StepSpec, config: DQNConfig) -> StepSpec:
+    """`spec`, plus the bootstrap mask [K] float32 the actors record when config.bootstrap_masks."""
+    if not config.bootstrap_masks:
+        return spec
+    return spec.with_extras(bootstrap_mask=ArraySpec((config.ensemble_size,), "float32"))
 
 
 def transition_spec(spec: StepSpec, weights: bool = False) -> dict[str, ArraySpec]:
