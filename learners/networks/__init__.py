@@ -15,7 +15,7 @@ from rillet.learners.networks.mlp import MLP, batch_apply
 from rillet.learners.networks.nature_dqn import FEATURES, NatureDQN
 from rillet.learners.networks.nfnet import NFNetTorso
 
-__all__ = ["MLP", "NatureDQN", "NFNetTorso", "LinearHead", "DuelingHead", "QNetwork", "q_network", "make_torso",
+__all__ = ["MLP", "NatureDQN", "NFNetTorso", "Flattened", "LinearHead", "DuelingHead", "QNetwork", "q_network", "make_torso",
            "TORSOS"]
 
 # "auto": mlp for vectors [D], nature_dqn for uint8 images [C, H, W]; "nfnet" takes either.
@@ -53,6 +53,17 @@ class DuelingHead(eqx.Module):
         return batch_apply(self._single, features, event_ndim=1)
 
 
+class Flattened(eqx.Module):
+    """`module` over flattened observations: obs [..., *event] (event of rank `rank`) -> module(obs [..., prod])."""
+
+    module: eqx.Module
+    rank: int = eqx.field(static=True)
+
+    def __call__(self, observation: jax.Array) -> jax.Array:
+        lead = observation.shape[:observation.ndim - self.rank]
+        return self.module(jnp.reshape(observation, lead + (-1,)))
+
+
 class QNetwork(eqx.Module):
     """torso then head: obs [..., *obs_shape] -> Q [..., A]."""
 
@@ -66,7 +77,8 @@ class QNetwork(eqx.Module):
 def q_network(spec: StepSpec, config: Any, key: jax.Array) -> eqx.Module:
     """Builds the Q-network for `spec`.
 
-    Rank-1 observations [D] -> `MLP(D, config.hidden_sizes, A)` (or an MLP torso + dueling head).
+    Rank-1 observations [D] -> `MLP(D, config.hidden_sizes, A)` (or an MLP torso + dueling head); float
+    grids [H, W] -> the same over the flattened grid.
     Rank-3 uint8 observations [C, H, W] -> `NatureDQN` torso + linear (or dueling) head.
     The result maps obs [B, ...] -> q [B, A] (any number of leading axes).
     Raises ConfigError for continuous actions or unsupported observation specs.
@@ -99,20 +111,23 @@ def make_torso(spec: StepSpec, key: jax.Array, kind: str = "auto",
                hidden_sizes: tuple[int, ...] = (512,)) -> tuple[eqx.Module, int]:
     """The torso `kind` (one of TORSOS) for `spec`'s observation -> (module, feature size).
 
-    "mlp": rank-1 obs [D] -> ReLU MLP with `hidden_sizes` (output hidden_sizes[-1], ReLU'd);
+    "mlp": rank-1 obs [D] -> ReLU MLP with `hidden_sizes` (output hidden_sizes[-1], ReLU'd); float
+    grids [H, W] (e.g. Deep Sea's [N, N]) are flattened first;
     "nature_dqn": uint8 [C, H, W] -> the Nature-DQN conv torso (512 features, hidden_sizes unused);
     "nfnet": vectors [D] or uint8 [C, H, W] -> the normaliser-free residual torso `NFNetTorso` with its
     default widths (output hidden_sizes[-1], also the width of its vector path).
     Raises ConfigError for a kind that does not fit the observation.
     """
     obs = spec.observation
+    flat_float = len(obs.shape) == 1 or (len(obs.shape) == 2 and obs.np_dtype != np.uint8)  # vectors, grids
     if kind == "auto":
-        kind = "mlp" if len(obs.shape) == 1 else "nature_dqn"
-    if kind == "mlp" and len(obs.shape) == 1:
+        kind = "mlp" if flat_float else "nature_dqn"
+    if kind == "mlp" and flat_float:
         hidden = tuple(int(h) for h in hidden_sizes)
         if not hidden:
             raise ConfigError("vector observations need at least one torso layer: set hidden_sizes, e.g. (256, 256).")
-        return MLP(obs.shape[0], hidden[:-1], hidden[-1], key, activate_final=True), hidden[-1]
+        mlp = MLP(int(np.prod(obs.shape)), hidden[:-1], hidden[-1], key, activate_final=True)
+        return (mlp if len(obs.shape) == 1 else Flattened(mlp, len(obs.shape))), hidden[-1]
     if kind == "nature_dqn" and len(obs.shape) == 3 and obs.np_dtype == np.uint8:
         return NatureDQN(*obs.shape, key=key), FEATURES
     if kind == "nfnet" and (len(obs.shape) == 1 or (len(obs.shape) == 3 and obs.np_dtype == np.uint8)):
@@ -125,5 +140,5 @@ def make_torso(spec: StepSpec, key: jax.Array, kind: str = "auto",
         raise ConfigError(f"unknown torso {kind!r}; choose one of {TORSOS}.")
     raise ConfigError(
         f"Unsupported observation spec {obs.shape} {obs.dtype} for the {kind} torso: networks support vectors "
-        "[D] (mlp, nfnet) and uint8 images [C, H, W] (nature_dqn, nfnet; scaled by 1/255). Flatten, stack or "
-        "convert it.")
+        "[D] and float grids [H, W] (mlp, flattened; nfnet: vectors only) and uint8 images [C, H, W] (nature_dqn, nfnet; "
+        "scaled by 1/255). Flatten, stack or convert it.")

@@ -91,12 +91,22 @@ def test_continuous_actions_rejected():
 
 @pytest.mark.parametrize(
     "obs",
-    [ArraySpec((), "float32"), ArraySpec((8, 8), "float32"), ArraySpec((1, 2, 3, 4), "uint8")],
+    [ArraySpec((), "float32"), ArraySpec((8, 8), "uint8"), ArraySpec((1, 2, 3, 4), "uint8")],
 )
 def test_unsupported_observation_rank_rejected(obs):
     spec = StepSpec(obs, ArraySpec((), "int32"), num_actions=3)
     with pytest.raises(ConfigError, match="Unsupported observation spec"):
         q_network(spec, DQNConfig(), KEY)
+
+
+def test_float_grids_are_flattened_into_the_mlp():
+    spec = StepSpec(ArraySpec((5, 5), "float32"), ArraySpec((), "int32"), num_actions=2, env_id="bsuite/deep_sea/0")
+    net = q_network(spec, DQNConfig(hidden_sizes=(16,)), KEY)
+    obs = np.random.default_rng(0).normal(size=(3, 7, 5, 5)).astype(np.float32)
+    q = np.asarray(net(obs))
+    assert q.shape == (3, 7, 2)
+    np.testing.assert_allclose(q[1, 2], np.asarray(net(obs[1, 2])), rtol=1e-6)
+    np.testing.assert_allclose(q, np.asarray(net.head(net.torso.module(obs.reshape(3, 7, 25)))), rtol=1e-6)
 
 
 def test_float_images_rejected():
