@@ -100,7 +100,8 @@ class StepSpec:
         """Derives the spec from an EnvPool spec (``envpool.make_spec(...)`` or ``env.spec``).
 
         Works for both APIs: gymnasium-style ``observation_space``/``action_space`` and
-        dm_env-style ``observation_spec()``/``action_spec()``. Dict observations of vectors (DM
+        dm_env-style ``observation_spec()``/``action_spec()``, so a gymnasium env or a
+        ``dm_env.Environment`` itself may be passed too. Dict observations of vectors (DM
         Control: position, velocity, ...) become one float32 vector, keys in sorted order (see
         `flatten_observation`); continuous actions are float32.
         """
@@ -108,13 +109,14 @@ class StepSpec:
             obs, act = env_spec.observation_space, env_spec.action_space
             num_actions = int(act.n) if hasattr(act, "n") else None
             if hasattr(obs, "spaces") and isinstance(obs.spaces, Mapping):
-                size = sum(int(np.prod(space.shape)) for space in obs.spaces.values())
-                obs = ArraySpec((size,), "float32")
+                obs = obs.spaces
         else:
             obs = env_spec.observation_spec()
             obs = getattr(obs, "obs", obs)  # dm_env API nests the array under State.obs
             act = env_spec.action_spec()
             num_actions = int(act.num_values) if hasattr(act, "num_values") else None
+        if isinstance(obs, Mapping):
+            obs = ArraySpec((sum(int(np.prod(part.shape)) for part in obs.values()),), "float32")
         action_dtype = "int32" if num_actions is not None else "float32"
         return cls(
             observation=ArraySpec(tuple(obs.shape), np.dtype(obs.dtype).name),

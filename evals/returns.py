@@ -1,4 +1,4 @@
-"""Evaluation stage: greedy-policy episode returns in EnvPool."""
+"""Evaluation stage: greedy-policy episode returns in any environment (see actors/environments.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from rillet.actors.envpool_env import BatchedEnv
+from rillet.actors.environments import make_batched_env
 
 
 def episode_returns(env_id: str, policy: Callable, params: Any, num_episodes: int = 20,
@@ -19,7 +19,7 @@ def episode_returns(env_id: str, policy: Callable, params: Any, num_episodes: in
     observe: the actor loop's optional ``(actor_state, env_output) -> actor_state`` hook.
     Returns [num_episodes] float64 undiscounted returns.
     """
-    env = BatchedEnv(env_id, num_envs=num_episodes, seed=seed, **env_kwargs)
+    env = make_batched_env(env_id, num_episodes, seed, **env_kwargs)
     out = env.reset()
     returns = np.zeros(num_episodes)
     done = np.zeros(num_episodes, bool)

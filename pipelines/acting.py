@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from rillet.actors.actor_loop import envpool_actor
-from rillet.actors.envpool_env import BatchedEnv
+from rillet.actors.environments import make_batched_env
 from rillet.actors.episode_stats import episode_stats
 from rillet.datasets.replay_stage import replay_writer
 from rillet.datasets.reverb_writer import reverb_writer
@@ -91,8 +91,8 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
     stop = stop or threading.Event()
     a = config.actor
     agent = get_agent(config.agent)
-    env = BatchedEnv(config.env_id, a.num_envs, seed=config.seed + env_steps_done, num_threads=a.num_threads,
-                     observation_indices=config.observation_indices)
+    env = make_batched_env(config.env_id, a.num_envs, seed=config.seed + env_steps_done, num_threads=a.num_threads,
+                           observation_indices=config.observation_indices)
     writer = replay_writer(agent.replay_item(config.learner), address, TRANSITIONS_TABLE, spec, config.replay,
                            config.gamma)
     writer.stop_on(stop.is_set)

@@ -86,7 +86,7 @@ def _split_counts(path: str, info: dict) -> dict[str, int]:
 def generate(env: str, out: str, policy: str = "random", episodes: int = 100, num_envs: int = 8, seed: int = 0,
              max_episode_steps: int = 0, file_format: Literal["array_record", "tfrecord"] = "array_record",
              progress: bool = True) -> dict:
-    """Generates `episodes` episodes of EnvPool `env` into a new RLDS dataset `out`.
+    """Generates `episodes` episodes of `env` (any id of actors/environments.py) into a new RLDS dataset `out`.
 
     policy: "random" (uniform actions) or "checkpoint:PATH" (the evaluation policy of any agent, restored
     from a `rillet train-online` or `train-offline` run directory's latest checkpoint, or from one of its
@@ -95,13 +95,13 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
     from tqdm import tqdm
 
     from rillet.actors.actor_loop import envpool_actor
-    from rillet.actors.envpool_env import BatchedEnv
+    from rillet.actors.environments import make_batched_env
     from rillet.datasets.rlds_writer import RldsWriter
 
     if episodes < 1 or num_envs < 1:
         raise ConfigError(f"--episodes and --num-envs must be >= 1, got {episodes} and {num_envs}.")
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
-    pool = BatchedEnv(env, num_envs, seed=seed, **kwargs)
+    pool = make_batched_env(env, num_envs, seed=seed, **kwargs)
     parts, params = _policy(policy, pool.spec, num_envs)
     bar = tqdm(total=episodes, unit="episode", disable=not progress, file=sys.stderr)
     with RldsWriter(out, pool.spec, env_id=env, policy_name=policy, seed=seed, file_format=file_format,

@@ -40,7 +40,7 @@ class Task:
 
 def open_tasks(paths: Sequence[str], check_env: bool = True) -> list[Task]:
     """Opens each dataset (the reader's DatasetPathError etc. propagate), checks PAC can train on it
-    (SpecMismatchError otherwise) and that its spec matches its EnvPool environment."""
+    (SpecMismatchError otherwise) and that its spec matches its environment."""
     from rillet.datasets.rlds_reader import rlds_episodes
 
     tasks = []
@@ -53,7 +53,7 @@ def open_tasks(paths: Sequence[str], check_env: bool = True) -> list[Task]:
                                     "`rillet dataset generate`.")
         pac.task_sizes(episodes.spec)  # SpecMismatchError for images / discrete actions
         if check_env:
-            from rillet.actors.envpool_env import env_step_spec
+            from rillet.actors.environments import env_step_spec
 
             env = env_step_spec(card["env_id"])
             if (env.observation.shape, env.action.shape) != (episodes.spec.observation.shape,
