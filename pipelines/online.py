@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import reverb
 
-from rillet.actors.envpool_env import env_step_spec
+from rillet.actors.environments import env_step_spec
 from rillet.actors.episode_stats import summarise_episodes
 from rillet.datasets import replay_stage, reverb_sampler, reverb_tables
 from rillet.errors import CheckpointError
