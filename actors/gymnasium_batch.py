@@ -74,7 +74,9 @@ class GymnasiumVectorBatch:
         if mode != gymnasium.vector.AutoresetMode.NEXT_STEP:
             raise ConfigError(
                 f"The vector env's autoreset mode is {mode}; rillet needs NEXT_STEP (EnvPool's semantics). Make it "
-                "with gymnasium.make_vec(..., vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.NEXT_STEP}).")
+                "with gymnasium.make_vec(..., vector_kwargs={'autoreset_mode': AutoresetMode.NEXT_STEP}), AutoresetMode"
+                " from gymnasium.vector."
+            )
         check_num_envs(vector_env.num_envs)
         self._env, self._seed, self.num_envs = vector_env, seed, vector_env.num_envs
         spec = gymnasium_step_spec(vector_env.single_observation_space, vector_env.single_action_space,
