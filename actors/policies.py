@@ -105,10 +105,11 @@ def random_policy(num_actions: int | None, action_shape: tuple[int, ...] = ()) -
     return policy
 
 
-def recurrent_epsilon_greedy(head: str = "q", sample: bool = False) -> Callable:
+def recurrent_epsilon_greedy(head: str = "q", sample: bool = False, members: bool = False) -> Callable:
     """Epsilon-greedy over the head `head` of a `RecurrentNetwork`, jitted over the environments: with
     probability 1 - epsilon the head's argmax (Q-values), or with `sample` an action drawn from the
-    softmax of the head (policy logits, e.g. MEME's distillation head "pi"); else uniform.
+    softmax of the head (policy logits, e.g. MEME's distillation head "pi"); else uniform. members: the
+    head gives an ensemble's members [B, K, A] (`networks.ensemble.MemberHeads`); act on their mean.
 
     actor_state: {"epsilon": [B], "core": (h, c) [B, H], "is_first": [B], "policy_index": [B], and one
     [B] entry per core input the network declares (e.g. "prev_action", "prev_reward"; see
@@ -121,7 +122,8 @@ def recurrent_epsilon_greedy(head: str = "q", sample: bool = False) -> Callable:
         s = actor_state
         inputs = {i.name: s[i.name] for i in params.inputs}
         _, heads, core = params.step(observation, inputs, s["is_first"], s["core"])
-        probs = behaviour_distribution(heads[head], s["epsilon"], sample)
+        outputs = jnp.mean(heads[head], axis=-2) if members else heads[head]
+        probs = behaviour_distribution(outputs, s["epsilon"], sample)
         action = jax.random.categorical(key, jnp.log(probs)).astype(s["prev_action"].dtype)
         prob = jnp.take_along_axis(probs, action[:, None].astype(jnp.int32), axis=-1)[:, 0]
         h, c = s["core"]

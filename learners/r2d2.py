@@ -41,7 +41,7 @@ from rillet.learners.target_network import update_target
 from rillet.learners.value_state import ValueState, init_value_state
 
 __all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "spec_extras", "core_inputs",
-           "build_network", "optimizers", "value_metrics", "add_distillation", "regulariser_aux",
+           "build_network", "check_discrete_actions", "optimizers", "value_metrics", "add_distillation", "regulariser_aux",
            "regulariser_metrics",
            "EXTRAS"]
 
@@ -166,17 +166,23 @@ def core_inputs(spec: StepSpec, config: R2D2Config) -> tuple[CoreInput, ...]:
     return CoreInput("prev_action", int(spec.num_actions)), CoreInput("prev_reward")
 
 
-def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array,
-                  inputs: tuple[CoreInput, ...] | None = None, policy_head: bool | None = None) -> RecurrentNetwork:
-    """The recurrent Q-network for `spec`: config.torso, LSTM of lstm_size, a (dueling) head "q" and,
-    with policy_head (None: config.distillation), a linear head "pi" of policy logits; the core's
-    extra inputs are `inputs` (None: R2D2's `core_inputs`)."""
+def check_discrete_actions(spec: StepSpec) -> int:
+    """The number of actions; ConfigError unless `spec` has scalar discrete actions."""
     num_actions = spec.num_actions
     if num_actions is None or int(num_actions) < 1 or spec.action.shape != () \
             or not np.issubdtype(spec.action.np_dtype, np.integer):
         raise ConfigError(
             f"R2D2 needs scalar discrete actions, but '{spec.env_id or 'unnamed env'}' has action spec "
             f"{spec.action.shape} {spec.action.dtype} (num_actions={num_actions}).")
+    return int(num_actions)
+
+
+def build_network(spec: StepSpec, config: R2D2Config, key: jax.Array,
+                  inputs: tuple[CoreInput, ...] | None = None, policy_head: bool | None = None) -> RecurrentNetwork:
+    """The recurrent Q-network for `spec`: config.torso, LSTM of lstm_size, a (dueling) head "q" and,
+    with policy_head (None: config.distillation), a linear head "pi" of policy logits; the core's
+    extra inputs are `inputs` (None: R2D2's `core_inputs`)."""
+    num_actions = check_discrete_actions(spec)
     head_cls = DuelingHead if config.dueling else LinearHead
     inputs = core_inputs(spec, config) if inputs is None else inputs
     heads = {"q": lambda size, k: head_cls(size, int(num_actions), k)}

@@ -83,9 +83,9 @@ def td_uncertainty(td: jax.Array) -> jax.Array:
 
 
 def exploration_td(td: jax.Array, num_exploitation: int, beta: float) -> tuple[jax.Array, jax.Array]:
-    """TD errors td [N, B] of rewards r -> (the members' TD errors [N, B] with the exploration members'
-    reward r + beta * sigma, sigma [B]). sigma comes from the first `num_exploitation` members; a TD
-    error is linear in the reward, so adding beta * sigma to r adds it to the TD error."""
+    """One-step TD errors td [N, B] of rewards r -> (the members' TD errors [N, B] with the exploration
+    members' reward r + beta * sigma, sigma [B]). sigma comes from the first `num_exploitation` members;
+    a one-step TD error is linear in the reward, so adding beta * sigma to r adds it to the TD error."""
     sigma = td_uncertainty(td[:num_exploitation])
     explores = (jnp.arange(td.shape[0]) >= num_exploitation).astype(td.dtype)
     return td + beta * explores[:, None] * sigma[None, :], sigma

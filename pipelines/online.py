@@ -95,6 +95,14 @@ class _Run:
         self.stop = False
         self.started = time.time()
         self.episodes: list[dict] = []  # the local actors' finished episodes since the last log
+        self.episode_log = os.path.join(run_dir, "episodes.jsonl")
+
+    def record_episode(self, stats: dict) -> None:
+        """Keeps a finished episode for the next log, and appends it to episodes.jsonl with the env step
+        count (one line per episode of the local actors, in the order they ended; kept across resumes)."""
+        self.episodes.append(stats)
+        with open(self.episode_log, "a") as f:
+            f.write(json.dumps({"env_steps": self.env_steps, **stats}) + "\n")
 
     def counters(self) -> dict:
         return {"env_steps": self.env_steps, "updates": self.updates}
@@ -212,7 +220,7 @@ def _start_actor(run: _Run, spec, address: str, params: LatestParams, progress) 
         progress.add(n)
 
     actor = ActorThread(run.config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps,
-                        on_episode=lambda stats: run.episodes.append(stats), carry=run.carry)
+                        on_episode=run.record_episode, carry=run.carry)
     actor.start()
     return actor
 

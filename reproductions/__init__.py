@@ -12,6 +12,7 @@ from typing import Callable
 from rillet.reproductions.agent57_atari_smoke import agent57_atari_smoke
 from rillet.reproductions.agent57_minigrid import agent57_minigrid
 from rillet.reproductions.common import plot_runs
+from rillet.reproductions.deep_sea import deep_sea
 from rillet.reproductions.meme_minigrid import meme_minigrid
 from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
 from rillet.reproductions.pac_offline import pac_data, pac_seeds, pac_vs_bc
@@ -35,5 +36,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "agent57-atari-smoke": agent57_atari_smoke,
     "meme-minigrid": meme_minigrid,
     "recode-density": recode_density,
+    "deep-sea": deep_sea,
     "plot-runs": plot_runs,
 }

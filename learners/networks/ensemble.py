@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from rillet import validation as check
 
-__all__ = ["Ensemble", "ensemble", "member_outputs"]
+__all__ = ["Ensemble", "MemberHeads", "ensemble", "member_heads", "member_outputs"]
 
 
 def _stack(build: Callable[[jax.Array], eqx.Module], keys: jax.Array) -> eqx.Module:
@@ -61,6 +61,22 @@ def ensemble(build: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int
     networks = _stack(build, jax.random.split(member_key, int(size)))
     priors = _stack(build, jax.random.split(prior_key, int(size))) if prior_scale > 0 else None
     return Ensemble(networks, priors, float(prior_scale), int(size))
+
+
+class MemberHeads(Ensemble):
+    """K heads on a shared core (bootstrapped DQN's layout): calling it gives every member, on the
+    second-last axis: features [..., F] -> [..., K, A], so a recurrent core's head output [T, B, K, A]
+    keeps its time and batch axes first."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.moveaxis(self.members(x), 0, -2)
+
+
+def member_heads(build: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int,
+                 prior_scale: float = 0.0) -> MemberHeads:
+    """`ensemble(build, key, size, prior_scale)` as MemberHeads (calling it gives the members)."""
+    e = ensemble(build, key, size, prior_scale)
+    return MemberHeads(e.networks, e.priors, e.prior_scale, e.size)
 
 
 def member_outputs(network: eqx.Module, x: jax.Array) -> jax.Array:
