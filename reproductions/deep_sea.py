@@ -13,6 +13,7 @@ epsilon 0.05 for DQN and 0 for the ensembles): see DEEP_SEA_AGENTS and deep_sea_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Sequence
@@ -25,7 +26,7 @@ from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.pipelines.metrics import read_jsonl
 from rillet.reproductions.common import pyplot, save_figure, write_json
 
-_NET = dict(hidden_sizes=(50, 50), learning_rate=1e-3, target_update_period=100)
+_NET = dict(hidden_sizes=(50, 50), learning_rate=1e-3, target_update_period=4)
 # agent -> (learner config, actors' epsilon): bootdqn acts with 10 members trained on r; TDU with 10
 # exploration members trained on r + beta * sigma, sigma from 10 more members trained on r.
 DEEP_SEA_AGENTS = {
@@ -36,6 +37,7 @@ DEEP_SEA_AGENTS = {
                       bootstrap_probability=0.5, tdu_beta=0.01), 0.0),
 }
 TREASURE_RETURN = 0.5  # a treasure episode returns 0.99, any other <= 0
+NUM_ENVS = 8
 
 
 def bsuite_id(size: int) -> str:
@@ -46,18 +48,20 @@ def bsuite_id(size: int) -> str:
 
 
 def deep_sea_config(agent: str, size: int, seed: int, episodes: int, run_dir: str,
-                    updates_per_step: float = 0.5) -> OnlineConfig:
-    """The online run of `agent` on Deep Sea `size` for `episodes` episodes (episodes * (size + 1) env
-    steps: an episode's N moves and the reset step after it), 8 environments, n-step 1 transitions,
-    uniform replay of 10,000, a final greedy evaluation."""
+                    updates_per_step: float = 1.0, tdu_beta: float | None = None) -> OnlineConfig:
+    """The online run of `agent` on Deep Sea `size` for at least `episodes` episodes ((episodes + 8) *
+    (size + 1) env steps: an episode's N moves and the reset step after it; the analysis reads the first
+    `episodes`), 8 environments, n-step 1 transitions, uniform replay of 10,000, a final greedy evaluation."""
     learner, epsilon = DEEP_SEA_AGENTS[agent]
+    if tdu_beta is not None and agent == "tdu":
+        learner = dataclasses.replace(learner, tdu_beta=tdu_beta)
     batch = 128
     return OnlineConfig(agent=agent, learner=learner, env_id=bsuite_id(size), seed=seed,
-                        total_env_steps=episodes * (size + 1), eval_every_steps=0, eval_episodes=1, gamma=0.99,
+                        total_env_steps=(episodes + NUM_ENVS) * (size + 1), eval_every_steps=0, eval_episodes=1, gamma=0.99,
                         checkpoint_every_updates=5_000, run_dir=run_dir, progress=False,
                         replay=ReplayConfig(max_size=10_000, min_size_to_sample=batch * 2, n_step=1, batch_size=batch,
                                             samples_per_insert=updates_per_step * batch),
-                        actor=ActorConfig(num_envs=8, epsilon_base=epsilon, epsilon_alpha=0.0))
+                        actor=ActorConfig(num_envs=NUM_ENVS, epsilon_base=epsilon, epsilon_alpha=0.0))
 
 
 def episode_table(run_dir: str, size: int, episodes: int) -> dict[str, np.ndarray]:
@@ -111,7 +115,7 @@ def plot_deep_sea(tables: dict[tuple[str, int, int], dict], rows: list[dict], pa
 
 def deep_sea(out: str = "runs/deep-sea", agents: Sequence[str] = ("dqn", "bootdqn", "tdu"),
              sizes: Sequence[int] = (10, 20, 30), seeds: Sequence[int] = (0, 1, 2), episodes: int = 1000,
-             updates_per_step: float = 0.5, analyse_only: bool = False) -> dict:
+             updates_per_step: float = 1.0, tdu_beta: float = 0.01, analyse_only: bool = False) -> dict:
     """Runs every (agent, size, seed) for `episodes` episodes (finished runs are skipped, cut ones resume),
     then scores them with bsuite's Deep Sea analysis: <out>/deep_sea.json and deep_sea.png.
 
@@ -122,6 +126,7 @@ def deep_sea(out: str = "runs/deep-sea", agents: Sequence[str] = ("dqn", "bootdq
         seeds: one run per seed.
         episodes: the episodes of every run (the same for every agent).
         updates_per_step: learner updates per env step (replay samples per insert / batch size).
+        tdu_beta: TDU's bonus scale beta.
         analyse_only: score the runs already in `out` (e.g. made by several processes) without training.
     """
     from rillet.pipelines.online import train_online
@@ -132,7 +137,7 @@ def deep_sea(out: str = "runs/deep-sea", agents: Sequence[str] = ("dqn", "bootdq
             for seed in seeds:
                 run_dir = os.path.join(out, f"{agent}-n{size}-s{seed}")
                 if not analyse_only and not os.path.exists(os.path.join(run_dir, "summary.json")):
-                    train_online(deep_sea_config(agent, size, seed, episodes, run_dir, updates_per_step))
+                    train_online(deep_sea_config(agent, size, seed, episodes, run_dir, updates_per_step, tdu_beta))
                 if os.path.exists(os.path.join(run_dir, "episodes.jsonl")):
                     tables[(agent, size, seed)] = episode_table(run_dir, size, episodes)
     rows = bsuite_solutions(tables, episodes)
