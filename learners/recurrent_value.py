@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.learners.networks.recurrent import RecurrentNetwork
 
-__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "online_unroll", "unroll_with_burn_in",
-           "transition_mask", "check_sequence_batch"]
+__all__ = ["STATE_EXTRAS", "core_inputs", "initial_core_state", "online_unroll", "online_unroll_features",
+           "target_unroll", "unroll_with_burn_in", "transition_mask", "check_sequence_batch"]
 
 STATE_EXTRAS = ("recurrent_state_h", "recurrent_state_c")
 
@@ -48,17 +48,32 @@ def _sequence(network: RecurrentNetwork, batch: Mapping[str, Any]):
     return _time_major(batch["observation"]), _time_major(batch["is_first"]), inputs, initial_core_state(extras)
 
 
-def online_unroll(online: RecurrentNetwork, batch: Mapping[str, Any], burn_in: int, scan_unroll: int = 1) -> dict:
+def online_unroll_features(online: RecurrentNetwork, batch: Mapping[str, Any], burn_in: int,
+                           scan_unroll: int = 1) -> tuple[jax.Array, dict]:
     """The online half of `unroll_with_burn_in`: from the stored state of step 0, a warm-up over the
-    first `burn_in` steps without gradient, then the remaining steps -> {head: [B, L - burn_in, ...]}."""
+    first `burn_in` steps without gradient, then the remaining steps -> (features [B, L - burn_in, H],
+    {head: [B, L - burn_in, ...]}); the features are the core's outputs h_t the heads read."""
     obs, first, inputs, state = _sequence(online, batch)
     if burn_in > 0:
         head = {k: v[:burn_in] for k, v in inputs.items()}
         _, _, state = online.unroll(obs[:burn_in], head, first[:burn_in], state, scan_unroll)
         state = jax.lax.stop_gradient(state)
     tail = {k: v[burn_in:] for k, v in inputs.items()}
-    _, heads, _ = online.unroll(obs[burn_in:], tail, first[burn_in:], state, scan_unroll)
-    return _batch_major(heads)
+    features, heads, _ = online.unroll(obs[burn_in:], tail, first[burn_in:], state, scan_unroll)
+    return _batch_major((features, heads))
+
+
+def online_unroll(online: RecurrentNetwork, batch: Mapping[str, Any], burn_in: int, scan_unroll: int = 1) -> dict:
+    """`online_unroll_features`' heads only: {head: [B, L - burn_in, ...]}."""
+    return online_unroll_features(online, batch, burn_in, scan_unroll)[1]
+
+
+def target_unroll(target: RecurrentNetwork, batch: Mapping[str, Any], burn_in: int, scan_unroll: int = 1) -> dict:
+    """The target half of `unroll_with_burn_in`: all L steps from the stored state of step 0, no gradient
+    -> {head: [B, L - burn_in, ...]} at the steps after the burn-in."""
+    obs, first, inputs, state0 = _sequence(target, batch)
+    _, target_heads, _ = target.unroll(obs, inputs, first, state0, scan_unroll)
+    return _batch_major(jax.lax.stop_gradient({k: v[burn_in:] for k, v in target_heads.items()}))
 
 
 def unroll_with_burn_in(online: RecurrentNetwork, target: RecurrentNetwork, batch: Mapping[str, Any],
@@ -69,10 +84,8 @@ def unroll_with_burn_in(online: RecurrentNetwork, target: RecurrentNetwork, batc
 
     Returns (online heads, target heads), each {head name: [B, L - burn_in, ...]} at the same steps.
     """
-    obs, first, inputs, state0 = _sequence(target, batch)
-    _, target_heads, _ = target.unroll(obs, inputs, first, state0, scan_unroll)
-    target_heads = jax.lax.stop_gradient({k: v[burn_in:] for k, v in target_heads.items()})
-    return online_unroll(online, batch, burn_in, scan_unroll), _batch_major(target_heads)
+    target_heads = target_unroll(target, batch, burn_in, scan_unroll)
+    return online_unroll(online, batch, burn_in, scan_unroll), target_heads
 
 
 def transition_mask(batch: Mapping[str, Any], burn_in: int, trace_length: int) -> jax.Array:

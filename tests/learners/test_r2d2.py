@@ -19,22 +19,22 @@ CFG = r2d2.R2D2Config(burn_in=3, trace_length=6, n_step=3, lstm_size=16, hidden_
 B, L = 4, CFG.sequence_length
 
 
-def make_batch(seed=0, ends=(None, 7, 4, 1), terminal=True):
-    """B sequences; sequence b ends (is_last) at step ends[b] and is zero-padded after it."""
+def make_batch(seed=0, ends=(None, 7, 4, 1), terminal=True, length=L):
+    """B sequences of `length` steps; sequence b ends (is_last) at step ends[b] and is zero-padded after it."""
     rng = np.random.default_rng(seed)
     H, A = CFG.lstm_size, SPEC.num_actions
-    action = rng.integers(0, A, (B, L)).astype(np.int32)
-    reward = rng.normal(size=(B, L)).astype(np.float32)
+    action = rng.integers(0, A, (B, length)).astype(np.int32)
+    reward = rng.normal(size=(B, length)).astype(np.float32)
     batch = {
-        "observation": rng.normal(size=(B, L, 4)).astype(np.float32),
+        "observation": rng.normal(size=(B, length, 4)).astype(np.float32),
         "action": action, "reward": reward,
-        "discount": np.ones((B, L), np.float32),
-        "is_first": np.zeros((B, L), bool), "is_last": np.zeros((B, L), bool),
-        "is_terminal": np.zeros((B, L), bool), "mask": np.ones((B, L), bool),
+        "discount": np.ones((B, length), np.float32),
+        "is_first": np.zeros((B, length), bool), "is_last": np.zeros((B, length), bool),
+        "is_terminal": np.zeros((B, length), bool), "mask": np.ones((B, length), bool),
         "extras": {
-            "recurrent_state_h": rng.normal(size=(B, L, H)).astype(np.float32) * 0.3,
-            "recurrent_state_c": rng.normal(size=(B, L, H)).astype(np.float32) * 0.3,
-            "behaviour_prob": rng.uniform(0.2, 1.0, (B, L)).astype(np.float32),
+            "recurrent_state_h": rng.normal(size=(B, length, H)).astype(np.float32) * 0.3,
+            "recurrent_state_c": rng.normal(size=(B, length, H)).astype(np.float32) * 0.3,
+            "behaviour_prob": rng.uniform(0.2, 1.0, (B, length)).astype(np.float32),
             "prev_action": np.concatenate([np.zeros((B, 1), np.int32), action[:, :-1]], 1),
             "prev_reward": np.concatenate([np.zeros((B, 1), np.float32), reward[:, :-1]], 1),
         },
