@@ -34,11 +34,9 @@ from typing import Any, Mapping
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rillet import validation as check
 from rillet.datasets.specs import ArraySpec, StepSpec
-from rillet.errors import SpecMismatchError
 from rillet.learners import optim, r2d2, recurrent_value, sequence_targets
 from rillet.learners.networks.hindsight import HindsightHead, ModelledValueHead
 from rillet.learners.networks.recurrent import RecurrentNetwork, recurrent_network
@@ -71,6 +69,10 @@ class HiMoConfig(r2d2.R2D2Config):
     def sequence_length(self) -> int:
         """L = burn_in + trace_length + n_step + lookahead: every trained step has n + k steps after it."""
         return self.burn_in + self.trace_length + self.n_step + self.lookahead
+
+    def sequence_layout(self) -> str:
+        return (f"burn_in={self.burn_in} + trace_length={self.trace_length} + n_step={self.n_step} + "
+                f"lookahead={self.lookahead}")
 
     def value_window(self) -> "HiMoConfig":
         """This config with trace_length W = L - burn_in - 1: the host's (R2D2's) targets over all the steps
@@ -117,12 +119,7 @@ def init(key: jax.Array, spec: StepSpec, config: HiMoConfig) -> ValueState:
 def unroll(online: RecurrentNetwork, target: RecurrentNetwork, batch: Mapping[str, Any], config: HiMoConfig):
     """Checks the sequence length, then the burn-in unroll: (features h [B, W+1, H], online heads, target
     heads), heads {name: [B, W+1, ...]} over the steps after the burn-in (W = L - burn_in - 1)."""
-    L = np.shape(batch["action"])[1]
-    if L != config.sequence_length:
-        raise SpecMismatchError(
-            f"HiMo batch has sequences of length {L}; burn_in={config.burn_in} + trace_length={config.trace_length}"
-            f" + n_step={config.n_step} + lookahead={config.lookahead} = {config.sequence_length}. Write replay "
-            "sequences of that length (the agent record's replay item gives it).")
+    r2d2.check_sequence_length(batch, config)
     features, online_heads = recurrent_value.online_unroll_features(online, batch, config.burn_in, config.scan_unroll)
     return features, online_heads, recurrent_value.target_unroll(target, batch, config.burn_in, config.scan_unroll)
 

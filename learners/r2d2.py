@@ -41,9 +41,8 @@ from rillet.learners.target_network import update_target
 from rillet.learners.value_state import ValueState, init_value_state
 
 __all__ = ["R2D2Config", "R2D2State", "init", "update", "sequence_loss", "spec_extras", "core_inputs",
-           "build_network", "check_discrete_actions", "optimizers", "value_metrics", "add_distillation", "regulariser_aux",
-           "regulariser_metrics",
-           "EXTRAS"]
+           "build_network", "check_discrete_actions", "check_sequence_length", "optimizers", "value_metrics",
+           "add_distillation", "regulariser_aux", "regulariser_metrics", "EXTRAS"]
 
 EXTRAS = ("recurrent_state_h", "recurrent_state_c", "behaviour_prob", "prev_action", "prev_reward")
 
@@ -119,6 +118,10 @@ class R2D2Config:
     def sequence_length(self) -> int:
         """L = burn_in + trace_length + 1 (the last step only bootstraps)."""
         return self.burn_in + self.trace_length + 1
+
+    def sequence_layout(self) -> str:
+        """What sequence_length adds up, for error messages."""
+        return f"burn_in={self.burn_in} + trace_length={self.trace_length} + 1 bootstrap step"
 
     def validate(self) -> "R2D2Config":
         """Raises ConfigError naming the first bad field; returns self."""
@@ -273,13 +276,18 @@ def regulariser_metrics(aux: Mapping[str, Any], online, batch: Mapping[str, Any]
 def unroll(online, target, batch: Mapping[str, Any], config: R2D2Config) -> tuple[dict, dict]:
     """Checks the sequence length, then R2D2's burn-in unroll: (online heads, target heads), each
     {head: [B, T+1, ...]} over the steps after the burn-in."""
+    check_sequence_length(batch, config)
+    return recurrent_value.unroll_with_burn_in(online, target, batch, config.burn_in, config.scan_unroll)
+
+
+def check_sequence_length(batch: Mapping[str, Any], config: R2D2Config) -> None:
+    """SpecMismatchError unless the batch's sequences [B, L] have config.sequence_length steps."""
     L = np.shape(batch["action"])[1]
     if L != config.sequence_length:
         raise SpecMismatchError(
-            f"R2D2 batch has sequences of length {L}; burn_in={config.burn_in} + trace_length="
-            f"{config.trace_length} + 1 bootstrap step = {config.sequence_length}. Write replay sequences of "
-            "that length.")
-    return recurrent_value.unroll_with_burn_in(online, target, batch, config.burn_in, config.scan_unroll)
+            f"{type(config).__name__} takes sequences of {config.sequence_layout()} = {config.sequence_length} "
+            f"steps, but the batch has sequences of length {L}. Write replay sequences of that length (the agent "
+            "record's replay item gives it).")
 
 
 def sequence_td(q_online: jax.Array, q_target: jax.Array, pi: jax.Array, batch: Mapping[str, Any],

@@ -40,39 +40,36 @@ class ConditionedQ(eqx.Module):
         return self.head(self.layer(jnp.concatenate([features, phi.astype(features.dtype)], axis=-1)))
 
 
-class ModelledValueHead(eqx.Module):
-    """q_m(h) = psi'(h, sg phi_hat(h)): features [..., H] -> [..., A]; model phi_hat: [..., H] -> [..., d]."""
+class _FeatureAndValue(eqx.Module):
+    """A feature MLP phi: [..., H] -> [..., d] (one hidden layer) and a value psi = ConditionedQ over [h, phi]."""
 
-    model: MLP
-    value: ConditionedQ
+    phi: MLP
+    psi: ConditionedQ
 
     def __init__(self, in_size: int, phi_size: int, hidden: int, num_actions: int, dueling: bool, key: jax.Array):
-        k_model, k_value = jax.random.split(key)
-        self.model = MLP(in_size, (hidden,), phi_size, k_model)
-        self.value = ConditionedQ(in_size, phi_size, hidden, num_actions, dueling, k_value)
+        k_phi, k_psi = jax.random.split(key)
+        self.phi = MLP(in_size, (hidden,), phi_size, k_phi)
+        self.psi = ConditionedQ(in_size, phi_size, hidden, num_actions, dueling, k_psi)
+
+
+class ModelledValueHead(_FeatureAndValue):
+    """q_m(h) = psi'(h, sg phi_hat(h)): features [..., H] -> [..., A]; here `phi` is the model phi_hat and
+    `psi` is psi'."""
 
     def predict(self, features: jax.Array) -> jax.Array:
         """phi_hat(h) [..., d], with its gradient into h (the model loss shapes the core's features)."""
-        return self.model(features)
+        return self.phi(features)
 
     def __call__(self, features: jax.Array) -> jax.Array:
-        return self.value(features, jax.lax.stop_gradient(self.predict(features)))
+        return self.psi(features, jax.lax.stop_gradient(self.predict(features)))
 
 
-class HindsightHead(eqx.Module):
+class HindsightHead(_FeatureAndValue):
     """phi(sg h): features [..., H] -> [..., d]; values(h_t, phi) = psi(sg h_t, phi) -> [..., A]."""
 
-    feature: MLP
-    value: ConditionedQ
-
-    def __init__(self, in_size: int, phi_size: int, hidden: int, num_actions: int, dueling: bool, key: jax.Array):
-        k_feature, k_value = jax.random.split(key)
-        self.feature = MLP(in_size, (hidden,), phi_size, k_feature)
-        self.value = ConditionedQ(in_size, phi_size, hidden, num_actions, dueling, k_value)
-
     def __call__(self, features: jax.Array) -> jax.Array:
-        return self.feature(jax.lax.stop_gradient(features))
+        return self.phi(jax.lax.stop_gradient(features))
 
     def values(self, features: jax.Array, phi: jax.Array) -> jax.Array:
         """q+ = psi(sg h_t, phi): features [..., H] of step t, phi [..., d] of step t + k -> [..., A]."""
-        return self.value(jax.lax.stop_gradient(features), phi)
+        return self.psi(jax.lax.stop_gradient(features), phi)

@@ -55,13 +55,13 @@ def test_stop_gradients(state):
     core = lambda g: (g.torso, g.core)  # noqa: E731  (the features h_t come from these)
     q_head, phi_head = (lambda g: g.heads["q"]), (lambda g: g.heads["phi"])
     model = grads["model_loss"]  # trains phi_hat and h_t, never phi
-    assert all_zero(phi_head(model)) and not all_zero(q_head(model).model) and not all_zero(core(model))
+    assert all_zero(phi_head(model)) and not all_zero(q_head(model).phi) and not all_zero(core(model))
     plus = grads["hindsight_loss"]  # trains phi and psi, never h_t (nor h_{t+k}) nor q_m's head
     assert all_zero(core(plus)) and all_zero(q_head(plus))
-    assert not all_zero(phi_head(plus).feature) and not all_zero(phi_head(plus).value)
+    assert not all_zero(phi_head(plus).phi) and not all_zero(phi_head(plus).psi)
     value = grads["q_loss"]  # trains psi' and h_t, never phi_hat (sg) nor the hindsight head
-    assert all_zero(q_head(value).model) and all_zero(phi_head(value))
-    assert not all_zero(q_head(value).value) and not all_zero(core(value))
+    assert all_zero(q_head(value).phi) and all_zero(phi_head(value))
+    assert not all_zero(q_head(value).psi) and not all_zero(core(value))
 
 
 def loop_features(network, batch):
@@ -155,7 +155,7 @@ def test_update_learns_and_reports_each_term(state):
 
 
 def test_wrong_sequence_length_says_what_to_write(state):
-    with pytest.raises(SpecMismatchError, match="lookahead=2 = 14"):
+    with pytest.raises(SpecMismatchError, match="lookahead=2 = 14 steps"):
         himo.loss_terms(state.online, state.target, make_batch(0), CONFIG)
 
 
