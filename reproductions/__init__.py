@@ -13,6 +13,7 @@ from rillet.reproductions.agent57_atari_smoke import agent57_atari_smoke
 from rillet.reproductions.agent57_minigrid import agent57_minigrid
 from rillet.reproductions.common import plot_runs
 from rillet.reproductions.deep_sea import deep_sea
+from rillet.reproductions.himo_hindsight import himo_hindsight
 from rillet.reproductions.meme_minigrid import meme_minigrid
 from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
 from rillet.reproductions.pac_offline import pac_data, pac_seeds, pac_vs_bc
@@ -37,5 +38,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "meme-minigrid": meme_minigrid,
     "recode-density": recode_density,
     "deep-sea": deep_sea,
+    "himo-hindsight": himo_hindsight,
     "plot-runs": plot_runs,
 }

@@ -113,9 +113,10 @@ def grouped_bars(values: Mapping[str, Mapping[str, float | None]], errors: Mappi
 
 
 def seed_dots(table: Mapping[str, dict], settings: Sequence[str], references: Mapping[str, float], path: str,
-              title: str, reference_label: str = "dataset mean") -> str:
+              title: str, reference_label: str = "dataset mean", ylabels: Mapping[str, str] | None = None) -> str:
     """One panel per task: per setting a bar at its mean over seeds (table[setting]["mean"][task]) and a
-    dot per seed (table[setting]["per_seed"][seed][task]); a dashed line at references[task]."""
+    dot per seed (table[setting]["per_seed"][seed][task]); a dashed line at references[task]; each panel's
+    y label is ylabels[task] (default "episode return")."""
     plt = pyplot()
     tasks = sorted(references)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), dpi=100, squeeze=False)
@@ -126,7 +127,7 @@ def seed_dots(table: Mapping[str, dict], settings: Sequence[str], references: Ma
             ax.scatter([i] * len(ys), ys, color="black", s=12, zorder=3)
         ax.axhline(references[task], color="grey", linestyle="--", label=reference_label)
         ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right", fontsize=7)
-        ax.set(title=task, ylabel="episode return")
+        ax.set(title=task, ylabel=(ylabels or {}).get(task, "episode return"))
         ax.legend(fontsize=7)
     fig.suptitle(title)
     return save_figure(fig, path)
