@@ -16,15 +16,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
 
+from rillet.errors import ConfigError
 from rillet.learners.dqn import DQNConfig
 from rillet.learners.tdu import TDUConfig
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.pipelines.metrics import read_jsonl
-from rillet.reproductions.common import pyplot, save_figure, write_json
+from rillet.reproductions.common import pyplot, read_curve, save_figure, write_json
 
 _NET = dict(hidden_sizes=(50, 50), learning_rate=1e-3, target_update_period=4)
 # agent -> (learner config, actors' epsilon): bootdqn acts with 10 members trained on r; TDU with 10
@@ -82,9 +84,12 @@ def bsuite_solutions(tables: dict[tuple[str, int, int], dict], episodes: int) ->
     rows = []
     for (agent, size, seed), table in sorted(tables.items()):
         df = pd.DataFrame({k: v for k, v in table.items() if k != "treasure"})
-        found = analysis.find_solution(df, merge=False, num_episodes=episodes).iloc[0]
+        with warnings.catch_warnings():  # bsuite's analysis uses Series.append (deprecated in pandas 1.5)
+            warnings.simplefilter("ignore", FutureWarning)
+            found = analysis.find_solution(df, merge=False, num_episodes=episodes).iloc[0]
+            beat_dither = bool(analysis.score(df) > 0)
         rows.append({"agent": agent, "size": size, "seed": seed, "episode": int(found["episode"]),
-                     "solved": bool(found["solved"]), "beat_dither": bool(analysis.score(df) > 0),
+                     "solved": bool(found["solved"]), "beat_dither": beat_dither,
                      "treasure_episodes": int(table["treasure"].sum()), "episodes": len(table["episode"])})
     return rows
 
@@ -131,7 +136,7 @@ def deep_sea(out: str = "runs/deep-sea", agents: Sequence[str] = ("dqn", "bootdq
     """
     from rillet.pipelines.online import train_online
 
-    tables = {}
+    tables, greedy = {}, {}
     for agent in agents:
         for size in sizes:
             for seed in seeds:
@@ -140,10 +145,16 @@ def deep_sea(out: str = "runs/deep-sea", agents: Sequence[str] = ("dqn", "bootdq
                     train_online(deep_sea_config(agent, size, seed, episodes, run_dir, updates_per_step, tdu_beta))
                 if os.path.exists(os.path.join(run_dir, "episodes.jsonl")):
                     tables[(agent, size, seed)] = episode_table(run_dir, size, episodes)
-    rows = bsuite_solutions(tables, episodes)
+                    greedy[(agent, size, seed)] = read_curve(run_dir)[-1][1] if read_curve(run_dir) else None
+    if not tables:
+        raise ConfigError(f"no Deep Sea runs under {out!r} for agents {tuple(agents)}, sizes {tuple(sizes)}, "
+                          f"seeds {tuple(seeds)}: train them first (without --analyse-only).")
+    rows = [{**r, "greedy_return": greedy[(r["agent"], r["size"], r["seed"])]}
+            for r in bsuite_solutions(tables, episodes)]
     for r in rows:
         print(f"{r['agent']:>8} N={r['size']:<3} seed {r['seed']}: {'solved' if r['solved'] else 'not solved':>10} "
-              f"at episode {r['episode']:>5}; treasure in {r['treasure_episodes']} of {r['episodes']} episodes")
+              f"at episode {r['episode']:>5}; treasure in {r['treasure_episodes']} of {r['episodes']} episodes; "
+              f"final greedy return {r['greedy_return']}")
     result = {"episodes": episodes, "runs": rows, "score": _scores(rows)}
     write_json(os.path.join(out, "deep_sea.json"), result)
     print(json.dumps(result["score"], indent=1))

@@ -33,3 +33,21 @@ def test_tdu_trains_resumes_and_logs_on_deep_sea(tmp_path):
     episodes = read_jsonl(os.path.join(run_dir, "episodes.jsonl"))
     assert len(table["episode"]) >= 90 and all(e["length"] == SIZE for e in episodes)
     assert table["total_bad_episodes"][-1] == len(episodes) - table["treasure"].sum()
+
+
+def test_bsuite_scores_hand_made_episode_tables():
+    import numpy as np
+
+    from rillet.reproductions.deep_sea import bsuite_solutions
+
+    def table(treasure):
+        treasure = np.asarray(treasure, bool)
+        return {"episode": np.arange(1, len(treasure) + 1), "total_bad_episodes": np.cumsum(~treasure),
+                "treasure": treasure, "size": np.full(len(treasure), SIZE)}
+
+    late = table([False] * 100 + [True] * 200)  # 100 bad episodes, then only treasure
+    never = table([False] * 300)
+    rows = {r["agent"]: r for r in bsuite_solutions({("late", SIZE, 0): late, ("never", SIZE, 0): never}, 300)}
+    # bsuite: solved at the first episode whose running share of bad episodes is below 0.8: 100 / e < 0.8
+    assert rows["late"]["solved"] and rows["late"]["episode"] == 126 and rows["late"]["beat_dither"]
+    assert not rows["never"]["solved"] and rows["never"]["episode"] == 300 and not rows["never"]["beat_dither"]
