@@ -98,9 +98,10 @@ def plot_deep_sea(tables: dict[tuple[str, int, int], dict], rows: list[dict], pa
     """Per size: the cumulative fraction of episodes that found the treasure (one line per run, colour
     per agent), and episodes until solved per agent (a dot per seed; unsolved at the top, hollow)."""
     plt = pyplot()
+    plt.rcdefaults()  # importing bsuite's analysis switches matplotlib to its own style
     sizes, agents = sorted({k[1] for k in tables}), sorted({k[0] for k in tables})
     colours = dict(zip(agents, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, axes = plt.subplots(2, len(sizes), figsize=(4.5 * len(sizes), 7), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(2, len(sizes), figsize=(4.5 * len(sizes), 7.5), dpi=100, squeeze=False)
     for col, size in enumerate(sizes):
         for (agent, s, seed), table in sorted(tables.items()):
             if s == size:
@@ -114,7 +115,9 @@ def plot_deep_sea(tables: dict[tuple[str, int, int], dict], rows: list[dict], pa
                 axes[1, col].scatter(i, r["episode"], color=colours[agent],
                                      facecolors=colours[agent] if r["solved"] else "none")
         axes[1, col].set_xticks(range(len(agents)), agents)
-        axes[1, col].set(ylabel="episodes until solved (bsuite; hollow: not solved)")
+        axes[1, col].set(ylabel="episodes until solved", ylim=(0, 1.05 * max(r["episodes"] for r in rows)),
+                         xlim=(-0.5, len(agents) - 0.5),
+                         title="bsuite's solved (hollow: not solved)")
     return save_figure(fig, path)
 
 
