@@ -114,7 +114,8 @@ def door_config(agent: str, learner, seed: int, total_env_steps: int, run_dir: s
 
 def held_out(run_dir: str, episodes: int = HELD_OUT_EPISODES) -> dict:
     """Greedy episodes of the run's latest checkpoint on held-out seeds: value_error, first_step_error,
-    expected_value_error (against E[G_t | door, key], without the reward noise), return (mean
+    expected_value_error (against E[G_t | door, key], without the reward noise; expected_error_by_step
+    [LENGTH] its mean at each step), return (mean
     undiscounted), right_door (share of episodes), noise_floor (of value_error)."""
     from rillet.pipelines.policy_loader import load_policy
 
@@ -142,8 +143,10 @@ def held_out(run_dir: str, episodes: int = HELD_OUT_EPISODES) -> dict:
     error = (q_taken - returns) ** 2
     right = np.array([e.chose_right_door() for e in envs])
     expected = np.where(right, 1.0, -1.0)[:, None] * discounts[::-1][None, :]  # E[G_t | door, key]
+    expected_error = (q_taken - expected) ** 2
     return {"value_error": float(error.mean()), "first_step_error": float(error[:, 0].mean()),
-            "expected_value_error": float(np.mean((q_taken - expected) ** 2)),
+            "expected_value_error": float(expected_error.mean()),
+            "expected_error_by_step": expected_error.mean(0).tolist(),
             "return": float(rewards.sum(1).mean()), "right_door": float(right.mean()),
             "noise_floor": noise_floor(config.gamma)}
 
