@@ -10,9 +10,8 @@ Both value heads learn from the same target: R2D2's transformed n-step (or other
 from the target network's q_m, through `r2d2.sequence_td`; only the taken action's entry is trained.
 
 Q form. HiMo is stated with state values v (v+, v^m; PAPERS.md), and PAPERS.md does not say how its R2D2
-agent turns them into action values. R2D2 is a Q-learner: it acts
-greedily on Q and bootstraps from Q(x_{t+n}, argmax_a Q_online), so the value it uses must be over
-actions. Each v becomes a Q head over actions [.., A]: v^m -> q_m(h_t, a) and v+ -> q+(h_t, a), both
+agent turns them into action values. R2D2 is a Q-learner: it acts greedily on Q and bootstraps from
+Q(x_{t+n}, argmax_a Q_online), so the value it uses must be over actions. Each v becomes a Q head over actions [.., A]: v^m -> q_m(h_t, a) and v+ -> q+(h_t, a), both
 trained on Q(x_t, a_t) against G_t (the TD loss of the host). phi and phi_hat stay action-free: phi
 summarises the future that followed a_t (so q+ is the value of the taken action given that future), and
 phi_hat(h_t) predicts that summary under the behaviour's action at x_t, as v^m's model does in the paper;
