@@ -11,11 +11,12 @@ from the target network's q_m, through `r2d2.sequence_td`; only the taken action
 
 Q form. HiMo is stated with state values v (v+, v^m; PAPERS.md), and PAPERS.md does not say how its R2D2
 agent turns them into action values. R2D2 is a Q-learner: it acts greedily on Q and bootstraps from
-Q(x_{t+n}, argmax_a Q_online), so the value it uses must be over actions. Each v becomes a Q head over actions [.., A]: v^m -> q_m(h_t, a) and v+ -> q+(h_t, a), both
-trained on Q(x_t, a_t) against G_t (the TD loss of the host). phi and phi_hat stay action-free: phi
-summarises the future that followed a_t (so q+ is the value of the taken action given that future), and
-phi_hat(h_t) predicts that summary under the behaviour's action at x_t, as v^m's model does in the paper;
-q_m reads the prediction for every action. This mapping is this library's reading.
+Q(x_{t+n}, argmax_a Q_online), so the value it uses must be over actions. Each v becomes a Q head over
+actions [.., A]: v^m -> q_m(h_t, a) and v+ -> q+(h_t, a), both trained on Q(x_t, a_t) against G_t (the
+TD loss of the host). phi and phi_hat stay action-free: phi summarises the future that followed a_t (so
+q+ is the value of the taken action given that future), and phi_hat(h_t) predicts that summary under the
+behaviour's action at x_t, as v^m's model does in the paper; q_m reads the prediction for every action.
+This mapping is this library's reading.
 
 Sequences. A batch holds L = burn_in + trace_length + n_step + lookahead steps (`HiMoConfig.sequence_length`),
 so that each of the trace_length trained steps t (steps burn_in .. burn_in + T - 1) has n + k steps after
