@@ -35,7 +35,7 @@ def term_grads(state, batch, config=CONFIG):
 
     def term(name):
         return lambda p: himo.loss_terms(eqx.combine(p, static), state.target, batch, config)[0][name]
-    return {name: jax.grad(term(name))(params) for name in himo.LOSS_TERMS}
+    return eqx.filter_jit(lambda p: {name: jax.grad(term(name))(p) for name in himo.LOSS_TERMS})(params)
 
 
 def all_zero(tree):
