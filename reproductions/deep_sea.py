@@ -59,7 +59,8 @@ def deep_sea_config(agent: str, size: int, seed: int, episodes: int, run_dir: st
         learner = dataclasses.replace(learner, tdu_beta=tdu_beta)
     batch = 128
     return OnlineConfig(agent=agent, learner=learner, env_id=bsuite_id(size), seed=seed,
-                        total_env_steps=(episodes + NUM_ENVS) * (size + 1), eval_every_steps=0, eval_episodes=1, gamma=0.99,
+                        total_env_steps=(episodes + NUM_ENVS) * (size + 1), eval_every_steps=0, eval_episodes=1,
+                        gamma=0.99,
                         checkpoint_every_updates=5_000, run_dir=run_dir, progress=False,
                         replay=ReplayConfig(max_size=10_000, min_size_to_sample=batch * 2, n_step=1, batch_size=batch,
                                             samples_per_insert=updates_per_step * batch),

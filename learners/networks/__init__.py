@@ -15,7 +15,8 @@ from rillet.learners.networks.mlp import MLP, batch_apply
 from rillet.learners.networks.nature_dqn import FEATURES, NatureDQN
 from rillet.learners.networks.nfnet import NFNetTorso
 
-__all__ = ["MLP", "NatureDQN", "NFNetTorso", "Flattened", "LinearHead", "DuelingHead", "QNetwork", "q_network", "make_torso",
+__all__ = ["MLP", "NatureDQN", "NFNetTorso", "Flattened", "LinearHead", "DuelingHead", "QNetwork", "q_network",
+           "make_torso",
            "TORSOS"]
 
 # "auto": mlp for vectors [D], nature_dqn for uint8 images [C, H, W]; "nfnet" takes either.
@@ -140,5 +141,6 @@ def make_torso(spec: StepSpec, key: jax.Array, kind: str = "auto",
         raise ConfigError(f"unknown torso {kind!r}; choose one of {TORSOS}.")
     raise ConfigError(
         f"Unsupported observation spec {obs.shape} {obs.dtype} for the {kind} torso: networks support vectors "
-        "[D] and float grids [H, W] (mlp, flattened; nfnet: vectors only) and uint8 images [C, H, W] (nature_dqn, nfnet; "
+        "[D] and float grids [H, W] (mlp, flattened; nfnet: vectors only) and uint8 images [C, H, W] "
+        "(nature_dqn, nfnet; "
         "scaled by 1/255). Flatten, stack or convert it.")
