@@ -44,7 +44,7 @@ def test_member_sequence_td_is_r2d2s_sequence_td_per_head(state):
 def _head_grads(state, config, batch):
     params, static = eqx.partition({"q": state.online}, eqx.is_inexact_array)
     loss = lambda p: recurrent_tdu._loss(eqx.combine(p, static), state.target, batch, config)[0]  # noqa: E731
-    return jax.grad(loss)(params)["q"].heads
+    return jax.jit(jax.grad(loss))(params)["q"].heads
 
 
 def test_the_bonus_reaches_only_the_exploration_heads(state):

@@ -33,7 +33,7 @@ def test_the_bonus_is_added_to_the_exploration_members_only():
 def _grads(config: tdu.TDUConfig, batch: dict):
     state = tdu.init(KEY, CARTPOLE, config)
     params, static = eqx.partition({"q": state.online}, eqx.is_inexact_array)
-    return jax.grad(lambda p: tdu._loss(eqx.combine(p, static), state.target, batch, config)[0])(params)["q"]
+    return jax.jit(jax.grad(lambda p: tdu._loss(eqx.combine(p, static), state.target, batch, config)[0]))(params)["q"]
 
 
 def _member_grads(grads, members: slice) -> np.ndarray:
@@ -74,10 +74,11 @@ def test_bootstrap_masks_zero_the_masked_members_losses():
     def loss(p, b):
         return dqn._loss(eqx.combine(p, static), state.target, b, config)[0]
 
-    grads = jax.grad(loss)({**params}, {**batch, "extras": {"bootstrap_mask": mask}})["q"]
+    grad = jax.jit(jax.grad(loss))
+    grads = grad(params, {**batch, "extras": {"bootstrap_mask": mask}})["q"]
     assert np.all(_member_grads(grads, slice(1, 2)) == 0) and np.any(_member_grads(grads, slice(0, 1)) != 0)
     half = {k: v[4:] for k, v in batch.items()}
-    grads_half = jax.grad(loss)(params, half)["q"]  # member 2 on the unmasked half alone (mean over 4, not 8)
+    grads_half = grad(params, half)["q"]  # member 2 on the unmasked half alone (mean over 4, not 8)
     np.testing.assert_allclose(_member_grads(grads, slice(2, 3)), 0.5 * _member_grads(grads_half, slice(2, 3)),
                                rtol=1e-4, atol=1e-7)
     assert dqn.spec_extras(CARTPOLE, config).extras["bootstrap_mask"].shape == (3,)
