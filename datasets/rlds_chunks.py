@@ -105,6 +105,8 @@ class ChunkSource:
         lengths = r.lengths[ids]
         cols = T.decode_columns(_records(r.episodes, ids), r.episodes.layout, lengths, r.path)
         off = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        if r.derive is not None:
+            cols = r.derive(cols, off)
         return T.gather(cols, off, lengths, ep, k, r.transform, n=r.n, gamma=r.gamma, window=r.window,
                         stride=r.stride)
 

@@ -18,7 +18,7 @@ processes, prefetch threads); sharding by JAX process is in the chunk plan.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -118,9 +118,10 @@ class RldsRecords:
 
     def __init__(self, path: str, split: str = "train", *, transform: str = "transitions", n: int = 3,
                  gamma: float = 0.99, window: int = 16, stride: int | None = None, pad: bool = True,
-                 min_return: float | None = None, spec: StepSpec | None = None):
+                 every_start: bool = False, min_return: float | None = None, spec: StepSpec | None = None,
+                 derive: Callable[[dict, np.ndarray], dict] | None = None):
         T.check_transform(transform, n=n, gamma=gamma, window=window, stride=stride)
-        self.path, self.split = os.fspath(path), split
+        self.path, self.split, self.derive = os.fspath(path), split, derive
         self.transform, self.n, self.gamma = transform, n, gamma
         self.window, self.stride, self.pad = window, (window if stride is None else stride), pad
         self.episodes = open_episodes(self.path, split, spec)
@@ -132,10 +133,10 @@ class RldsRecords:
         if not keep.any():
             raise ConfigError(f"no episode of '{self.path}' ({split}) has return >= {min_return}; returns "
                               f"range {self.returns.min():g}..{self.returns.max():g}.")
-        if transform == "windows" and window > self.lengths[keep].max():
+        if transform == "windows" and not every_start and window > self.lengths[keep].max():
             raise ConfigError(f"window={window} is longer than every episode of '{self.path}' ({split}; "
                               f"longest {int(self.lengths[keep].max())} steps). Use a shorter window.")
-        counts = T.record_counts(self.lengths, transform, window, self.stride, pad) * keep
+        counts = T.record_counts(self.lengths, transform, window, self.stride, pad, every_start) * keep
         self.kept = np.flatnonzero(counts)
         self.offsets = np.concatenate([[0], np.cumsum(counts[self.kept])])
         if self.offsets[-1] == 0:
@@ -155,6 +156,8 @@ class RldsRecords:
     def __getitem__(self, index: int) -> dict:
         episode, k = self.locate(int(index))
         steps = T.decode_episode(_record(self.episodes, episode), self.episodes.layout, self.path)
+        if self.derive is not None:
+            steps = self.derive(steps, np.zeros(1, np.int64))
         if self.transform == "transitions":
             return T.transition(steps, k)
         if self.transform == "nstep":
@@ -231,8 +234,10 @@ class RldsLoader:
 def rlds_loader(path: str, *, split: str = "train", transform: str = "transitions", batch_size: int = 32,
                 seed: int = 0, shuffle: bool = True, num_epochs: int | None = 1, worker_count: int = 0,
                 worker_buffer_size: int = 2, n: int = 3, gamma: float = 0.99, window: int = 16,
-                stride: int | None = None, pad: bool = True, min_return: float | None = None,
-                spec: StepSpec | None = None, drop_remainder: bool = True, shard_index: int | None = None,
+                stride: int | None = None, pad: bool = True, every_start: bool = False,
+                min_return: float | None = None,
+                spec: StepSpec | None = None, derive: Callable[[dict, np.ndarray], dict] | None = None,
+                drop_remainder: bool = True, shard_index: int | None = None,
                 shard_count: int | None = None, read_threads: int = 16, prefetch: int = 500,
                 shuffle_buffer: int = 16384) -> RldsLoader:
     """The loader (iterable; see `rlds` for the arguments)."""
@@ -246,7 +251,7 @@ def rlds_loader(path: str, *, split: str = "train", transform: str = "transition
     if num_epochs is not None and num_epochs < 1:
         raise ConfigError(f"num_epochs must be >= 1 or None, got {num_epochs}.")
     records = RldsRecords(path, split, transform=transform, n=n, gamma=gamma, window=window, stride=stride,
-                          pad=pad, min_return=min_return, spec=spec)
+                          pad=pad, every_start=every_start, min_return=min_return, spec=spec, derive=derive)
     if shard_index is None or shard_count is None:
         import jax
 
@@ -272,8 +277,11 @@ def rlds(path: str, **kwargs) -> RldsIterator:
     transform: "transitions" -> observation [B, *obs], action [B, *act], reward [B], discount [B],
       next_observation [B, *obs], is_terminal [B], extras {name: [B, ...]};
       "nstep" (n, gamma) -> the same with n-step reward and bootstrap discount gamma^m * prod d;
-      "windows" (window, stride=window, pad) -> {"steps": {field: [B, window, ...]}, "mask": [B, window]}.
+      "windows" (window, stride=window, pad, every_start) -> {"steps": {field: [B, window, ...]},
+      "mask": [B, window]}; starts as `rlds_transforms.record_counts` says.
     split, min_return (keep episodes with return >= it), spec (checked against the features),
+    derive (steps {field: [N, ...]}, episode offsets [E]) -> steps: adds columns computed from whole
+    episodes (e.g. the previous action) before records are cut; a module-level function (workers pickle it),
     batch_size, drop_remainder, seed, shuffle, num_epochs (None: forever), worker_count (processes;
     0: in this one), shard_index/shard_count (default: jax.process_index()/process_count()).
 

@@ -125,12 +125,17 @@ def check_transform(transform: str, *, n: int = 1, gamma: float = 0.99, window: 
 
 
 def record_counts(lengths: np.ndarray, transform: str, window: int = 1, stride: int | None = None,
-                  pad: bool = True) -> np.ndarray:
-    """[E] int64: records each episode of `lengths` [E] steps yields under `transform`."""
+                  pad: bool = True, every_start: bool = False) -> np.ndarray:
+    """[E] int64: records each episode of `lengths` [E] steps yields under `transform`. Windows start at
+    0, stride, ...: up to the first that reaches the episode's end (pad), only whole ones (not pad), or
+    every_start: at every start before the last step (the replay SequenceWriter's rule, so that with a
+    burn-in the last transitions are learned from too)."""
     lengths = np.asarray(lengths, np.int64)
     if transform in ("transitions", "nstep"):
         return np.maximum(lengths - 1, 0)
     stride = window if stride is None else stride
+    if every_start:
+        return -(-np.maximum(lengths - 1, 0) // stride)
     if not pad:
         return np.where(lengths >= window, (lengths - window) // stride + 1, 0)
     # starts 0, stride, ... below L, up to and including the first that reaches the end

@@ -2,7 +2,8 @@
 epsilon ladder. Actors act epsilon-greedily on the head "q", which in HiMo's network is q_m(h_t) =
 psi'(h_t, sg phi_hat(h_t)) (each actor step computes it from the core's features, as R2D2's step computes
 its Q); evaluation is greedy on it. Replay items are sequences of the config's sequence_length
-(burn_in + trace_length + n_step + lookahead)."""
+(burn_in + trace_length + n_step + lookahead); the replay writer and the dataset reader
+(`pipelines.agent_data.agent_batches`) both take it from `replay_item`."""
 
 from __future__ import annotations
 
