@@ -64,9 +64,9 @@ def agent_batches(path: str, agent: str, config: Any, replay: Any, *, gamma: flo
         it = rlds(path, split=split, transform="nstep", n=replay.n_step, gamma=gamma, batch_size=replay.batch_size,
                   seed=seed, shuffle=shuffle, num_epochs=num_epochs, **loader)
         return (_checked(record, spec, _transition_batch(b, spec)) for b in it)
-    it = rlds(path, split=split, transform="windows", window=item.length, stride=replay.sequence_period, every_start=True,
-              derive=previous_step, batch_size=replay.batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
-              **loader)
+    it = rlds(path, split=split, transform="windows", window=item.length, stride=replay.sequence_period,
+              every_start=True, derive=previous_step, batch_size=replay.batch_size, seed=seed, shuffle=shuffle,
+              num_epochs=num_epochs, **loader)
     return (_checked(record, spec, _sequence_batch(b, spec)) for b in it)
 
 
