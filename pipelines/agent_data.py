@@ -49,9 +49,29 @@ def previous_step(steps: dict, offsets: np.ndarray) -> dict:
     return {**steps, "extras": extras}
 
 
+class AgentBatches:
+    """Iterator of an agent's batches over an `rlds` iterator; get_state()/set_state() are the
+    loader's, as a str (a checkpoint's meta holds it; a resume continues mid-epoch exactly)."""
+
+    def __init__(self, records, convert):
+        self.records, self.convert = records, convert
+
+    def __iter__(self) -> "AgentBatches":
+        return self
+
+    def __next__(self) -> dict:
+        return self.convert(next(self.records))
+
+    def get_state(self) -> str:
+        return self.records.get_state().decode()
+
+    def set_state(self, state: str) -> None:
+        self.records.set_state(state.encode())
+
+
 def agent_batches(path: str, agent: str, config: Any, replay: Any, *, gamma: float = 0.99, split: str = "train",
                   seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
-                  **loader: Any) -> Iterator[dict]:
+                  **loader: Any) -> AgentBatches:
     """Endless (num_epochs=None) batches of `agent`'s replay items under learner `config` from the RLDS
     dataset at `path`: replay.batch_size items, sequences every replay.sequence_period steps or
     replay.n_step transitions discounted by gamma (the run's --gamma). Other keyword arguments go to
@@ -59,20 +79,20 @@ def agent_batches(path: str, agent: str, config: Any, replay: Any, *, gamma: flo
     an extra the agent's learner needs and cannot be filled."""
     record = get_agent(agent)
     item = record.replay_item(config)
-    spec = _learner_spec(path, split, record, config, RECURRENT_FILLS if item.kind == "sequence" else ())
+    spec = learner_spec(path, split, record, config)
+    common = dict(split=split, batch_size=replay.batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs)
     if item.kind == "transition":
-        it = rlds(path, split=split, transform="nstep", n=replay.n_step, gamma=gamma, batch_size=replay.batch_size,
-                  seed=seed, shuffle=shuffle, num_epochs=num_epochs, **loader)
-        return (_checked(record, spec, _transition_batch(b, spec)) for b in it)
-    it = rlds(path, split=split, transform="windows", window=item.length, stride=replay.sequence_period,
-              every_start=True, derive=previous_step, batch_size=replay.batch_size, seed=seed, shuffle=shuffle,
-              num_epochs=num_epochs, **loader)
-    return (_checked(record, spec, _sequence_batch(b, spec)) for b in it)
+        records = rlds(path, transform="nstep", n=replay.n_step, gamma=gamma, **common, **loader)
+        return AgentBatches(records, lambda b: _checked(record, spec, _transition_batch(b, spec)))
+    records = rlds(path, transform="windows", window=item.length, stride=replay.sequence_period, every_start=True,
+                   derive=previous_step, **common, **loader)
+    return AgentBatches(records, lambda b: _checked(record, spec, _sequence_batch(b, spec)))
 
 
-def _learner_spec(path: str, split: str, record, config, fills: tuple[str, ...]) -> StepSpec:
-    """The spec the agent's learner takes, from the dataset's env spec; SpecMismatchError when the
-    dataset lacks an extra the learner needs that is not among `fills`."""
+def learner_spec(path: str, split: str, record, config) -> StepSpec:
+    """The spec agent `record`'s learner takes under `config`, from the dataset's env spec;
+    SpecMismatchError when the dataset lacks an extra the learner needs and cannot be filled."""
+    fills = RECURRENT_FILLS if record.replay_item(config).kind == "sequence" else ()
     data_spec = RldsEpisodes(path, split).spec
     if data_spec is None:
         raise SpecMismatchError(f"'{path}' has no step spec in its dataset card; write it with rillet "

@@ -5,6 +5,7 @@ subcommand, and its options carry its name:
     rillet train-online dqn --env-id CartPole-v1 --total-env-steps 50000 --run-dir runs/x
     rillet train-online r2d2 --observation-indices 0 2 --r2d2.burn-in 10 --r2d2.lstm-size 128
     rillet train-online r2d2 --help                     # the run's options and R2D2's only
+    rillet train-offline r2d2 --data DIR --num-updates 5000  # a value agent from an RLDS dataset
 """
 
 from __future__ import annotations
@@ -135,24 +136,26 @@ AGENT_COMMANDS: dict[str, Callable] = {"train-online": train_online_cmd, "act": 
                                        "replay-server": replay_server_cmd}
 
 
-def online_config_type(agent_name: str) -> type:
-    """OnlineConfig with `learner` typed as the agent's options under --<agent>.* and `agent` fixed."""
+def online_config_type(agent_name: str, base: type = OnlineConfig) -> type:
+    """`base` (OnlineConfig, AgentOfflineConfig) with `learner` typed as the agent's options under
+    --<agent>.* and `agent` fixed."""
     agent = get_agent(agent_name)
     learner = Annotated[agent.config_type, tyro.conf.arg(name=agent.name, help=f"{agent.name} options")]
     return dataclasses.make_dataclass(
-        f"OnlineConfig_{agent.name.replace('-', '_')}",
+        f"{base.__name__}_{agent.name.replace('-', '_')}",
         [("agent", Annotated[str, tyro.conf.Suppress], dataclasses.field(default=agent.name)),
          ("learner", learner, dataclasses.field(default=agent.default_config()))],
-        bases=(OnlineConfig,), frozen=True)
+        bases=(base,), frozen=True)
 
 
 def _agent_command(fn: Callable, agent_name: str) -> Callable:
-    """`fn(config: OnlineConfig, ...)` as a tyro command whose config options are the agent's."""
+    """`fn(config: <config class>, ...)` as a tyro command whose config options are the agent's."""
     hints = typing.get_type_hints(fn, include_extras=True)
-    config_type = online_config_type(agent_name)
+    base = hints["config"]
+    config_type = online_config_type(agent_name, base)
 
     def command(config, **kwargs):
-        plain = OnlineConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(OnlineConfig)})
+        plain = base(**{f.name: getattr(config, f.name) for f in dataclasses.fields(base)})
         return fn(plain, **kwargs)
 
     params = [p.replace(annotation=Annotated[config_type, tyro.conf.arg(name="")] if p.name == "config"
@@ -186,11 +189,11 @@ def _agent_argv(command: str, argv: list[str]) -> str:
     return agent
 
 
-def _run_agent_command(command: str, argv: list[str]) -> None:
+def _run_agent_command(command: str, argv: list[str], fn: Callable | None = None) -> None:
     agent = _agent_argv(command, argv)
-    fn = _agent_command(AGENT_COMMANDS[command], agent)
-    tyro.cli(fn, args=argv[1:], prog=f"rillet {command} {agent}",
-             description=f"{get_agent(agent).summary}. {AGENT_COMMANDS[command].__doc__.strip()}")
+    fn = fn or AGENT_COMMANDS[command]
+    tyro.cli(_agent_command(fn, agent), args=argv[1:], prog=f"rillet {command} {agent}",
+             description=f"{get_agent(agent).summary}. {fn.__doc__.strip()}")
 
 
 def _reproductions() -> dict:
@@ -213,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "experiment":
             raise ConfigError("`rillet experiment NAME` is now `rillet reproduce NAME` (see `rillet reproduce --help`).")
-        if argv and argv[0] in AGENT_COMMANDS and not (len(argv) > 1 and argv[1] in ("-h", "--help")):
+        if argv[:1] == ["train-offline"] and len(argv) > 1 and argv[1] in agent_names() and argv[1] != "pac":
+            from rillet.pipelines.offline_agents import train_offline_agent_cmd
+
+            _run_agent_command("train-offline", argv[1:], train_offline_agent_cmd)
+        elif argv and argv[0] in AGENT_COMMANDS and not (len(argv) > 1 and argv[1] in ("-h", "--help")):
             _run_agent_command(argv[0], argv[1:])
         elif argv and argv[0] in AGENT_COMMANDS:
             print(f"usage: rillet {argv[0]} {{{','.join(agent_names())}}} [options]\n\n"

@@ -1,22 +1,28 @@
 """agent_batches: an agent's replay items from an RLDS dataset on disk (a real one, written by `rillet dataset
 generate`), their length from the agent record, the recurrent extras a random policy does not record filled
-from the data, and one learner update on them."""
+from the data; `rillet train-offline AGENT` training on them, resuming mid-epoch exactly."""
 
 import dataclasses
+import json
+import os
 
 import jax
 import numpy as np
 import pytest
 
 from rillet.datasets.rlds_reader import RldsEpisodes, rlds_episodes
-from rillet.errors import SpecMismatchError
+from rillet.errors import CheckpointError, SpecMismatchError
 from rillet.learners.agents import get_agent
 from rillet.learners.dqn import DQNConfig
 from rillet.learners.himo import HiMoConfig
 from rillet.learners.ngu import NGUConfig
 from rillet.pipelines.agent_data import agent_batches
 from rillet.pipelines.config import ReplayConfig
+from rillet.pipelines.checkpointing import Checkpointer
+from rillet.pipelines.cli import main
 from rillet.pipelines.dataset_cli import generate
+from rillet.pipelines.metrics import read_jsonl
+from rillet.pipelines.offline_agents import AgentOfflineConfig, train_offline_agent
 
 HIMO = HiMoConfig(burn_in=2, trace_length=4, n_step=2, lookahead=2, lstm_size=8, hidden_sizes=(8,), hindsight_hidden=8)
 REPLAY = ReplayConfig(sequence_period=3, batch_size=8, n_step=2)
@@ -54,19 +60,54 @@ def test_himo_sequences_take_their_length_from_the_agent_record_and_fill_the_ext
         assert not w["extras"]["recurrent_state_h"].any() and np.isnan(w["extras"]["behaviour_prob"]).all()
 
 
-def test_one_himo_update_on_dataset_sequences(data):
-    agent = get_agent("himo")
-    batch = next(agent_batches(data, "himo", HIMO, REPLAY, seed=0))
-    assert batch["observation"].shape == (REPLAY.batch_size, HIMO.sequence_length, 4)
-    state = agent.init(jax.random.PRNGKey(0), agent.spec(RldsEpisodes(data).spec, HIMO), HIMO)
-    _, metrics = agent.update(state, batch, HIMO)
-    assert all(np.isfinite(float(metrics[k])) for k in ("loss", "q_loss", "hindsight_loss", "model_loss"))
-    assert float(metrics["hindsight_steps"]) > 0
-
-
 def test_transitions_for_dqn_and_a_clear_error_for_extras_the_data_lacks(data):
     batch = next(agent_batches(data, "dqn", DQNConfig(), REPLAY, gamma=0.9, seed=0))
     assert batch["reward"].shape == (REPLAY.batch_size,) and "is_terminal" not in batch
     assert np.all(np.isclose(batch["discount"], 0.81) | (batch["discount"] == 0))  # gamma^2 unless it ended
     with pytest.raises(SpecMismatchError, match="prev_intrinsic_reward"):
         agent_batches(data, "ngu", NGUConfig(), REPLAY)
+
+
+def offline_dqn(data, run_dir, num_updates, **kw):
+    return AgentOfflineConfig(agent="dqn", learner=DQNConfig(hidden_sizes=(16,)), data=data, num_updates=num_updates,
+                              batch_size=16, eval_every_updates=0, eval_episodes=2, checkpoint_every_updates=7,
+                              run_dir=str(run_dir), **kw)
+
+
+def test_offline_dqn_resumes_mid_epoch_to_the_same_parameters(data, tmp_path):
+    """12 records per batch of 16 over ~300 transitions: 40 updates are two epochs; the interrupted run
+    stops at 21 (mid-epoch) and resumes from its checkpoint at 21."""
+    straight = train_offline_agent(offline_dqn(data, tmp_path / "a", 40))
+    train_offline_agent(offline_dqn(data, tmp_path / "b", 21))
+    resumed = train_offline_agent(offline_dqn(data, tmp_path / "b", 40))
+    assert straight["updates"] == resumed["updates"] == 40 and resumed["final_eval"]["episodes"] == 2
+    template = get_agent("dqn").init(jax.random.PRNGKey(0), learner_spec_of(data), DQNConfig(hidden_sizes=(16,)))
+    fingerprint = offline_dqn(data, "", 40).fingerprint()
+    a, _ = Checkpointer(os.path.join(tmp_path, "a", "checkpoints"), fingerprint).restore(template)
+    b, meta = Checkpointer(os.path.join(tmp_path, "b", "checkpoints"), fingerprint).restore(template)
+    assert meta["updates"] == 40
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(CheckpointError):
+        train_offline_agent(dataclasses.replace(offline_dqn(data, tmp_path / "b", 50), seed=1))
+    with pytest.raises(SpecMismatchError, match="observation-indices"):
+        train_offline_agent(offline_dqn(data, tmp_path / "c", 5, observation_indices=(0, 2)))
+
+
+def learner_spec_of(data):
+    from rillet.pipelines.agent_data import learner_spec
+
+    return learner_spec(data, "train", get_agent("dqn"), DQNConfig(hidden_sizes=(16,)))
+
+
+def test_train_offline_himo_from_the_command_line(data, tmp_path):
+    run_dir = str(tmp_path / "himo")
+    assert main(["train-offline", "himo", "--data", data, "--num-updates", "12", "--eval-every-updates", "6",
+                 "--eval-episodes", "2", "--batch-size", "8", "--sequence-period", "3", "--run-dir", run_dir,
+                 "--himo.burn-in", "2", "--himo.trace-length", "4", "--himo.n-step", "2", "--himo.lookahead", "2",
+                 "--himo.lstm-size", "8", "--himo.hidden-sizes", "8", "--himo.hindsight-hidden", "8"]) == 0
+    learner = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if "learner/loss" in r]
+    assert learner and all(np.isfinite(learner[-1][f"learner/{k}"]) for k in ("q_loss", "hindsight_loss", "model_loss"))
+    assert [r["updates"] for r in read_jsonl(os.path.join(run_dir, "curve.jsonl"))] == [6, 12]
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        assert json.load(f)["data_return_mean"] > 0
