@@ -11,7 +11,8 @@ it), shuffled and endless. The loop is the online runner's learner stage (`learn
 same logging, checkpoints and evaluation: every --eval-every-updates updates the agent's evaluator
 (greedy) plays --eval-episodes episodes of the dataset card's env_id (with --observation-indices,
 which must give the dataset's observation shape). Priorities an update returns are ignored (the
-data is sampled uniformly).
+data is sampled uniformly). --behaviour-cloning trains the same network (dqn's or r2d2's) by
+cross-entropy on the dataset's actions instead, the baseline (`learners.behaviour_cloning`).
 
 Run directory: config.json, metrics.jsonl + tb/ (learner/*, eval/*), curve.jsonl (updates, returns),
 checkpoints/<updates>/{state, meta} with the loader's Grain state in meta, learning_curve.png and
@@ -35,6 +36,7 @@ from rillet.datasets.rlds_reader import RldsEpisodes
 from rillet.errors import ConfigError, SpecMismatchError
 from rillet.evals.plots import learning_curve
 from rillet.evals.returns import greedy_return_stage
+from rillet.learners import behaviour_cloning
 from rillet.learners.agents import get_agent
 from rillet.pipelines.agent_data import agent_batches, learner_spec
 from rillet.pipelines.checkpointing import Checkpointer
@@ -44,6 +46,8 @@ from rillet.pipelines.metrics import MetricsWriter
 from rillet.pipelines.stages import Stream, every, last, take
 
 LOG_EVERY_UPDATES = 100
+CLONING_LOGITS = {"dqn": behaviour_cloning.transition_logits, "r2d2": behaviour_cloning.sequence_logits}
+"""The agents whose network behaviour cloning trains, and how it reads their logits."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +73,8 @@ class AgentOfflineConfig:
     eval_every_updates: int = 2_000
     eval_episodes: int = 10
     checkpoint_every_updates: int = 2_000
+    behaviour_cloning: bool = False
+    """Train the agent's network by behaviour cloning instead (dqn, r2d2: `learners.behaviour_cloning`)."""
     run_dir: str = "runs/offline-agent"
 
     def __post_init__(self):
@@ -86,6 +92,9 @@ class AgentOfflineConfig:
             _require(getattr(self, name) >= 1, name.replace("_", "-"), getattr(self, name), ">= 1")
         _require(self.eval_every_updates >= 0, "eval-every-updates", self.eval_every_updates, ">= 0")
         _require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
+        _require(not self.behaviour_cloning or self.agent in CLONING_LOGITS, "behaviour-cloning",
+                 self.behaviour_cloning, f"False for agent {self.agent} (behaviour cloning takes the network of "
+                 f"one of {sorted(CLONING_LOGITS)})")
         self.learner.validate()
         return self
 
@@ -96,7 +105,8 @@ class AgentOfflineConfig:
 
     def fingerprint(self) -> dict:
         """What a checkpoint must agree with to be resumed: the training stream and the learner."""
-        keep = ("agent", "observation_indices", "batch_size", "n_step", "sequence_period", "gamma", "seed")
+        keep = ("agent", "observation_indices", "batch_size", "n_step", "sequence_period", "gamma", "seed",
+                "behaviour_cloning")
         return {"data": os.path.abspath(self.data), **{k: getattr(self, k) for k in keep},
                 "learner": dataclasses.asdict(self.learner)}
 
@@ -132,7 +142,7 @@ def train_offline_agent(config: AgentOfflineConfig) -> dict:
         return result
 
     stream = (Stream(batches)
-              | learn(agent.update, state, config.learner, start=updates)
+              | learn(_update(config, agent), state, config.learner, start=updates)
               | take(config.num_updates - updates)
               | every(LOG_EVERY_UPDATES, log_metrics(metrics, "learner/"), start=updates, final=config.num_updates)
               | every(config.checkpoint_every_updates,
@@ -171,6 +181,14 @@ def train_offline_agent_cmd(config: AgentOfflineConfig) -> dict:
 class _Final:
     step: int
     state: Any
+
+
+def _update(config: AgentOfflineConfig, agent):
+    """The agent's update, or behaviour cloning on its network."""
+    if not config.behaviour_cloning:
+        return agent.update
+    logits = CLONING_LOGITS[config.agent]
+    return lambda state, batch, learner: behaviour_cloning.update(state, batch, learner, logits)
 
 
 def _evaluation(config: AgentOfflineConfig, agent, spec):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rillet.datasets.rlds_reader import RldsEpisodes, rlds_episodes
-from rillet.errors import CheckpointError, SpecMismatchError
+from rillet.errors import CheckpointError, ConfigError, SpecMismatchError
 from rillet.learners.agents import get_agent
 from rillet.learners.dqn import DQNConfig
 from rillet.learners.himo import HiMoConfig
@@ -66,6 +66,8 @@ def test_transitions_for_dqn_and_a_clear_error_for_extras_the_data_lacks(data):
     assert np.all(np.isclose(batch["discount"], 0.81) | (batch["discount"] == 0))  # gamma^2 unless it ended
     with pytest.raises(SpecMismatchError, match="prev_intrinsic_reward"):
         agent_batches(data, "ngu", NGUConfig(), REPLAY)
+    with pytest.raises(ConfigError, match="behaviour cloning takes the network of one of"):
+        AgentOfflineConfig(agent="himo", data=data, behaviour_cloning=True).validate()
 
 
 def offline_dqn(data, run_dir, num_updates, **kw):
