@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
+from rillet.datasets.rlds_loader import rlds
 from rillet.datasets.rlds_reader import RldsEpisodes, rlds_episodes
+from rillet.datasets.rlds_writer import RldsWriter
 from rillet.errors import CheckpointError, ConfigError, SpecMismatchError
 from rillet.learners.agents import get_agent
 from rillet.learners.dqn import DQNConfig
@@ -23,6 +25,7 @@ from rillet.pipelines.cli import main
 from rillet.pipelines.dataset_cli import generate
 from rillet.pipelines.metrics import read_jsonl
 from rillet.pipelines.offline_agents import AgentOfflineConfig, train_offline_agent
+from tests.datasets.replay_sim import SPEC as SIM_SPEC, make_episode, reference_sequences
 
 HIMO = HiMoConfig(burn_in=2, trace_length=4, n_step=2, lookahead=2, lstm_size=8, hidden_sizes=(8,), hindsight_hidden=8)
 REPLAY = ReplayConfig(sequence_period=3, batch_size=8, n_step=2)
@@ -68,6 +71,28 @@ def test_transitions_for_dqn_and_a_clear_error_for_extras_the_data_lacks(data):
         agent_batches(data, "ngu", NGUConfig(), REPLAY)
     with pytest.raises(ConfigError, match="behaviour cloning takes the network of one of"):
         AgentOfflineConfig(agent="himo", data=data, behaviour_cloning=True).validate()
+
+
+@pytest.mark.parametrize("length,period", [(5, 2), (3, 4)])
+def test_windows_every_start_are_the_sequence_writers_items(tmp_path, length, period):
+    """The loader's windows (every_start, as agent_batches reads them) equal the slow reference of the
+    replay SequenceWriter's items: the same starts, steps, padding, mask and stored extras."""
+    rng = np.random.default_rng(length)
+    episodes = [make_episode(0, e, T, bool(e % 2), rng) for e, T in enumerate((1, 2, 4, 7, 9))]
+    with RldsWriter(str(tmp_path / "d"), SIM_SPEC, env_id="X", policy_name="p", seed=0) as writer:
+        for ep in episodes:
+            for t in range(len(ep["reward"])):
+                writer.write(jax.tree_util.tree_map(lambda x: np.asarray(x)[t:t + 1], ep))
+    windows = rlds(str(tmp_path / "d"), transform="windows", window=length, stride=period, every_start=True,
+                   batch_size=1, shuffle=False, num_epochs=1, drop_remainder=False)
+    got = {tuple(int(x) for x in w["steps"]["observation"][0, 0]): w for w in windows}
+    expected = reference_sequences([[(ep, len(ep["reward"])) for ep in episodes]], length, period)
+    assert set(got) == set(expected)
+    for key, want in expected.items():
+        np.testing.assert_array_equal(got[key]["mask"][0], want["mask"])
+        for name in ("observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal"):
+            np.testing.assert_array_equal(got[key]["steps"][name][0], want[name], err_msg=f"{key} {name}")
+        np.testing.assert_array_equal(got[key]["steps"]["extras"]["h"][0], want["extras"]["h"])
 
 
 def offline_dqn(data, run_dir, num_updates, **kw):
