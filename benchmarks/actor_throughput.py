@@ -47,7 +47,7 @@ def actor_pipeline(env_id: str, num_envs: int, num_threads: int, ticks: int, see
     table = reverb_tables.make_table("bench", reverb_tables.transition_signature(spec),
                                      max_size=50_000, min_size_to_sample=1)
     server = reverb_tables.make_server([table])
-    writer = NStepTransitionWriter(f"localhost:{server.port}", "bench", spec, n=3, gamma=0.99)
+    writer = NStepTransitionWriter(f"127.0.0.1:{server.port}", "bench", spec, n=3, gamma=0.99)
     policy = epsilon_greedy(dqn.q_values) if network_policy else random_policy(spec.num_actions)
     actor_state = {"epsilon": apex_epsilons(num_envs)}
     stream = Stream(envpool_actor(env, policy, lambda: state.online, actor_state, seed=seed)) | reverb_writer(writer)

@@ -152,5 +152,5 @@ def make_server(tables: Sequence[reverb.Table], port: int | None = None) -> reve
 
 
 def server_address(server: reverb.Server) -> str:
-    """The "localhost:PORT" address of an in-process server (for clients and datasets)."""
-    return f"localhost:{server.port}"
+    """The "127.0.0.1:PORT" address of an in-process server (for clients and datasets)."""
+    return f"127.0.0.1:{server.port}"

@@ -105,7 +105,7 @@ def replay_server_cmd(config: OnlineConfig, port: int = 0) -> None:
 
     spec, template = _spec_and_network(config)
     server = serve_replay(config, spec, template, port=port or None)
-    print(f"rillet replay-server: listening on localhost:{server.port}", flush=True)
+    print(f"rillet replay-server: listening on 127.0.0.1:{server.port}", flush=True)
     server.wait()
 
 

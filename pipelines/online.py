@@ -79,7 +79,7 @@ def _connect_replay(config: OnlineConfig, spec):
                                            replay_stage.item_signature(item, spec))
         return None, config.replay.address
     server = reverb_tables.make_server([replay_table(config, spec)])
-    return server, f"localhost:{server.port}"
+    return server, f"127.0.0.1:{server.port}"
 
 
 class _Run:

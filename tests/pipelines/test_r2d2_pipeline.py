@@ -45,7 +45,7 @@ def test_sequences_carry_correct_boundaries_masks_and_states(tmp_path_factory, n
     network = agent.network(agent.init(jax.random.PRNGKey(seed), spec, config.learner))
     item = agent.replay_item(config.learner)
     server = reverb.Server([reverb.Table.queue("seq", 100_000, signature=item_signature(item, spec))])
-    address = f"localhost:{server.port}"
+    address = f"127.0.0.1:{server.port}"
     parts = agent.actor(spec, config.learner, num_envs, {"epsilon": apex_epsilons(num_envs)})
     steps = list(envpool_actor(env, parts.policy, lambda: network, parts.actor_state, seed=seed,
                                observe=parts.observe, max_ticks=3 * limit + 5))

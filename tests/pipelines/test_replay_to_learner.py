@@ -57,7 +57,7 @@ def test_learner_targets_equal_hand_computed_nstep_double_q():
     spec = env.spec
     steps = list(envpool_actor(env, random_policy(2), lambda: None, None, seed=1, max_ticks=60))
     server = reverb.Server([reverb.Table.queue("q", 10_000, signature=reverb_tables.transition_signature(spec))])
-    address = f"localhost:{server.port}"
+    address = f"127.0.0.1:{server.port}"
     with NStepTransitionWriter(address, "q", spec, n=N, gamma=GAMMA) as writer:
         for s in steps:
             writer.write(s)
@@ -92,7 +92,7 @@ def test_replay_items_that_do_not_fit_the_learner_are_refused(tmp_path):
     try:
         learner_for_acrobot = dataclasses.replace(
             base, env_id="Acrobot-v1", local_actors=False,
-            replay=ReplayConfig(address=f"localhost:{server.port}"), actor=ActorConfig(num_envs=2))
+            replay=ReplayConfig(address=f"127.0.0.1:{server.port}"), actor=ActorConfig(num_envs=2))
         with pytest.raises(SpecMismatchError, match="observation"):
             train_online(learner_for_acrobot)
     finally:

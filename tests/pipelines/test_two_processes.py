@@ -24,7 +24,7 @@ def test_actor_process_and_learner_process_share_replay(tmp_path):
                           actor=ActorConfig(num_envs=4))
     spec = env_step_spec(config.env_id)
     server = serve_replay(config, spec, dqn.init(jax.random.PRNGKey(0), spec, config.learner).online)
-    address = f"localhost:{server.port}"
+    address = f"127.0.0.1:{server.port}"
     actor = subprocess.Popen(
         [sys.executable, "-m", "rillet.pipelines.cli", "act", "dqn", "--env-id", "CartPole-v1",
          "--total-env-steps", "4000", "--actor.num-envs", "4", "--replay.address", address,
