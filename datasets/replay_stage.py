@@ -106,12 +106,14 @@ def importance_weighted(client: reverb.Client, table: str, beta: float,
 
 def updated_priorities(client: reverb.Client, table: str) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """Transform over learner ticks: sets the sampled items' priorities to the update's
-    metrics["priorities"] [B] (+ PRIORITY_EPSILON) and passes the tick on."""
+    metrics["priorities"] [B] (+ PRIORITY_EPSILON) and passes the tick on. Rows a batch marks as
+    "demo" [B] (sampled from another table) are left alone."""
 
     def stage(ticks):
         for tick in ticks:
             priorities = np.asarray(tick.metrics["priorities"]) + PRIORITY_EPSILON
-            reverb_sampler.update_priorities(client, table, tick.batch["key"], priorities)
+            rows = ~tick.batch["demo"] if "demo" in tick.batch else slice(None)  # rows of other tables keep theirs
+            reverb_sampler.update_priorities(client, table, tick.batch["key"][rows], priorities[rows])
             yield tick
 
     return stage

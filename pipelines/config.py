@@ -41,6 +41,10 @@ class ReplayConfig:
     batch_size: int = 128
     address: str = ""
     """host:port of a Reverb server in another process; empty: an embedded in-process server."""
+    demonstrations: tuple[str, ...] = ()
+    """RLDS datasets whose records seed the replay before acting (`pipelines.demonstrations`)."""
+    demo_fraction: float = 0.0
+    """With demonstrations: the share of every batch sampled from them (0: they pre-fill the replay table)."""
 
     def validate(self) -> None:
         _require(self.max_size >= 1, "replay.max-size", self.max_size, ">= 1")
@@ -55,6 +59,11 @@ class ReplayConfig:
         _require(1 <= self.n_step <= 100, "replay.n-step", self.n_step, "in [1, 100]")
         _require(self.sequence_period >= 1, "replay.sequence-period", self.sequence_period, ">= 1")
         _require(1 <= self.batch_size <= 65536, "replay.batch-size", self.batch_size, "in [1, 65536]")
+        _require(0 <= self.demo_fraction < 1, "replay.demo-fraction", self.demo_fraction, "in [0, 1)")
+        _require(self.demo_fraction == 0 or bool(self.demonstrations), "replay.demo-fraction", self.demo_fraction,
+                 "0 unless --replay.demonstrations names the datasets to sample from")
+        _require(not self.demonstrations or not self.address, "replay.demonstrations", self.demonstrations,
+                 "empty with --replay.address (demonstrations seed the embedded replay server only)")
 
 
 @dataclasses.dataclass(frozen=True)

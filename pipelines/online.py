@@ -26,6 +26,7 @@ from rillet.evals.returns import greedy_return_stage
 from rillet.learners.agents import get_agent
 from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorCarry, ActorThread, LatestParams
 from rillet.pipelines.checkpointing import Checkpointer
+from rillet.pipelines import demonstrations
 from rillet.pipelines.config import OnlineConfig
 from rillet.pipelines.learning import log_metrics, learn, save_checkpoint
 from rillet.pipelines.metrics import MetricsWriter, Progress, read_jsonl
@@ -33,6 +34,7 @@ from rillet.pipelines.param_sync import ParamsPublisher, params_table
 from rillet.pipelines.stages import Stream, every, last, tap, until
 
 LOG_EVERY_UPDATES = 100
+DEMO_TABLE_SIZE = 10_000_000  # items: the demonstration table never evicts what a run inserts
 PUBLISH_EVERY_UPDATES = 20  # to actors in other processes, through the Reverb "params" table
 
 __all__ = ["train_online", "agent_spec", "load_online_run", "replay_table", "serve_replay"]
@@ -78,8 +80,23 @@ def _connect_replay(config: OnlineConfig, spec):
         reverb_sampler.check_table_matches(config.replay.address, TRANSITIONS_TABLE,
                                            replay_stage.item_signature(item, spec))
         return None, config.replay.address
-    server = reverb_tables.make_server([replay_table(config, spec)])
+    tables = [replay_table(config, spec)]
+    if config.replay.demo_fraction > 0:
+        item = get_agent(config.agent).replay_item(config.learner)
+        tables.append(demonstrations.demo_table(replay_stage.item_signature(item, spec), DEMO_TABLE_SIZE))
+    server = reverb_tables.make_server(tables)
     return server, f"127.0.0.1:{server.port}"
+
+
+def _seed_replay(config: OnlineConfig, address: str) -> None:
+    """Inserts the demonstration datasets' items (`pipelines.demonstrations`) before the actors start."""
+    replay = config.replay
+    if not replay.demonstrations:
+        return
+    table = demonstrations.DEMO_TABLE if replay.demo_fraction > 0 else TRANSITIONS_TABLE
+    count = demonstrations.insert_demonstrations(address, table, replay.demonstrations, config.agent,
+                                                 config.learner, replay, config.gamma)
+    print(f"Seeded the {table!r} table with {count} items from {list(replay.demonstrations)}.")
 
 
 class _Run:
@@ -156,6 +173,7 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
     Returns the final learner state."""
     config = run.config
     server, address = _connect_replay(config, spec)
+    _seed_replay(config, address)
     client = reverb.Client(address)  # one client for priority updates and table queries
     params = LatestParams(agent.network(state))
     progress = Progress(config.progress, config.total_env_steps, run.env_steps, desc=f"{config.agent} {config.env_id}")
@@ -236,11 +254,18 @@ def _learner_ticks(run: _Run, agent, spec, state, address: str, client, actor: A
         return actor.is_alive()
 
     prioritized = config.replay.sampler == "prioritized"
-    stream = Stream(replay_stage.sampled_batches(address, TRANSITIONS_TABLE, config.replay.batch_size, keep_sampling))
-    stream = stream | _checked_first(lambda batch: agent.check_batch(spec, batch["data"]))
+    demo_rows = demonstrations.demo_batch_size(config.replay.batch_size, config.replay.demo_fraction)
+    batches = replay_stage.sampled_batches(address, TRANSITIONS_TABLE, config.replay.batch_size - demo_rows,
+                                           keep_sampling)
+    if demo_rows:
+        batches = demonstrations.mixed_batches(batches, address, demo_rows)
+    stream = Stream(batches) | _checked_first(lambda batch: agent.check_batch(spec, batch["data"]))
     if prioritized and config.replay.importance_exponent > 0:
-        stream = stream | replay_stage.importance_weighted(client, TRANSITIONS_TABLE, config.replay.importance_exponent)
+        weighted = replay_stage.importance_weighted(client, TRANSITIONS_TABLE, config.replay.importance_exponent)
+        stream = stream | (demonstrations.replay_rows(weighted) if demo_rows else weighted)
     stream = stream | learn(agent.update, state, config.learner, start=run.updates, data=lambda b: b["data"])
+    if demo_rows:
+        stream = stream | tap(lambda tick: tick.metrics.update(demo_fraction=float(np.mean(tick.batch["demo"]))))
     if prioritized:
         stream = stream | replay_stage.updated_priorities(client, TRANSITIONS_TABLE)
     return stream
