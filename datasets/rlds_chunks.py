@@ -32,7 +32,8 @@ def chunk_size(records, batch_size: int, shuffle_buffer: int) -> int:
     """Records per chunk: `shuffle_buffer` capped at CHUNK_BYTES, in whole batches (>= one batch)."""
     nbytes = {k: math.prod(s.shape) * s.np_dtype.itemsize for k, s in records.episodes.layout.items()}
     step = sum(nbytes.values())
-    size = records.window * (step + 1) if records.transform == "windows" else step + nbytes["observation"]
+    obs = sum(v for k, v in nbytes.items() if k == "observation" or k.startswith("observation/"))
+    size = records.window * (step + 1) if records.transform == "windows" else step + obs
     want = min(int(shuffle_buffer), max(1, CHUNK_BYTES // max(size, 1)))
     return max(1, want // batch_size) * batch_size
 
@@ -103,7 +104,8 @@ class ChunkSource:
         positions, ep, k = self.plan.chunk(epoch, c)
         ids = r.kept[positions]
         lengths = r.lengths[ids]
-        cols = T.decode_columns(_records(r.episodes, ids), r.episodes.layout, lengths, r.path)
+        cols = T.decode_columns(_records(r.episodes, ids), r.episodes.layout, lengths, r.path,
+                                r.episodes.episode_layout)
         off = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         if r.derive is not None:
             cols = r.derive(cols, off)

@@ -117,7 +117,7 @@ def parse_example(record: bytes) -> dict[str, tuple[str | None, list]]:
         raise WireFormatError(f"not a serialized tf.train.Example ({e})") from None
 
 
-def _feature_views(record: bytes) -> dict[str, memoryview]:
+def feature_views(record: bytes) -> dict[str, memoryview]:
     """{key: serialized Feature} as views into `record` (no copy; for large records)."""
     buf, out = memoryview(record), {}
     for num, wire, s, e in _fields(buf, 0, len(buf)):
@@ -140,7 +140,7 @@ def serialized_features(records, keys, large: int = 1 << 14) -> list[list]:
     try:
         for record in records:
             if len(record) > large:
-                feats = _feature_views(record)
+                feats = feature_views(record)
                 for key, column in zip(keys, out):
                     column.append(feats.get(key, b""))
                 continue
@@ -291,3 +291,19 @@ def encode_example(features: Mapping[str, np.ndarray]) -> bytes:
         head = _header(1, len(k)) + k + _header(2, size)
         parts += [_header(1, len(head) + size), head, *value]
     return b"".join([_header(1, sum(map(len, parts))), *parts])
+
+
+def example_from_features(features: Mapping[str, Any]) -> bytes:
+    """{key: serialized Feature (bytes or a view)} -> a serialized tf.train.Example (keys sorted)."""
+    parts: list = []
+    for key in sorted(features):
+        k, value = key.encode(), features[key]
+        head = _header(1, len(k)) + k + _header(2, len(value))
+        parts += [_header(1, len(head) + len(value)), head, value]
+    return b"".join([_header(1, sum(map(len, parts))), *parts])
+
+
+def encode_bytes_feature(values) -> bytes:
+    """[bytes value, ...] -> one serialized Feature holding them as a bytes_list."""
+    inner = b"".join(_header(1, len(v)) + bytes(v) for v in values)
+    return _header(1, len(inner)) + inner

@@ -87,11 +87,26 @@ def read_index(episodes: RldsEpisodes) -> tuple[np.ndarray, np.ndarray]:
                                       f"{len(episodes)}; delete the index file to rebuild it.")
         return lengths, returns
     lengths, returns = np.zeros(len(episodes), np.int64), np.zeros(len(episodes), np.float64)
+    index = {k: episodes.layout[k] for k in ("is_first", "reward")}  # never images: decode only these
     for i in range(len(episodes)):
-        steps = T.decode_episode(_record(episodes, i), episodes.layout, episodes.path)
+        steps = T.decode_episode(_record(episodes, i), index, episodes.path)
         lengths[i] = len(steps["is_first"])
         returns[i] = float(steps["reward"].sum(dtype=np.float64))
     return lengths, returns
+
+
+def episode_metadata(episodes: RldsEpisodes, batch: int = 256) -> list[dict]:
+    """[E] per-episode metadata trees ({"episode_metadata": {"id": value, ...}}; {} when the dataset
+    has none), from one pass over the records."""
+    out: list[dict] = []
+    if not episodes.episode_layout:
+        return [{} for _ in range(len(episodes))]
+    for lo in range(0, len(episodes), batch):
+        ids = range(lo, min(lo + batch, len(episodes)))
+        cols = T.decode_columns(_records(episodes, ids), {}, np.ones(len(ids), np.int64), episodes.path,
+                                episodes.episode_layout)["episode"]
+        out += [T.tree_map(lambda x, j=j: x[j], cols) for j in range(len(ids))]
+    return out
 
 
 def _record(episodes: RldsEpisodes, i: int) -> bytes:
@@ -119,7 +134,8 @@ class RldsRecords:
     def __init__(self, path: str, split: str = "train", *, transform: str = "transitions", n: int = 3,
                  gamma: float = 0.99, window: int = 16, stride: int | None = None, pad: bool = True,
                  every_start: bool = False, min_return: float | None = None, spec: StepSpec | None = None,
-                 derive: Callable[[dict, np.ndarray], dict] | None = None):
+                 derive: Callable[[dict, np.ndarray], dict] | None = None,
+                 episode_filter: Callable[[dict], bool] | None = None):
         T.check_transform(transform, n=n, gamma=gamma, window=window, stride=stride)
         self.path, self.split, self.derive = os.fspath(path), split, derive
         self.transform, self.n, self.gamma = transform, n, gamma
@@ -133,6 +149,10 @@ class RldsRecords:
         if not keep.any():
             raise ConfigError(f"no episode of '{self.path}' ({split}) has return >= {min_return}; returns "
                               f"range {self.returns.min():g}..{self.returns.max():g}.")
+        if episode_filter is not None:
+            keep &= np.array([bool(episode_filter(m)) for m in episode_metadata(self.episodes)], bool)
+            if not keep.any():
+                raise ConfigError(f"episode_filter keeps no episode of '{self.path}' ({split}).")
         if transform == "windows" and not every_start and window > self.lengths[keep].max():
             raise ConfigError(f"window={window} is longer than every episode of '{self.path}' ({split}; "
                               f"longest {int(self.lengths[keep].max())} steps). Use a shorter window.")
@@ -155,7 +175,8 @@ class RldsRecords:
 
     def __getitem__(self, index: int) -> dict:
         episode, k = self.locate(int(index))
-        steps = T.decode_episode(_record(self.episodes, episode), self.episodes.layout, self.path)
+        steps = T.decode_episode(_record(self.episodes, episode), self.episodes.layout, self.path,
+                                 self.episodes.episode_layout)
         if self.derive is not None:
             steps = self.derive(steps, np.zeros(1, np.int64))
         if self.transform == "transitions":
@@ -237,7 +258,8 @@ def rlds_loader(path: str, *, split: str = "train", transform: str = "transition
                 stride: int | None = None, pad: bool = True, every_start: bool = False,
                 min_return: float | None = None,
                 spec: StepSpec | None = None, derive: Callable[[dict, np.ndarray], dict] | None = None,
-                drop_remainder: bool = True, shard_index: int | None = None,
+                episode_filter: Callable[[dict], bool] | None = None, drop_remainder: bool = True,
+                shard_index: int | None = None,
                 shard_count: int | None = None, read_threads: int = 16, prefetch: int = 500,
                 shuffle_buffer: int = 16384) -> RldsLoader:
     """The loader (iterable; see `rlds` for the arguments)."""
@@ -251,7 +273,8 @@ def rlds_loader(path: str, *, split: str = "train", transform: str = "transition
     if num_epochs is not None and num_epochs < 1:
         raise ConfigError(f"num_epochs must be >= 1 or None, got {num_epochs}.")
     records = RldsRecords(path, split, transform=transform, n=n, gamma=gamma, window=window, stride=stride,
-                          pad=pad, every_start=every_start, min_return=min_return, spec=spec, derive=derive)
+                          pad=pad, every_start=every_start, min_return=min_return, spec=spec, derive=derive,
+                          episode_filter=episode_filter)
     if shard_index is None or shard_count is None:
         import jax
 
@@ -282,6 +305,7 @@ def rlds(path: str, **kwargs) -> RldsIterator:
     split, min_return (keep episodes with return >= it), spec (checked against the features),
     derive (steps {field: [N, ...]}, episode offsets [E]) -> steps: adds columns computed from whole
     episodes (e.g. the previous action) before records are cut; a module-level function (workers pickle it),
+    episode_filter (episode metadata {"episode_metadata": {...}} -> keep?; read in one pass at start),
     batch_size, drop_remainder, seed, shuffle, num_epochs (None: forever), worker_count (processes;
     0: in this one), shard_index/shard_count (default: jax.process_index()/process_count()).
 

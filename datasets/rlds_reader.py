@@ -1,14 +1,16 @@
-"""Reads rillet RLDS datasets (written by `rillet.datasets.rlds_writer`) without TensorFlow.
+"""Reads RLDS datasets (rillet's `rlds_writer`'s, and those tfds or rlds wrote as ArrayRecord) without TensorFlow.
 
     eps = rlds_episodes("/data/cartpole_random")       # random access: len(eps), eps[i]
     eps[0] == {"steps": {"observation": [T+1, *obs], "action": [T+1, *act], "reward": [T+1],
                          "discount": [T+1], "is_first": [T+1], "is_last": [T+1],
-                         "is_terminal": [T+1], "extras": {name: [T+1, ...]}}}
+                         "is_terminal": [T+1], "extras": {name: [T+1, ...]}},
+               **episode_metadata}     # e.g. "episode_metadata": {"file_path": b"..."}, if the dataset has any
 
 Records come from Grain's `ArrayRecordDataSource` over the shard files that dataset_info.json
 lists; each record (a serialized ``tf.train.Example``) is parsed with the TF-free protobuf class
-that tensorflow_datasets ships (`tensorflow_datasets.proto.tf_example_pb2`) and reshaped with the
-layout read from features.json. No TensorFlow import happens in this module.
+that tensorflow_datasets ships (`tensorflow_datasets.proto.tf_example_pb2`) and decoded with the
+layout read from features.json (`rlds_features`: Tensors, Scalars, PNG/JPEG Images, Text, nested
+dicts as nested dicts). No TensorFlow import happens in this module.
 
 `episodes_to_transitions` and `windows` are pure-numpy transforms over episodes.
 """
@@ -21,7 +23,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from rillet.datasets.specs import ArraySpec, StepSpec
+from rillet.datasets.rlds_features import array_spec, describe, flatten
+from rillet.datasets.specs import StepSpec
 from rillet.errors import ConfigError, SpecMismatchError
 
 CARD_FILE = "rillet_card.json"
@@ -67,43 +70,56 @@ def check_complete(path: str) -> None:
         raise DatasetPathError(f"'{path}' does not exist. Pass the directory an rlds_writer closed.")
 
 
-def _flatten_features(node: Mapping[str, Any], prefix: str, out: dict) -> None:
-    feats = node.get("featuresDict", {}).get("features")
-    if feats is None:
-        raise SpecMismatchError(f"feature '{prefix}' is not a FeaturesDict: {sorted(node)}.")
-    for name, f in feats.items():
-        path = f"{prefix}/{name}" if prefix else name
-        if "featuresDict" in f:
-            _flatten_features(f, path, out)
-        elif "tensor" in f and f["tensor"].get("encoding", "none") == "none":
-            dims = f["tensor"].get("shape", {}).get("dimensions", [])
-            out[path] = ArraySpec(tuple(int(d) for d in dims), f["tensor"]["dtype"])
-        else:
-            raise SpecMismatchError(
-                f"feature 'steps/{path}' ({f.get('pythonClassName')}) is not a plain Tensor; the "
-                "TF-free reader only decodes uncompressed Tensor features."
-            )
-
-
-def read_step_layout(path: str) -> dict[str, ArraySpec]:
-    """Flat {"observation": ArraySpec, ..., "extras/name": ArraySpec} from features.json."""
+def read_features(path: str) -> tuple[dict, dict, dict]:
+    """(steps {"observation/image": ArraySpec | Feature, ...}, episode {"episode_metadata/id": ...},
+    classes {"steps/...": pythonClassName}) from features.json (see `rlds_features`)."""
     try:
         with open(os.path.join(path, "features.json")) as f:
             top = json.load(f)
-        steps = top["featuresDict"]["features"]["steps"]["sequence"]["feature"]
-    except (OSError, KeyError, ValueError) as e:
-        raise DatasetPathError(
-            f"'{path}' has no readable RLDS features.json with a 'steps' Dataset feature ({e!r})."
-        ) from None
-    layout: dict[str, ArraySpec] = {}
-    _flatten_features(steps, "", layout)
-    missing = [k for k in STEP_FIELDS if k not in layout]
+    except (OSError, ValueError) as e:
+        raise DatasetPathError(f"'{path}' has no readable features.json ({e!r}).") from None
+    return parse_features(top, path)
+
+
+def parse_features(top: Mapping[str, Any], path: str) -> tuple[dict, dict, dict]:
+    """`read_features` of a loaded features.json."""
+    try:
+        top = top["featuresDict"]["features"]
+        steps = top["steps"]["sequence"]["feature"]
+    except (KeyError, TypeError) as e:
+        raise DatasetPathError(f"'{path}' features.json has no 'steps' Dataset feature ({e!r}); it is not "
+                               "an RLDS dataset.") from None
+    layout: dict = {}
+    classes: dict = {}
+    flatten(steps, "", layout)
+    episode: dict = {}
+    flatten({"featuresDict": {"features": {k: v for k, v in top.items() if k != "steps"}}}, "", episode, classes)
+    flatten(steps, "steps", {}, classes)
+    missing = [k for k in STEP_FIELDS if k not in layout and not any(n.startswith(k + "/") for n in layout)]
     if missing:
         raise SpecMismatchError(f"'{path}' steps lack RLDS field(s) {missing}; has {sorted(layout)}.")
-    return layout
+    return layout, episode, classes
 
 
-def _flat_spec(spec: StepSpec) -> dict[str, ArraySpec]:
+def read_step_layout(path: str) -> dict:
+    """Flat {"observation": ArraySpec, ..., "extras/name": ArraySpec} from features.json; encoded
+    features (images, text) are `rlds_features.Feature`s."""
+    return read_features(path)[0]
+
+
+def describe_features(path_or_features: str | Mapping[str, Any]) -> dict:
+    """{"steps/observation/image": {"type", "shape", "dtype", "encoding"}, "episode_metadata/id": ...}
+    of a dataset directory or a loaded features.json."""
+    if isinstance(path_or_features, str):
+        layout, episode, classes = read_features(path_or_features)
+    else:
+        layout, episode, classes = parse_features(path_or_features, "features.json")
+    out = {f"steps/{k}": describe(v, classes.get(f"steps/{k}", "")) for k, v in layout.items()}
+    out.update({k: describe(v, classes.get(k, "")) for k, v in episode.items()})
+    return out
+
+
+def _flat_spec(spec: StepSpec) -> dict:
     flat = {k: v for k, v in spec.fields().items() if k != "extras"}
     flat.update({f"extras/{k}": v for k, v in spec.extras.items()})
     return flat
@@ -112,10 +128,13 @@ def _flat_spec(spec: StepSpec) -> dict[str, ArraySpec]:
 def shard_filename(template: str, dataset: str, split: str, file_format: str, index: int,
                    num_shards: int | None = None) -> str:
     """A shard's file name from a TFDS filepathTemplate ({DATASET}, {SPLIT}, {FILEFORMAT},
-    {SHARD_INDEX} and, if the template has it, {NUM_SHARDS}; indices are 5 digits)."""
+    {SHARD_INDEX} and, if the template has them, {NUM_SHARDS} and {SHARD_X_OF_Y}; 5 digits each)."""
     name = (template.replace("{DATASET}", dataset).replace("{SPLIT}", split).replace("{FILEFORMAT}", file_format)
             .replace("{SHARD_INDEX}", f"{index:05d}"))
-    return name if num_shards is None else name.replace("{NUM_SHARDS}", f"{num_shards:05d}")
+    if num_shards is None:
+        return name
+    return (name.replace("{NUM_SHARDS}", f"{num_shards:05d}")
+            .replace("{SHARD_X_OF_Y}", f"{index:05d}-of-{num_shards:05d}"))
 
 
 def _shard_paths(path: str, info: Mapping[str, Any], split: str) -> list[str]:
@@ -161,7 +180,7 @@ class RldsEpisodes:
                 "with file_format='array_record'."
             )
         self.path, self.split = path, split
-        self.layout = read_step_layout(path)
+        self.layout, self.episode_layout, _ = read_features(path)
         card_file = os.path.join(path, CARD_FILE)
         self.card: dict = {}
         if os.path.exists(card_file):
@@ -169,7 +188,7 @@ class RldsEpisodes:
                 self.card = json.load(f)
         self.spec = StepSpec.from_json(self.card["spec"]) if "spec" in self.card else None
         if spec is not None:
-            want, got = _flat_spec(spec), self.layout
+            want, got = _flat_spec(spec), {k: array_spec(v) for k, v in self.layout.items()}
             diffs = [f"{k}: expected {want[k].shape} {want[k].dtype}, dataset has "
                      + (f"{got[k].shape} {got[k].dtype}" if k in got else "nothing")
                      for k in sorted(want) if got.get(k) != want[k]]
@@ -194,32 +213,17 @@ class RldsEpisodes:
         return (self[i] for i in range(len(self)))
 
     def decode(self, record: bytes) -> dict:
-        """Serialized tf.train.Example -> {"steps": {field: [T+1, ...], "extras": {...}}}."""
-        from tensorflow_datasets.proto import tf_example_pb2  # TF-free protobuf class
+        """Serialized tf.train.Example -> {"steps": {field: [T+1, ...], "extras": {...}}, **episode
+        metadata} (nested dicts as the features nest them; metadata values without a step axis)."""
+        from rillet.datasets.rlds_transforms import decode_episode
 
-        feats = tf_example_pb2.Example.FromString(record).features.feature
-        steps: dict[str, Any] = {"extras": {}}
-        length = None
-        for name, spec in self.layout.items():
-            key = "steps/" + name
-            if key not in feats:
-                raise SpecMismatchError(f"record in '{self.path}' lacks feature '{key}'.")
-            feat = feats[key]
-            kind = feat.WhichOneof("kind")
-            if kind == "bytes_list":
-                flat = np.frombuffer(b"".join(feat.bytes_list.value), spec.np_dtype)
-            else:
-                src = np.float32 if kind == "float_list" else np.int64
-                flat = np.array(getattr(feat, kind).value if kind else [], src).astype(spec.np_dtype)
-            arr = flat.reshape((-1,) + spec.shape)
-            if length is not None and len(arr) != length:
-                raise SpecMismatchError(f"record in '{self.path}': '{key}' has {len(arr)} steps, not {length}.")
-            length = len(arr)
-            if name.startswith("extras/"):
-                steps["extras"][name[len("extras/"):]] = arr
-            else:
-                steps[name] = arr
-        return {"steps": steps}
+        steps = decode_episode(record, self.layout, self.path, self.episode_layout)
+        episode = steps.pop("episode", {})
+        return {"steps": steps, **_first(episode)}
+
+
+def _first(tree):
+    return {k: _first(v) for k, v in tree.items()} if isinstance(tree, dict) else tree[0]
 
 
 def rlds_episodes(path: str, split: str = "train", spec: StepSpec | None = None) -> RldsEpisodes:

@@ -7,7 +7,8 @@
     python -m rillet.pipelines.dataset_cli convert d --out d_tfr --to tfrecord
 
 `dataset_commands()` maps "dataset <name>" to these functions (for `rillet`). Merge, split and
-convert copy serialized episodes record by record (nothing is re-encoded) into a
+convert copy serialized episodes record by record (nothing is re-encoded; convert --decode-images
+decodes Image features to raw pixels once) into a
 `rlds_finalise.DatasetDraft`, as the writer does: shards named like the writer's, the episode index,
 built in ``<out>.incomplete-...`` and renamed when done.
 """
@@ -25,7 +26,9 @@ import tyro
 from rillet import validation as check
 from rillet.datasets import rlds_transforms as T
 from rillet.datasets.rlds_finalise import DatasetDraft
-from rillet.datasets.rlds_reader import CARD_FILE, check_complete, read_step_layout, _shard_paths
+from rillet.datasets.rlds_features import decode_images as decode_images_of
+from rillet.datasets.rlds_features import array_spec, image_to_tensor, map_leaves
+from rillet.datasets.rlds_reader import CARD_FILE, _shard_paths, check_complete, describe_features, read_step_layout
 from rillet.errors import ConfigError
 
 Positional = tyro.conf.Positional
@@ -64,19 +67,26 @@ def _records(path: str, info: dict, split: str) -> Iterator[bytes]:
 
 
 def _build(out: str, base: str, splits: dict[str, Callable[[], Iterator[bytes]]], file_format: str,
-           card_extra: dict, per_shard: int) -> dict:
-    """Writes a dataset with `splits` {name: records factory} and the features of `base`; returns its card."""
+           card_extra: dict, per_shard: int, decode_images: bool = False) -> dict:
+    """Writes a dataset with `splits` {name: records factory} and the features of `base` (images decoded
+    to raw pixels when `decode_images`); returns its card, which lists every feature."""
     check.integer("", "episodes_per_shard", per_shard, low=1, fix="--episodes-per-shard")
     info, layout = _info(base), read_step_layout(base)
     with open(os.path.join(base, "features.json")) as f:
         features = json.load(f)
+    if decode_images:
+        features = map_leaves(features, image_to_tensor)
+    index = {k: layout[k] for k in ("is_first", "reward") if k in layout}
     with DatasetDraft(out, info["name"], file_format, per_shard, option="--out") as draft:
         for split, records in splits.items():
             shards = draft.split(split)
             for record in records():
-                steps = T.decode_episode(record, layout, base)
-                shards.write(record, len(steps["is_first"]), float(steps["reward"].sum(dtype=np.float64)))
-        return draft.commit(info, features, {**_card(base), **card_extra})
+                steps = T.decode_episode(record, index, base)
+                if decode_images:
+                    record = decode_images_of(record, layout, base)
+                shards.write(record, len(steps["is_first"]),
+                             float(steps["reward"].sum(dtype=np.float64)) if "reward" in steps else 0.0)
+        return draft.commit(info, features, {**_card(base), **card_extra, "features": describe_features(features)})
 
 
 def _split_counts(path: str, info: dict) -> dict[str, int]:
@@ -135,16 +145,18 @@ def _policy(policy: str, spec, num_envs: int):
 
 
 def inspect(path: Annotated[str, Positional], split: str = "train", histogram: str = "", steps: int = 3) -> dict:
-    """Prints the spec, counts, per-split sizes and the first `steps` steps of the first episode;
-    saves a return histogram PNG to `histogram` (default: <path>-returns.png)."""
+    """Prints every feature (type, shape, dtype, encoding), counts, per-split sizes, the first `steps` steps
+    of the first episode and its metadata; saves a return histogram PNG to `histogram` (default: <path>-returns.png)."""
     from rillet.datasets.rlds_loader import RldsRecords
 
     info, card = _info(path), _card(path)
     counts = _split_counts(path, info)
     records = RldsRecords(path, split)
     lengths, returns = records.lengths, records.returns
+    layout = records.episodes.layout
     summary = {"path": os.path.abspath(path), "file_format": info.get("fileFormat"), "splits": counts,
-               "layout": {k: [list(v.shape), v.dtype] for k, v in records.episodes.layout.items()},
+               "features": describe_features(path),
+               "layout": {k: [list(array_spec(v).shape), array_spec(v).dtype] for k, v in layout.items()},
                "env_id": card.get("env_id"), "policy": card.get("policy"), "split": split,
                "episodes": len(lengths), "steps": int(lengths.sum()),
                "length_min_mean_max": [int(lengths.min()), float(lengths.mean()), int(lengths.max())],
@@ -161,13 +173,20 @@ def inspect(path: Annotated[str, Positional], split: str = "train", histogram: s
     fig.tight_layout()
     fig.savefig(summary["histogram"])
     plt.close(fig)
-    first = T.decode_episode(records.episodes.source[0], records.episodes.layout, path)
+    first = records.episodes[0]
     print(json.dumps(summary, indent=2))
     print(f"first {steps} steps of episode 0:")
-    for t in range(min(steps, len(first["is_first"]))):
-        print({k: (first[k][t].tolist() if k != "extras" else {e: v[t].tolist() for e, v in first[k].items()})
-               for k in first})
+    for t in range(min(steps, len(first["steps"]["is_first"]))):
+        print(T.tree_map(lambda x: _shown(x[t]), first["steps"]))
+    if len(first) > 1:
+        print("episode metadata:", T.tree_map(_shown, {k: v for k, v in first.items() if k != "steps"}))
     return summary
+
+
+def _shown(x):
+    """A value as inspect prints it: small arrays as lists, larger ones as <dtype shape>."""
+    x = np.asarray(x)
+    return x.tolist() if x.size <= 8 else f"<{x.dtype} {list(x.shape)}>"
 
 
 def merge(inputs: list[str], out: str, file_format: Literal["array_record", "tfrecord"] = "array_record",
@@ -216,11 +235,16 @@ def split(path: Annotated[str, Positional], out: str, validation_fraction: float
 
 
 def convert(path: Annotated[str, Positional], out: str, to: Literal["array_record", "tfrecord"] = "array_record",
-            episodes_per_shard: int = 1000) -> dict:
-    """Copies every split into `to` shards (TFRecord <-> ArrayRecord) with the episode index."""
+            episodes_per_shard: int = 1000, decode_images: bool = False) -> dict:
+    """Copies every split into `to` shards (TFRecord <-> ArrayRecord) with the episode index.
+
+    Records are copied as they are: the TF-free reader decodes every feature (Tensor, Scalar, Image,
+    Text, dicts, episode metadata). --decode-images stores Image features as raw uint8 pixels instead
+    (decoded once here; larger on disk, no decode when loading: see benchmarks/rlds_image_read.py)."""
     info = _info(path)
     splits = {s: (lambda s=s: _records(path, info, s)) for s in _split_counts(path, info)}
-    card = _build(out, path, splits, to, {"converted_from": os.path.abspath(path)}, episodes_per_shard)
+    card = _build(out, path, splits, to, {"converted_from": os.path.abspath(path)}, episodes_per_shard,
+                  decode_images)
     print(f"converted {path} ({info.get('fileFormat', 'tfrecord')}) to {out} ({to}): {card['splits']}")
     return card
 
