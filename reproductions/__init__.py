@@ -13,6 +13,7 @@ from rillet.reproductions.agent57_atari_smoke import agent57_atari_smoke
 from rillet.reproductions.agent57_minigrid import agent57_minigrid
 from rillet.reproductions.common import plot_runs
 from rillet.reproductions.deep_sea import deep_sea
+from rillet.reproductions.deep_sea_demos import deep_sea_demos
 from rillet.reproductions.himo_hindsight import himo_hindsight
 from rillet.reproductions.meme_minigrid import meme_minigrid
 from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
@@ -38,6 +39,7 @@ REPRODUCTIONS: dict[str, Callable] = {
     "meme-minigrid": meme_minigrid,
     "recode-density": recode_density,
     "deep-sea": deep_sea,
+    "deep-sea-demos": deep_sea_demos,
     "himo-hindsight": himo_hindsight,
     "plot-runs": plot_runs,
 }
