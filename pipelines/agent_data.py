@@ -21,7 +21,7 @@ it; NaN makes a future reader loud). Any other missing extra raises SpecMismatch
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -17,6 +17,7 @@ from rillet.reproductions.deep_sea_demos import deep_sea_demos
 from rillet.reproductions.himo_hindsight import himo_hindsight
 from rillet.reproductions.meme_minigrid import meme_minigrid
 from rillet.reproductions.ngu_minigrid import ngu_atari_smoke, ngu_minigrid
+from rillet.reproductions.offline_r2d2 import offline_r2d2
 from rillet.reproductions.pac_offline import pac_data, pac_seeds, pac_vs_bc
 from rillet.reproductions.pac_scaling import pac_scaling
 from rillet.reproductions.r2d2_cartpole import po_cartpole
@@ -41,5 +42,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "deep-sea": deep_sea,
     "deep-sea-demos": deep_sea_demos,
     "himo-hindsight": himo_hindsight,
+    "offline-r2d2": offline_r2d2,
     "plot-runs": plot_runs,
 }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rillet.datasets.rlds_loader import rlds
-from rillet.datasets.rlds_reader import RldsEpisodes, rlds_episodes
+from rillet.datasets.rlds_reader import rlds_episodes
 from rillet.datasets.rlds_writer import RldsWriter
 from rillet.errors import CheckpointError, ConfigError, SpecMismatchError
 from rillet.learners.agents import get_agent
