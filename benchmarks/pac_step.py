@@ -26,13 +26,13 @@ in PEAK_BF16_FLOPS. Sizes whose estimated memory exceeds the device's are skippe
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
 import jax
 import numpy as np
 
+from bench_common import jaxpr_flops
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.learners import pac
 from rillet.learners.networks import perceiver
@@ -59,36 +59,6 @@ def measured_matmul_tflops(device, n: int = 8192, reps: int = 10) -> float | Non
         out = matmul(a, b)
     jax.block_until_ready(out)
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
-
-
-def _subjaxprs(value):
-    """Jaxprs held in an equation parameter (duck-typed: works across JAX versions)."""
-    items = value if isinstance(value, (tuple, list)) else (value,)
-    for v in items:
-        if hasattr(v, "eqns"):
-            yield v
-        elif hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
-            yield v.jaxpr
-
-
-def jaxpr_flops(jaxpr) -> float:
-    """Matmul/conv FLOPs of a jaxpr, recursing into sub-jaxprs (scan: x length; cond: max branch)."""
-    total = 0.0
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name == "dot_general":
-            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in lhs_contract)
-        elif name == "conv_general_dilated":
-            rhs = eqn.invars[1].aval.shape  # [out, in / groups, *window] (default dimension numbers)
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs[1:])
-        subs = [j for v in eqn.params.values() for j in _subjaxprs(v)]
-        if name == "cond":
-            total += max((jaxpr_flops(j) for j in subs), default=0.0)
-        else:
-            total += sum(jaxpr_flops(j) for j in subs) * (eqn.params.get("length", 1) if name == "scan" else 1)
-    return total
 
 
 def available_bytes(device) -> float:
