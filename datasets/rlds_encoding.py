@@ -207,6 +207,12 @@ def decode_varints(payload) -> np.ndarray:
         return b.astype(np.int64)
     if b[-1] >= 0x80:
         raise WireFormatError("packed varints end inside a value")
+    cont = b >= 0x80
+    if not (cont[:-1] & cont[1:]).any():  # every value < 2**14 (1 or 2 bytes: uint8 pixels): no groups
+        ends = np.flatnonzero(~cont)
+        two = cont[ends - 1] & (ends > 0)
+        high = b[ends].astype(np.uint16)
+        return np.where(two, (b[ends - 1] & 0x7F) | (high << 7), high).astype(np.int64)
     ends = np.flatnonzero(b < 0x80)
     starts = np.r_[0, ends[:-1] + 1]
     group = np.repeat(np.arange(len(ends)), ends - starts + 1)

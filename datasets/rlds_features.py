@@ -190,21 +190,22 @@ def decode_segments(f: Feature, segments: list, where: str) -> np.ndarray:
                                 f"{f.shape} {f.dtype} ({e}); the shard is corrupt.") from None
 
 
-def image_to_tensor(node: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A features.json Image leaf -> the Tensor leaf of its decoded pixels, stored as raw bytes per step
-    (encoding "bytes", which tfds reads too; for convert --decode-images)."""
+def image_to_tensor(node: Mapping[str, Any], encoding: str = "bytes") -> Mapping[str, Any]:
+    """A features.json Image leaf -> the Tensor leaf of its decoded pixels: raw bytes per step (encoding
+    "bytes", for convert --decode-images) or packed int64 varints ("none"); tfds reads both."""
     if "image" not in node:
         return node
     im = node["image"]
     return {"pythonClassName": "tensorflow_datasets.core.features.tensor_feature.Tensor",
-            "tensor": {"shape": im.get("shape", {}), "dtype": im.get("dtype", "uint8"), "encoding": "bytes"}}
+            "tensor": {"shape": im.get("shape", {}), "dtype": im.get("dtype", "uint8"), "encoding": encoding}}
 
 
-def decode_images(record: bytes, layout: Mapping[str, ArraySpec | Feature], where: str) -> bytes:
-    """A serialized episode with every Image step feature of `layout` replaced by its pixels as raw
-    bytes per step (`image_to_tensor`); every other feature is copied as it is."""
-    from rillet.datasets.rlds_encoding import (WireFormatError, encode_bytes_feature, example_from_features,
-                                               feature_segments, feature_views)
+def decode_images(record: bytes, layout: Mapping[str, ArraySpec | Feature], where: str,
+                  encoding: str = "bytes") -> bytes:
+    """A serialized episode with every Image step feature of `layout` replaced by its pixels, stored as
+    `image_to_tensor(..., encoding)` says; every other feature is copied as it is."""
+    from rillet.datasets.rlds_encoding import (WireFormatError, encode_bytes_feature, encode_feature,
+                                               example_from_features, feature_segments, feature_views)
 
     try:
         feats = dict(feature_views(record))
@@ -214,7 +215,8 @@ def decode_images(record: bytes, layout: Mapping[str, ArraySpec | Feature], wher
         key = "steps/" + name
         if isinstance(f, Feature) and f.kind == "image" and key in feats:
             pixels = decode_segments(f, feature_segments(feats[key])[1], f"record in '{where}', '{key}'")
-            feats[key] = encode_bytes_feature([p.tobytes() for p in pixels])
+            feats[key] = (encode_bytes_feature([p.tobytes() for p in pixels]) if encoding == "bytes"
+                          else encode_feature(pixels))
     return example_from_features(feats)
 
 

@@ -67,23 +67,24 @@ def _records(path: str, info: dict, split: str) -> Iterator[bytes]:
 
 
 def _build(out: str, base: str, splits: dict[str, Callable[[], Iterator[bytes]]], file_format: str,
-           card_extra: dict, per_shard: int, decode_images: bool = False) -> dict:
+           card_extra: dict, per_shard: int, image_encoding: str | None = None) -> dict:
     """Writes a dataset with `splits` {name: records factory} and the features of `base` (images decoded
-    to raw pixels when `decode_images`); returns its card, which lists every feature."""
+    to Tensors of `image_encoding`, "bytes" or "none", when given); returns its card, which lists every
+    feature."""
     check.integer("", "episodes_per_shard", per_shard, low=1, fix="--episodes-per-shard")
     info, layout = _info(base), read_step_layout(base)
     with open(os.path.join(base, "features.json")) as f:
         features = json.load(f)
-    if decode_images:
-        features = map_leaves(features, image_to_tensor)
+    if image_encoding:
+        features = map_leaves(features, lambda leaf: image_to_tensor(leaf, image_encoding))
     index = {k: layout[k] for k in ("is_first", "reward") if k in layout}
     with DatasetDraft(out, info["name"], file_format, per_shard, option="--out") as draft:
         for split, records in splits.items():
             shards = draft.split(split)
             for record in records():
                 steps = T.decode_episode(record, index, base)
-                if decode_images:
-                    record = decode_images_of(record, layout, base)
+                if image_encoding:
+                    record = decode_images_of(record, layout, base, image_encoding)
                 shards.write(record, len(steps["is_first"]),
                              float(steps["reward"].sum(dtype=np.float64)) if "reward" in steps else 0.0)
         return draft.commit(info, features, {**_card(base), **card_extra, "features": describe_features(features)})
@@ -244,7 +245,7 @@ def convert(path: Annotated[str, Positional], out: str, to: Literal["array_recor
     info = _info(path)
     splits = {s: (lambda s=s: _records(path, info, s)) for s in _split_counts(path, info)}
     card = _build(out, path, splits, to, {"converted_from": os.path.abspath(path)}, episodes_per_shard,
-                  decode_images)
+                  "bytes" if decode_images else None)
     print(f"converted {path} ({info.get('fileFormat', 'tfrecord')}) to {out} ({to}): {card['splits']}")
     return card
 
