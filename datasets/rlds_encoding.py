@@ -201,18 +201,24 @@ def join_packed(raws, small: int = 1024) -> tuple[str, Any] | None:
 
 
 def decode_varints(payload) -> np.ndarray:
-    """Packed protobuf varints -> int64 array (vectorised; negatives are 10-byte two's complement)."""
+    """Packed protobuf varints -> int64 array (vectorised; negatives are 10-byte two's complement), or
+    the narrowest of uint8/uint16 when every value fits (uint8 pixels: 8x less memory; `decode_values`
+    casts to the feature's dtype)."""
     b = np.frombuffer(payload, np.uint8)
     if not b.size or b.max() < 0x80:
-        return b.astype(np.int64)
+        return b
     if b[-1] >= 0x80:
         raise WireFormatError("packed varints end inside a value")
     cont = b >= 0x80
-    if not (cont[:-1] & cont[1:]).any():  # every value < 2**14 (1 or 2 bytes: uint8 pixels): no groups
+    follows = np.zeros(b.size, bool)
+    follows[1:] = cont[:-1]
+    if not (cont & follows).any() and (b[follows] == 1).all():  # every value < 256 is its first byte
+        return b[~follows]
+    if not (cont & follows).any():  # every value < 2**14 (1 or 2 bytes)
         ends = np.flatnonzero(~cont)
         two = cont[ends - 1] & (ends > 0)
         high = b[ends].astype(np.uint16)
-        return np.where(two, (b[ends - 1] & 0x7F) | (high << 7), high).astype(np.int64)
+        return np.where(two, (b[ends - 1] & 0x7F) | (high << 7), high)
     ends = np.flatnonzero(b < 0x80)
     starts = np.r_[0, ends[:-1] + 1]
     group = np.repeat(np.arange(len(ends)), ends - starts + 1)

@@ -71,9 +71,14 @@ def test_array_record_reads_every_feature_as_tfds_does(array_record):
             _check_episode(source[i], _by_id(episodes))
 
 
+def _with_episode_id(cols: dict, offsets: np.ndarray) -> dict:
+    """A `derive` transform that reads episode metadata (repeated per step under "episode")."""
+    return {**cols, "extras": {**cols["extras"], "id_plus_one": cols["episode"]["episode_metadata"]["id"] + 1}}
+
+
 def test_loader_batches_nested_images_text_and_metadata_filtered(array_record):
     path, episodes = array_record
-    it = rlds(path, transform="windows", window=3, batch_size=2, shuffle=False,
+    it = rlds(path, transform="windows", window=3, batch_size=2, shuffle=False, derive=_with_episode_id,
               episode_filter=lambda m: bool(m["episode_metadata"]["success"]))
     batches = list(it)  # train ids 0 (3 steps) and 2 (2 steps) succeed; 1 (5 steps) does not
     assert len(batches) == 1
@@ -81,6 +86,7 @@ def test_loader_batches_nested_images_text_and_metadata_filtered(array_record):
     assert b["observation"]["image"].shape == (2, 3, 8, 6, 3) and b["observation"]["depth"].dtype == np.uint16
     ids = b["episode"]["episode_metadata"]["id"][:, 0]
     assert sorted(ids) == [0, 2] and (mask.sum(1) == [3 if i == 0 else 2 for i in ids]).all()
+    np.testing.assert_array_equal(b["extras"]["id_plus_one"][:, 0], ids + 1)  # metadata seen by `derive`
     assert b["language_instruction"].dtype == object and b["language_instruction"][list(ids).index(2), 2] == b""
     for j, i in enumerate(ids):
         want = _want(_by_id(episodes)[i]["steps"], "observation/image")
