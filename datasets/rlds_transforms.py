@@ -3,7 +3,11 @@
 `decode_episode(record, layout)` turns one serialized ``tf.train.Example`` (an RLDS episode as
 tfds writes it) into ``{field: [L, *shape], "extras": {name: [L, ...]}}``; `decode_columns(records,
 layout, lengths)` decodes many episodes at once into columns ``{field: [sum L, *shape]}``: each
-field's packed payloads (`rlds_encoding.parse_example`) are joined and decoded in one numpy call.
+field's packed payloads (`rlds_encoding.parse_example`) are joined and decoded in one numpy call;
+encoded features (images, text; `rlds_features.Feature`) are decoded value by value. Features nest
+by '/' ("observation/image" -> steps["observation"]["image"]); episode metadata (`episode_layout`,
+the features beside "steps") comes repeated per step under steps["episode"], so `derive` hooks and
+every transform below see it.
 
 Per-record transforms over one decoded episode of L = T + 1 steps (a step t has o_t, a_t, r_t, d_t):
 
