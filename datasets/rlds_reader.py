@@ -176,8 +176,8 @@ class RldsEpisodes:
         if info.get("fileFormat", "tfrecord") != "array_record":
             raise ConfigError(
                 f"'{path}' is stored as {info.get('fileFormat', 'tfrecord')!r}; the TF-free reader needs "
-                "array_record. Read it with tfds.builder_from_directory(path).as_dataset(), or write "
-                "with file_format='array_record'."
+                f"array_record. Convert it once: rillet dataset convert {path} --out OUT --to array_record "
+                "(or read it with tfds.builder_from_directory(path).as_dataset())."
             )
         self.path, self.split = path, split
         self.layout, self.episode_layout, _ = read_features(path)

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from rillet.datasets.rlds_features import UnsupportedFeatureError
 from rillet.datasets.rlds_loader import rlds
 from rillet.datasets.rlds_reader import rlds_episodes
-from rillet.errors import SpecMismatchError
+from rillet.errors import ConfigError, SpecMismatchError
 from rillet.pipelines.dataset_cli import convert, inspect
 from tfds_foreign import leaves, stacked, write_foreign
 
@@ -100,6 +100,8 @@ def test_loader_batches_nested_images_text_and_metadata_filtered(array_record):
 
 def test_tfrecord_converts_and_reads_back_with_jpeg_near_tensorflow(tfrecord, tmp_path):
     path, episodes = tfrecord
+    with pytest.raises(ConfigError, match="rillet dataset convert"):  # TFRecord has no random access
+        rlds_episodes(path)
     card = convert(path, out=str(tmp_path / "ar"), to="array_record")
     assert card["features"]["steps/observation/wrist"] == {"type": "image", "shape": [8, 6, 1], "dtype": "uint8",
                                                            "encoding": "jpeg"}
