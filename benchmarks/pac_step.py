@@ -173,7 +173,7 @@ def _pac_targets(tp, obs, next_obs, task, obs_mask, act_mask, reward, discount, 
 
 
 def _pac_loss(params, tp, eta, batch, key, hp):
-    """(loss [], (q_samples [B, M], batch_finite [])) of PAC, params and tp already in the compute dtype."""
+    """(loss [], (q_samples [B, M], batch_finite [], metrics)) of PAC, params and tp in the compute dtype."""
     task = batch["task_id"]
     obs_mask = jnp.arange(batch["observation"].shape[1]) < jnp.asarray(hp["obs_sizes"])[task][:, None]
     act_mask = jnp.arange(batch["action"].shape[1]) < jnp.asarray(hp["act_sizes"])[task][:, None]
@@ -182,7 +182,8 @@ def _pac_loss(params, tp, eta, batch, key, hp):
     sample_bins, q, weights, target = _pac_targets(tp, obs, next_obs, task, obs_mask, act_mask, batch["reward"],
                                                    batch["discount"], eta, key, hp)
     lat = _encode(params, obs, obs_mask, task, hp["tokens"], hp["heads"])
-    logp = jax.nn.log_softmax(_policy_logits(params, lat, hp["heads"]), -1)
+    logits = _policy_logits(params, lat, hp["heads"])
+    logp = jax.nn.log_softmax(logits, -1)
     data_bins = jnp.round((action + 1.0) * 0.5 * (hp["bins"] - 1)).astype(jnp.int32)
     bc = -jnp.mean(_log_prob(logp, data_bins[:, None], act_mask))
     imp = -jnp.mean(jnp.sum(weights * _log_prob(logp, sample_bins, act_mask), -1))
@@ -191,7 +192,13 @@ def _pac_loss(params, tp, eta, batch, key, hp):
     crit = jnp.mean(jnp.sum(target * (log_t - jax.nn.log_softmax(q_logits, -1)), -1))
     checked = (obs, next_obs, jnp.where(act_mask, batch["action"], 0.0), batch["reward"], batch["discount"])
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in checked]))
-    return (1 - hp["alpha"]) * imp + hp["alpha"] * bc + hp["beta"] * crit, (q, finite)
+    pol = (1 - hp["alpha"]) * imp + hp["alpha"] * bc
+    entropy = -jnp.sum(jax.nn.softmax(logits) * logp, -1)  # [B, D]
+    metrics = {"bc_loss": bc, "improvement_loss": imp, "policy_loss": pol, "critic_loss": crit,
+               "q_data": jnp.mean(jax.nn.softmax(q_logits) @ hp["support"]), "q_samples": jnp.mean(q),
+               "weights_max": jnp.mean(jnp.max(weights, -1)),
+               "policy_entropy": jnp.sum(jnp.where(act_mask, entropy, 0.0)) / jnp.maximum(jnp.sum(act_mask), 1)}
+    return pol + hp["beta"] * crit, (q, finite, metrics)
 
 
 def _adam(grads, mu, nu, count, lr, eps, b1=0.9, b2=0.999):
@@ -212,8 +219,8 @@ def _dual(log_eta, q, task, epsilon):
 
 
 def make_plain_update(config: pac.PACConfig, obs_sizes, act_sizes):
-    """The baseline: one jitted function (state dict, batch) -> (state dict, metrics {loss, grad_norm}).
-    The state: params, target (float32), opt (mu, nu, count), log_eta [T], dual (mu, nu, count), steps,
+    """The baseline: one jitted function (state dict, batch) -> (state dict, metrics): the metrics of
+    `pac.update`. The state: params, target (float32), opt (mu, nu, count), log_eta [T], dual (mu, nu, count), steps,
     skipped, key; constant learning rate, Polyak or periodic hard target updates as the config says."""
     net = perceiver.get_config(config.network)
     hp = {"heads": net.num_heads, "tokens": net.num_obs_tokens, "bins": config.num_bins,
@@ -228,7 +235,7 @@ def make_plain_update(config: pac.PACConfig, obs_sizes, act_sizes):
         eta = jnp.exp(s["log_eta"]) if config.learn_temperature else jnp.full_like(s["log_eta"], config.eta)
         cast = lambda t: jax.tree.map(lambda x: x.astype(dt), t)  # noqa: E731
         loss_of = lambda p: _pac_loss(cast(p), cast(s["target"]), eta, batch, loss_key, hp_s)  # noqa: E731
-        (loss, (q, finite)), grads = jax.value_and_grad(loss_of, has_aux=True)(s["params"])
+        (loss, (q, finite, metrics)), grads = jax.value_and_grad(loss_of, has_aux=True)(s["params"])
         norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
         ok = finite & jnp.isfinite(loss) & jnp.isfinite(norm)
         grads = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grads)
@@ -250,8 +257,10 @@ def make_plain_update(config: pac.PACConfig, obs_sizes, act_sizes):
         new = {"params": params, "target": target, "opt": (mu, nu, count), "log_eta": log_eta,
                "dual": tuple(dual), "steps": steps, "key": key}
         new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, {k: s[k] for k in new})  # non-finite: skip
-        new["skipped"] = s["skipped"] + (~ok).astype(jnp.int32)
-        return new, {"loss": loss, "grad_norm": norm}
+        skip = (~ok).astype(jnp.int32)
+        new["skipped"] = s["skipped"] + skip
+        return new, {**metrics, "loss": loss, "grad_norm": norm, "temperature": jnp.mean(eta),
+                     "skipped_nonfinite": skip, "skipped_total": new["skipped"]}
 
     return plain_update
 
@@ -321,9 +330,11 @@ def check_outputs(state, batch, config: pac.PACConfig, plain_update) -> str:
     rel = lambda a, b: abs(float(a) / float(b) - 1)  # noqa: E731
     mu = plain_params(_adam_state(new.opt_state)[0])
     mu_max = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(mu))
+    worst = max(pm, key=lambda k: abs(float(m[k]) - float(pm[k])) / max(abs(float(pm[k])), 1e-6))
+    metric = f"metrics ({len(pm)}) largest rel diff {worst} {float(m[worst]):.6g} vs {float(pm[worst]):.6g}; "
     return (f"loss {float(m['loss']):.6f} vs {float(pm['loss']):.6f} (rel diff {rel(m['loss'], pm['loss']):.1e}); "
             f"grad_norm rel diff {rel(m['grad_norm'], pm['grad_norm']):.1e}; Adam first moments max abs diff "
-            f"{max_abs_diff(mu, plain['opt'][0]):.1e} (largest {mu_max:.1e}); updated params max abs diff "
+            f"{max_abs_diff(mu, plain['opt'][0]):.1e} (largest {mu_max:.1e}); {metric}updated params max abs diff "
             f"{max_abs_diff(plain_params(new.online), plain['params']):.1e}, target "
             f"{max_abs_diff(plain_params(new.target), plain['target']):.1e}, log temperature "
             f"{max_abs_diff(new.log_temperature, plain['log_eta']):.1e} (one Adam step moves each by ~"
