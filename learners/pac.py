@@ -37,6 +37,7 @@ copies).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping, Sequence
 
@@ -318,7 +319,7 @@ def _loss(params, static, target, eta, batch, key, config: PACConfig):
     return pol + config.beta * crit, metrics
 
 
-@eqx.filter_jit
+@functools.partial(jax.jit, static_argnames=("config",))  # every state leaf is an array: no filtering to pay
 def update(state: PACState, batch: Mapping[str, Any], config: PACConfig) -> tuple[PACState, dict]:
     """One gradient step. metrics: loss, policy_loss, bc_loss, improvement_loss, critic_loss, q_data,
     q_samples, weights_max, policy_entropy, temperature (mean over tasks), grad_norm, skipped_nonfinite (0/1),
