@@ -157,10 +157,16 @@ class OnlineConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{**{k: v for k, v in raw.items() if k in fields},
                       "observation_indices": tuple(raw.get("observation_indices", ())),
-                      "learner": agent.config_type(**learner), "replay": ReplayConfig(**raw["replay"]),
+                      "learner": agent.config_type(**learner), "replay": _replay_from_json(raw["replay"]),
                       "actor": ActorConfig(**raw["actor"])})
 
     def learner_fingerprint(self) -> dict:
         """The parts of the config a checkpoint must agree with to be restored."""
         return {"env_id": self.env_id, "observation_indices": list(self.observation_indices),
                 "agent": self.agent, "learner": dataclasses.asdict(self.learner)}
+
+
+def _replay_from_json(raw: dict) -> ReplayConfig:
+    """ReplayConfig from its JSON (lists back to tuples)."""
+    return ReplayConfig(**{**raw, "demonstrations": tuple(raw.get("demonstrations", ()))})
+

@@ -74,7 +74,8 @@ def load_online_run(run_dir: str, step: int | None = None):
 
 
 def _connect_replay(config: OnlineConfig, spec):
-    """Returns (server or None, address). Embedded server unless config.replay.address is set."""
+    """Returns (server or None, address). Embedded server unless config.replay.address is set, its
+    tables seeded with the demonstrations, if any."""
     if config.replay.address:
         item = get_agent(config.agent).replay_item(config.learner)
         reverb_sampler.check_table_matches(config.replay.address, TRANSITIONS_TABLE,
@@ -85,6 +86,7 @@ def _connect_replay(config: OnlineConfig, spec):
         item = get_agent(config.agent).replay_item(config.learner)
         tables.append(demonstrations.demo_table(replay_stage.item_signature(item, spec), DEMO_TABLE_SIZE))
     server = reverb_tables.make_server(tables)
+    _seed_replay(config, f"127.0.0.1:{server.port}")
     return server, f"127.0.0.1:{server.port}"
 
 
@@ -173,7 +175,6 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
     Returns the final learner state."""
     config = run.config
     server, address = _connect_replay(config, spec)
-    _seed_replay(config, address)
     client = reverb.Client(address)  # one client for priority updates and table queries
     params = LatestParams(agent.network(state))
     progress = Progress(config.progress, config.total_env_steps, run.env_steps, desc=f"{config.agent} {config.env_id}")
