@@ -103,6 +103,14 @@ class AgentOfflineConfig:
         """The replay options `agent_batches` reads (batch size, n, sequence period)."""
         return ReplayConfig(batch_size=self.batch_size, n_step=self.n_step, sequence_period=self.sequence_period)
 
+    @classmethod
+    def from_json(cls, raw: dict) -> "AgentOfflineConfig":
+        """The config a run directory's config.json holds."""
+        agent = get_agent(raw["agent"])
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in raw.items() if k in fields}, "learner": agent.config_type(**raw["learner"]),
+                      "observation_indices": tuple(raw.get("observation_indices", ()))})
+
     def fingerprint(self) -> dict:
         """What a checkpoint must agree with to be resumed: the training stream and the learner."""
         keep = ("agent", "observation_indices", "batch_size", "n_step", "sequence_period", "gamma", "seed",
@@ -164,6 +172,21 @@ def train_offline_agent(config: AgentOfflineConfig) -> dict:
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def load_offline_agent_run(run_dir: str, step: int | None = None):
+    """(config, learner spec, learner state) of a `rillet train-offline AGENT` run directory's latest (or
+    given) checkpoint; its dataset must still be where the run read it."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = AgentOfflineConfig.from_json(json.load(f))
+    agent = get_agent(config.agent)
+    spec = learner_spec(config.data, "train", agent, config.learner)
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint())
+    try:
+        state, _ = ckpt.restore(agent.init(jax.random.PRNGKey(config.seed), spec, config.learner), step)
+    finally:
+        ckpt.close()
+    return config, spec, state
 
 
 def train_offline_agent_cmd(config: AgentOfflineConfig) -> dict:

@@ -7,7 +7,7 @@ policy, frozen, with the actor state and observe hook the agent's record declare
 
 A run directory is what `rillet train-online` (any registered agent: the record's `evaluator`) or
 `rillet train-offline` (PAC: `discretised_policy` of the task whose spec matches, acting by the run's
---eval-action) wrote: config.json and checkpoints/<step>. Where the evaluator reads the actors' carry
+--eval-action; a value agent, `train-offline AGENT`: the record's `evaluator`) wrote: config.json and checkpoints/<step>. Where the evaluator reads the actors' carry
 (`ActorParts.resume`, e.g. Agent57's best bandit arm), the carry saved with that checkpoint is put in,
 so the policy acts as the run's own evaluations did. The parameters are the learner's acting network
 at that step; nothing here updates them.
@@ -64,6 +64,8 @@ def load_policy(run_dir: str, spec: StepSpec, num_envs: int) -> LoadedPolicy:
     run_dir, step = resolve_checkpoint_path(run_dir)
     raw = _read_config(run_dir)
     step = _checkpoint_step(run_dir, step)
+    if "data" in raw and "num_updates" in raw:
+        return _load_offline_agent(run_dir, spec, num_envs, step)
     if "data" in raw and "replay" not in raw:
         return _load_offline(run_dir, raw, spec, num_envs, step)
     return _load_online(run_dir, raw, spec, num_envs, step)
@@ -171,6 +173,22 @@ def _load_online(run_dir: str, raw: dict, spec: StepSpec, num_envs: int, step: i
         if carried is not None:
             parts = dataclasses.replace(parts, actor_state=parts.resume(parts.actor_state, carried))
     return LoadedPolicy(config.agent, parts, agent.network(state), config, run_spec, step, run_dir)
+
+
+def _load_offline_agent(run_dir: str, spec: StepSpec, num_envs: int, step: int) -> LoadedPolicy:
+    """A `rillet train-offline AGENT` run of a value agent: the agent record's evaluator. Its dataset must
+    still be where the run read it (it gives the learner's spec)."""
+    from rillet.learners.agents import get_agent
+    from rillet.pipelines.offline_agents import load_offline_agent_run
+
+    try:
+        config, run_spec, state = load_offline_agent_run(run_dir, step)
+    except (ValueError, TypeError, KeyError) as e:
+        raise _corrupt_config(run_dir, repr(e)) from None
+    check_same_layout(spec, run_spec, run_dir)
+    agent = get_agent(config.agent)
+    return LoadedPolicy(config.agent, agent.evaluator(run_spec, config.learner, num_envs), agent.network(state),
+                        config, run_spec, step, run_dir)
 
 
 def _load_offline(run_dir: str, raw: dict, spec: StepSpec, num_envs: int, step: int) -> LoadedPolicy:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rillet.datasets.rlds_loader import rlds
-from rillet.datasets.rlds_reader import rlds_episodes
+from rillet.datasets.rlds_reader import RldsEpisodes, rlds_episodes
 from rillet.datasets.rlds_writer import RldsWriter
 from rillet.errors import CheckpointError, ConfigError, SpecMismatchError
 from rillet.learners.agents import get_agent
@@ -25,6 +25,7 @@ from rillet.pipelines.cli import main
 from rillet.pipelines.dataset_cli import generate
 from rillet.pipelines.metrics import read_jsonl
 from rillet.pipelines.offline_agents import AgentOfflineConfig, train_offline_agent
+from rillet.pipelines.policy_loader import load_policy
 from tests.datasets.replay_sim import SPEC as SIM_SPEC, make_episode, reference_sequences
 
 HIMO = HiMoConfig(burn_in=2, trace_length=4, n_step=2, lookahead=2, lstm_size=8, hidden_sizes=(8,), hindsight_hidden=8)
@@ -115,6 +116,11 @@ def test_offline_dqn_resumes_mid_epoch_to_the_same_parameters(data, tmp_path):
     assert meta["updates"] == 40
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    loaded = load_policy(str(tmp_path / "b"), RldsEpisodes(data).spec, num_envs=4)  # the one loader
+    assert loaded.agent == "dqn" and loaded.step == 40
+    obs = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+    action, _, _ = loaded.parts.policy(loaded.params, obs, loaded.parts.actor_state, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(action, np.argmax(np.asarray(b.online(obs)), axis=-1))
     with pytest.raises(CheckpointError):
         train_offline_agent(dataclasses.replace(offline_dqn(data, tmp_path / "b", 50), seed=1))
     with pytest.raises(SpecMismatchError, match="observation-indices"):
