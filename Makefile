@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[actors,test]'
 	touch $(STAMP)
 
-test: test-pinned test-current-jax
+# The two suites run side by side (2 cores: most of their time is compiling and waiting on processes);
+# -O keeps each suite's output together.
+test:
+	$(MAKE) --no-print-directory -j2 -O test-pinned test-current-jax
 
 test-pinned: $(STAMP)
 	$(PY) -m pytest -q tests
