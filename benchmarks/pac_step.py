@@ -386,7 +386,8 @@ def bench(size: str, args, loader: dict | None = None) -> dict | None:
     abstract = jax.eval_shape(lambda k: pac.init(k, specs, config), jax.random.PRNGKey(0))
     params = perceiver.count_params(abstract.online)
     # fp32 online + target + Adam mu, nu + grads, plus a rough activation allowance.
-    act_bytes = 4 * args.batch * 3 * (net.num_latents + net.num_obs_tokens) * net.d_model * net.mlp_ratio * (net.num_layers + 3)
+    tokens = net.num_latents + net.num_obs_tokens
+    act_bytes = 4 * args.batch * 3 * tokens * net.d_model * net.mlp_ratio * (net.num_layers + 3)
     need = 20 * params + act_bytes
     if need > 0.8 * available_bytes(device):
         print(f"{size:>8}: skipped, needs ~{need / 2**30:.1f} GiB, "
@@ -463,7 +464,8 @@ def main(argv=None):
     ceiling = measured_matmul_tflops(device)
     if ceiling is not None:
         peak = peak_flops(device)
-        share = f" ({100e12 * ceiling / peak:.0f}% of the {peak / 1e12:.0f} TFLOP/s datasheet peak MFU uses)" if peak else ""
+        share = (f" ({100e12 * ceiling / peak:.0f}% of the {peak / 1e12:.0f} TFLOP/s datasheet peak MFU uses)"
+                 if peak else "")
         print(f"bf16 8192^3 matmul: {ceiling:.0f} TFLOP/s measured{share}")
     loader = bench_loader(args) if args.data else None
     if loader is None:
@@ -474,7 +476,8 @@ def main(argv=None):
     clock = "process CPU time" if device.platform == "cpu" else "wall clock"
     for row in rows:
         if row is not None and row["ratio"] is not None:
-            print(f"ratio rillet / baseline ({row['size']}, {args.dtype}, {clock}): {row['ratio']:.3f} (target >= 0.95)")
+            print(f"ratio rillet / baseline ({row['size']}, {args.dtype}, {clock}): {row['ratio']:.3f} "
+                  "(target >= 0.95)")
     return rows
 
 

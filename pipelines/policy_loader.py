@@ -7,9 +7,10 @@ policy, frozen, with the actor state and observe hook the agent's record declare
 
 A run directory is what `rillet train-online` (any registered agent: the record's `evaluator`) or
 `rillet train-offline` (PAC: `discretised_policy` of the task whose spec matches, acting by the run's
---eval-action; a value agent, `train-offline AGENT`: the record's `evaluator`) wrote: config.json and checkpoints/<step>. Where the evaluator reads the actors' carry
-(`ActorParts.resume`, e.g. Agent57's best bandit arm), the carry saved with that checkpoint is put in,
-so the policy acts as the run's own evaluations did. The parameters are the learner's acting network
+--eval-action; a value agent, `train-offline AGENT`: the record's `evaluator`) wrote: config.json and
+checkpoints/<step>. Where the evaluator reads the actors' carry (`ActorParts.resume`, e.g. Agent57's
+best bandit arm), the carry saved with that checkpoint is put in, so the policy acts as the run's own
+evaluations did. The parameters are the learner's acting network
 at that step; nothing here updates them.
 
 Errors (rillet.errors, each saying what to do): CheckpointError for a path that is not a run directory
