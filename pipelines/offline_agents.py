@@ -138,15 +138,14 @@ def train_offline_agent(config: AgentOfflineConfig) -> dict:
         updates = int(meta["updates"])
         batches.set_state(meta["loader"])
         print(f"Resumed from {ckpt.directory} at update {updates}.")
-    metrics, curve, curve_result = MetricsWriter(run_dir), [], []
+    metrics, evals = MetricsWriter(run_dir), []  # evals: [(updates, evaluation)] of this process
 
-    def periodic_eval(tick):
-        result = evaluate(agent.network(tick.state))
-        metrics.write(tick.step, result, prefix="eval/")
-        curve.append((tick.step, result["return_mean"]))
+    def evaluate_at(step: int, learner_state) -> dict:
+        result = evaluate(agent.network(learner_state))
+        metrics.write(step, result, prefix="eval/")
         with open(os.path.join(run_dir, "curve.jsonl"), "a") as f:
-            f.write(json.dumps({"updates": tick.step, **result}) + "\n")
-        curve_result.append(result)
+            f.write(json.dumps({"updates": step, **result}) + "\n")
+        evals.append((step, result))
         return result
 
     stream = (Stream(batches)
@@ -156,14 +155,15 @@ def train_offline_agent(config: AgentOfflineConfig) -> dict:
               | every(config.checkpoint_every_updates,
                       save_checkpoint(ckpt, lambda t: {"updates": t.step, "loader": batches.get_state()}),
                       start=updates)
-              | every(config.eval_every_updates, periodic_eval, start=updates))
+              | every(config.eval_every_updates, lambda t: evaluate_at(t.step, t.state), start=updates))
     final_tick = last(stream)
     if final_tick is not None:
         state, updates = final_tick.state, final_tick.step
         ckpt.save(updates, state, {"updates": updates, "loader": batches.get_state()})
-    final = curve_result[-1] if curve and curve[-1][0] == updates else periodic_eval(_Final(updates, state))
+    final = evals[-1][1] if evals and evals[-1][0] == updates else evaluate_at(updates, state)
     ckpt.close()
     metrics.close()
+    curve = [(step, result["return_mean"]) for step, result in evals]
     png = learning_curve({f"{config.agent} greedy return": curve}, os.path.join(run_dir, "learning_curve.png"),
                          xlabel="updates", title=f"offline {config.agent} on {os.path.basename(config.data)}")
     summary = {"final_eval": final, "updates": updates, "data_return_mean": _data_return(config.data),
@@ -198,12 +198,6 @@ def train_offline_agent_cmd(config: AgentOfflineConfig) -> dict:
           f"{final['episodes']} episodes after {summary['updates']} updates (the dataset's episodes: "
           f"{summary['data_return_mean']:.1f})")
     return summary
-
-
-@dataclasses.dataclass(frozen=True)
-class _Final:
-    step: int
-    state: Any
 
 
 def _update(config: AgentOfflineConfig, agent):
