@@ -48,7 +48,12 @@ class Checkpointer:
 
     def save(self, step: int, learner_state: Any, meta: dict, actor: Any = None) -> None:
         """Saves the learner state's arrays, meta (+ the fingerprint) and, if given, the actors'
-        carried state (a pytree of arrays) as one step."""
+        carried state (a pytree of arrays) as one step. A step saved again (a run that ends, or is
+        resumed and ends, with no update since its last checkpoint, while its actors and counters moved
+        on) replaces the older one: orbax would silently keep the first. A crash between the removal and
+        the new save leaves the earlier steps (max_to_keep), never a partial one."""
+        if step in self.steps():
+            self._manager.delete(step)
         items = {"state": ocp.args.StandardSave(eqx.filter(learner_state, eqx.is_array)),
                  "meta": ocp.args.JsonSave({**meta, "fingerprint": self.fingerprint})}
         if actor is not None:

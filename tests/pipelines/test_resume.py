@@ -80,6 +80,20 @@ def test_resume_is_bit_identical(tmp_path):
     assert int(resumed.steps) == n + m
 
 
+def test_a_step_saved_again_keeps_the_newer_counters_and_actor_state(tmp_path):
+    """A run that ends (or resumes and ends) with no update since its last checkpoint saves the same
+    step again: the newer counters and actors' carry win, in this process and after a reopen."""
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), {"same": True})
+    ckpt.save(5, {"w": jnp.zeros(2)}, {"env_steps": 240}, actor={"steps": np.array(240)})
+    ckpt.save(5, {"w": jnp.ones(2)}, {"env_steps": 360}, actor={"steps": np.array(360)})
+    assert ckpt.steps() == [5]
+    ckpt.close()
+    reopened = Checkpointer(str(tmp_path / "ckpt"), {"same": True})
+    state, meta = reopened.restore({"w": jnp.zeros(2)})
+    assert meta["env_steps"] == 360 and np.array_equal(state["w"], np.ones(2))
+    assert int(reopened.restore_actor()["steps"]) == 360
+
+
 def test_a_checkpoint_of_another_state_layout_is_refused(tmp_path):
     """Same config fingerprint, but an array whose shape changed (e.g. a scalar that became a vector):
     a clear CheckpointError, not a state that fails later."""
