@@ -196,6 +196,14 @@ def test_task_batches_label_and_separate_correctly():
         task_batch("sort", np.random.default_rng(0), 1, (3, 3))
 
 
+def test_copy_last_labels_the_last_data_token_behind_separators_and_padding():
+    tokens, last, labels = task_batch("copy_last", np.random.default_rng(0), 32, (2, 9), separator_every=3)
+    assert tokens.shape == (32, 9 + 2) and len(set(last.tolist())) > 1
+    for t, n, y in zip(tokens, last, labels):
+        assert t[n] == y and y != SEPARATOR and np.all(t[n + 1:] == 0)
+        assert np.array_equal(t[: n + 1], insert_separators(t[: n + 1][t[: n + 1] != SEPARATOR], 3, SEPARATOR))
+
+
 # --- the model signature --------------------------------------------------------------------------
 
 class CumulativeMean(eqx.Module):
