@@ -92,7 +92,7 @@ def oversquash(out_dir: str, model: ModelOptions = ModelOptions(), length: int =
     import numpy as np
 
     from rillet.evals.probes.figures import plot_oversquash
-    from rillet.evals.probes.oversquash import path_bound, sensitivity_profile
+    from rillet.evals.probes.oversquash import path_bound, region_means, sensitivity_profile
     from rillet.learners.networks.attention import cast_floating
 
     net = cast_floating(build_model(model), {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype])
@@ -102,6 +102,9 @@ def oversquash(out_dir: str, model: ModelOptions = ModelOptions(), length: int =
     result.update(bound=path_bound(length, len(result["layers"]), window).tolist(),
                   bound_uniform=path_bound(length, len(result["layers"]), window, "uniform").tolist(),
                   window=window, dtype=dtype, model=dataclasses.asdict(model))
+    if length >= 8:
+        result["summary"] = region_means(result["output"])
+        print("  output sensitivity / max: " + ", ".join(f"{k} {v:.3g}" for k, v in result["summary"].items()))
     out = np.asarray(result["output"])
     print(f"  output sensitivity: first token {out[0]:.3g}, middle {out[length // 2]:.3g}, last {out[-1]:.3g}")
     return _write(out_dir, "oversquash", result, plot_oversquash)

@@ -72,6 +72,7 @@ def collapse_profile(model, lengths: Sequence[int], family="ones_zero", dtypes: 
         d = pair_distances(cast_floating(model, DTYPES[name]), lengths, pair_fn, **kw)
         equal = d["equal"]
         first = next((n for n, e in zip(lengths, equal) if e), None)
-        out["dtypes"][name] = {**{k: v.tolist() for k, v in d.items()}, "collapse_length": collapse_length(lengths, equal),
+        out["dtypes"][name] = {**{k: v.tolist() for k, v in d.items()},
+                               "collapse_length": collapse_length(lengths, equal),
                                "first_equal_length": first, "wall_s": round(time.perf_counter() - t0, 3)}
     return out

@@ -49,14 +49,19 @@ def plot_collapse(runs: Mapping[str, dict], path: str) -> str:
 
 def plot_oversquash(runs: Mapping[str, dict], path: str) -> str:
     """Left: the final layer's sensitivity profile over positions, normalised to its maximum, beside
-    the path-count bound (dotted); right: the same for the output."""
+    the path-count bound (dotted; drawn once for runs with the same bound); right: the same for the output."""
     plt, fig, axes = _axes(2)
+    drawn: set = set()
     for name, run in runs.items():
+        bound = np.asarray(run["bound"])
+        new_bound = tuple(bound.tolist()) not in drawn
+        drawn.add(tuple(bound.tolist()))
         for ax, key in zip(axes, ("final", "output")):
             prof = np.asarray(run["layers"])[-1] if key == "final" else np.asarray(run["output"])
             line, = ax.plot(prof / prof.max(), label=name)
-            bound = np.asarray(run["bound"])
-            ax.plot(bound / bound.max(), linestyle=":", color=line.get_color(), label=f"{name} path bound")
+            if new_bound:
+                label = f"path bound ({len(run['layers'])} layers, window {run.get('window', 0)})"
+                ax.plot(bound / bound.max(), linestyle=":", color=line.get_color(), label=label)
     for ax, key in zip(axes, ("final layer ‖∂h_n/∂v_i‖", "output ‖∂y_n/∂v_i‖")):
         ax.set(yscale="log", xlabel="input position i", ylabel=f"{key} / max", title="over-squashing")
         ax.grid(alpha=0.3)

@@ -20,7 +20,7 @@ import numpy as np
 from rillet.errors import ConfigError
 from rillet.evals.probes.model_api import check_sequence_model
 
-__all__ = ["jacobian_norms", "sensitivity_profile", "path_bound", "WEIGHTINGS"]
+__all__ = ["jacobian_norms", "sensitivity_profile", "path_bound", "region_means", "WEIGHTINGS"]
 
 WEIGHTINGS = ("count", "uniform")
 
@@ -68,6 +68,20 @@ def path_bound(length: int, num_layers: int, window: int = 0, weighting: str = "
     for _ in range(num_layers):
         v = v @ step
     return v
+
+
+def region_means(profile) -> dict:
+    """profile [T] (T >= 8) -> the summary the results tables use, normalised by the profile's maximum:
+    "first" (i = 0), "early" (mean over i < T/4), "middle" (3T/8 <= i < 5T/8), "late" (3T/4 <= i < T-1: the
+    last token excluded), "last" (i = T-1); and the raw "first_raw", "last_raw"."""
+    p = np.asarray(profile, np.float64)
+    t = len(p)
+    if t < 8:
+        raise ConfigError(f"region_means needs a profile of length >= 8, got {t}.")
+    q = p / p.max()
+    return {"first": float(q[0]), "early": float(q[:t // 4].mean()), "middle": float(q[3 * t // 8:5 * t // 8].mean()),
+            "late": float(q[3 * t // 4:t - 1].mean()), "last": float(q[-1]), "first_raw": float(p[0]),
+            "last_raw": float(p[-1])}
 
 
 def profiles_at_lengths(model, lengths: Sequence[int], num_sequences: int, vocab: int, seed: int = 0) -> dict:

@@ -17,7 +17,7 @@ from rillet.errors import ConfigError, SignatureError
 from rillet.evals.probes.collapse import collapse_length, collapse_profile, pair_distances
 from rillet.evals.probes.inputs import insert_separators, ones, ones_zero, separator_positions, with_separators
 from rillet.evals.probes.model_api import _run_rows, check_sequence_model, last_states, plan_rows, plan_tree, tree_mask
-from rillet.evals.probes.oversquash import jacobian_norms, path_bound
+from rillet.evals.probes.oversquash import jacobian_norms, path_bound, region_means
 from rillet.evals.probes.tasks import SEPARATOR, task_batch
 from rillet.learners.networks.attention import cast_floating
 from rillet.learners.networks.transformer import DecoderTransformer, TransformerConfig
@@ -152,6 +152,17 @@ def test_path_bound_counts_and_weighs_every_causal_path(window):
             brute[ks[0]] += np.prod([m[ks[t + 1], ks[t]] for t in range(layers)])
         np.testing.assert_allclose(path_bound(length, layers, window, weighting), brute, rtol=1e-12)
     assert path_bound(6, 3)[0] > path_bound(6, 3)[4]  # early tokens have more paths
+
+
+def test_region_means_on_a_hand_profile():
+    profile = np.arange(1.0, 17.0)  # T = 16: early 0..3, middle 6..9, late 12..14, max 16
+    got = region_means(profile)
+    expected = {"first": 1 / 16, "early": 2.5 / 16, "middle": 8.5 / 16, "late": 14 / 16, "last": 1.0,
+                "first_raw": 1.0, "last_raw": 16.0}
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-12)
+    with pytest.raises(ConfigError, match="length >= 8"):
+        region_means(np.ones(4))
 
 
 def test_rows_are_shared_by_prefixes_only_for_causal_models():
