@@ -9,8 +9,9 @@ Everything goes to a sibling temporary directory ``<out_dir>.incomplete-<pid>-<h
 RILLET_INCOMPLETE marker from its first moment. `commit` writes dataset_info.json (``info`` with
 the splits and file format filled in), features.json, the episode index ``rillet_index-<split>.npz``
 of every split, and the card (``rillet_card.json`` and TFDS's ``metadata.json``: ``card`` plus the
-counts), then removes the marker and renames the directory to out_dir atomically. A writer killed
-at any moment leaves only the marked temporary directory, which every reader refuses
+counts, the features and each file's digest) and its markdown (``README.md``, with a return
+histogram ``rillet_returns.png``), then removes the marker and renames the directory to out_dir
+atomically. A writer killed at any moment leaves only the marked temporary directory, which every reader refuses
 (`rlds_reader.check_complete`); `discard` (or an exception inside ``with``) removes it.
 
 Shards are named SHARD_TEMPLATE (``<name>-<split>.<format>-<index>``, the count is never needed, so
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from typing import Any
@@ -30,8 +32,11 @@ from typing import Any
 import numpy as np
 
 from rillet import validation
+from rillet.datasets.rlds_card import write_card_markdown
+from rillet.datasets.rlds_integrity import split_files
 from rillet.datasets.rlds_loader import write_index
-from rillet.datasets.rlds_reader import CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, shard_filename
+from rillet.datasets.rlds_reader import (CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, describe_features,
+                                         shard_filename)
 from rillet.errors import ConfigError
 
 SHARD_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}"
@@ -69,6 +74,11 @@ class ShardWriter:
             self._writer.close()
             self._writer = None
 
+    def shard_names(self) -> list[str]:
+        """The file names of the shards written so far, in order."""
+        return [shard_filename(SHARD_TEMPLATE, self.dataset, self.split, self.file_format, i)
+                for i in range(len(self.shard_lengths))]
+
     def split_info(self) -> dict:
         """This split's entry of dataset_info.json "splits" (TFDS's JSON of SplitInfo)."""
         return {"name": self.split, "numBytes": str(self.num_bytes), "filepathTemplate": SHARD_TEMPLATE,
@@ -83,6 +93,13 @@ def _open_shard(path: str, file_format: str):
     import tensorflow as tf
 
     return tf.io.TFRecordWriter(path)
+
+
+def check_version(owner: str, version: str, fix: str = "--version") -> str:
+    """A dataset version as TFDS writes it ("MAJOR.MINOR.PATCH"); ConfigError otherwise."""
+    validation.require(isinstance(version, str) and re.fullmatch(r"\d+\.\d+\.\d+", version) is not None, owner,
+                       "version", version, 'a TFDS version "MAJOR.MINOR.PATCH", e.g. "1.0.0"', fix=fix)
+    return version
 
 
 def episode_counts(lengths, returns) -> dict:
@@ -124,20 +141,27 @@ class DatasetDraft:
 
     def commit(self, info: dict, features: dict, card: dict) -> dict:
         """Finishes the dataset and renames it to out_dir; returns the card as written (card, then
-        file_format, the counts over all splits and "splits": {split: episodes})."""
+        file_format, the counts over all splits, "splits": {split: episodes}, "features" (every
+        feature's type, shape, dtype, encoding) and "files" (per split: shard sizes and digests, the
+        index digest; `rlds_integrity`)), also as markdown beside it (`rlds_card`)."""
+        files = {}
         for shards in self.splits.values():
             shards.close()
-            write_index(self.tmp_dir, shards.split, shards.lengths, shards.returns)
+            index = write_index(self.tmp_dir, shards.split, shards.lengths, shards.returns)
+            files[shards.split] = split_files(self.tmp_dir, shards.shard_names(), os.path.basename(index),
+                                              len(shards.lengths), sum(shards.lengths))
         lengths = [n for s in self.splits.values() for n in s.lengths]
         returns = [r for s in self.splits.values() for r in s.returns]
         card = {**card, "file_format": self.file_format, **episode_counts(lengths, returns),
-                "splits": {s.split: len(s.lengths) for s in self.splits.values()}}
+                "splits": {s.split: len(s.lengths) for s in self.splits.values()},
+                "features": describe_features(features), "files": files}
         info = {**info, "name": self.name, "fileFormat": self.file_format,
                 "splits": [s.split_info() for s in self.splits.values()]}
         for fname, obj in (("dataset_info.json", info), ("features.json", features), (CARD_FILE, card),
                            ("metadata.json", card)):
             with open(os.path.join(self.tmp_dir, fname), "w") as f:
                 json.dump(obj, f, indent=2, sort_keys=True)
+        write_card_markdown(self.tmp_dir, card, {s.split: s.returns for s in self.splits.values()})
         os.remove(os.path.join(self.tmp_dir, INCOMPLETE_MARKER))
         _fsync_dir(self.tmp_dir)
         os.rename(self.tmp_dir, self.out_dir)  # atomic on one filesystem; fails if out_dir appeared

@@ -23,15 +23,12 @@ from typing import Any, Callable
 import numpy as np
 
 from rillet.datasets import rlds_transforms as T
-from rillet.datasets.rlds_reader import DatasetPathError, RldsEpisodes
+from rillet.datasets.rlds_integrity import check_split
+from rillet.datasets.rlds_reader import CorruptDatasetError, RldsEpisodes
 from rillet.datasets.specs import StepSpec
 from rillet.errors import ConfigError
 
 INDEX_FILE = "rillet_index-{split}.npz"
-
-
-class CorruptDatasetError(DatasetPathError):
-    """A shard that cannot be read (truncated, overwritten, or not ArrayRecord)."""
 
 
 def write_index(path: str, split: str, lengths, returns) -> str:
@@ -43,17 +40,20 @@ def write_index(path: str, split: str, lengths, returns) -> str:
 
 
 def open_episodes(path: str, split: str, spec: StepSpec | None) -> RldsEpisodes:
-    """RldsEpisodes, after checking every shard opens and holds the records dataset_info.json lists."""
+    """RldsEpisodes, after checking every shard opens and holds the records dataset_info.json lists,
+    and that the files agree with what the card records of them (`rlds_integrity.check_split`)."""
     try:
         episodes = RldsEpisodes(path, split, spec)
     except RuntimeError:  # grain's ArrayRecordDataSource on an unreadable shard
         _check_shards(path, split)
         raise
-    _check_shards(path, split)
+    shards = _check_shards(path, split)
+    check_split(path, split, episodes.card, episodes.layout, shards, len(episodes))
     return episodes
 
 
-def _check_shards(path: str, split: str) -> None:
+def _check_shards(path: str, split: str) -> list[str]:
+    """The split's shard paths, after checking each opens and holds the records dataset_info.json lists."""
     import json
 
     from array_record.python.array_record_module import ArrayRecordReader
@@ -63,21 +63,24 @@ def _check_shards(path: str, split: str) -> None:
     with open(os.path.join(path, "dataset_info.json")) as f:
         info = json.load(f)
     want = {s["name"]: [int(n) for n in s.get("shardLengths", [])] for s in info.get("splits", [])}[split]
-    for path, n in zip(_shard_paths(path, info, split), want):
+    shards = _shard_paths(path, info, split)
+    for shard, n in zip(shards, want):
         try:
-            reader = ArrayRecordReader(path)
+            reader = ArrayRecordReader(shard)
             got = reader.num_records()
             reader.close()
         except Exception as e:  # array_record raises RuntimeError/ValueError with C++ status text
-            raise CorruptDatasetError(f"shard '{path}' cannot be read ({str(e)[:200]}); it is truncated or "
+            raise CorruptDatasetError(f"shard '{shard}' cannot be read ({str(e)[:200]}); it is truncated or "
                                       "corrupt. Restore it from the source, or regenerate the dataset.") from None
         if got != n:
-            raise CorruptDatasetError(f"shard '{path}' holds {got} records but dataset_info.json lists {n}; "
+            raise CorruptDatasetError(f"shard '{shard}' holds {got} records but dataset_info.json lists {n}; "
                                       "it is truncated or was replaced. Regenerate the dataset.")
+    return shards
 
 
 def read_index(episodes: RldsEpisodes) -> tuple[np.ndarray, np.ndarray]:
-    """(lengths [E] int64, returns [E] float64): the index file, else one pass over the records."""
+    """(lengths [E] int64, returns [E] float64): the index file (checked against the first episode of
+    every shard), else one pass over the records."""
     index = os.path.join(episodes.path, INDEX_FILE.format(split=episodes.split))
     if os.path.exists(index):
         with np.load(index) as z:
@@ -85,14 +88,25 @@ def read_index(episodes: RldsEpisodes) -> tuple[np.ndarray, np.ndarray]:
         if len(lengths) != len(episodes):
             raise CorruptDatasetError(f"'{index}' lists {len(lengths)} episodes but the shards hold "
                                       f"{len(episodes)}; delete the index file to rebuild it.")
+        for i in episodes.shard_starts[episodes.shard_starts < len(episodes)]:  # one episode per shard
+            length, ret = _length_and_return(episodes, int(i))
+            if length != lengths[i] or not np.isclose(ret, returns[i], equal_nan=True):
+                raise CorruptDatasetError(
+                    f"episode {i} of '{episodes.path}' ({episodes.split}) has {length} steps and return {ret:g}, but "
+                    f"'{index}' says {lengths[i]} and {returns[i]:g}: a shard or the index was replaced. Run `rillet "
+                    f"dataset validate {episodes.path}`; delete the index file if only it is wrong.")
         return lengths, returns
     lengths, returns = np.zeros(len(episodes), np.int64), np.zeros(len(episodes), np.float64)
-    index = {k: episodes.layout[k] for k in ("is_first", "reward")}  # never images: decode only these
     for i in range(len(episodes)):
-        steps = T.decode_episode(_record(episodes, i), index, episodes.path)
-        lengths[i] = len(steps["is_first"])
-        returns[i] = float(steps["reward"].sum(dtype=np.float64))
+        lengths[i], returns[i] = _length_and_return(episodes, i)
     return lengths, returns
+
+
+def _length_and_return(episodes: RldsEpisodes, i: int) -> tuple[int, float]:
+    """Episode i's steps and undiscounted return, decoding only is_first and reward (never images)."""
+    index = {k: episodes.layout[k] for k in ("is_first", "reward")}
+    steps = T.decode_episode(_record(episodes, i), index, episodes.path)
+    return len(steps["is_first"]), float(steps["reward"].sum(dtype=np.float64))
 
 
 def episode_metadata(episodes: RldsEpisodes, batch: int = 256) -> list[dict]:

@@ -41,6 +41,11 @@ class IncompleteDatasetError(DatasetPathError):
     """A dataset directory whose writer never closed it (killed or crashed)."""
 
 
+class CorruptDatasetError(DatasetPathError):
+    """A dataset whose files disagree with each other or cannot be read: a truncated or replaced shard,
+    an episode index or card that disagrees with the shards or features (`rillet dataset validate`)."""
+
+
 def _recovery_message(tmp: str, out_dir: str) -> str:
     return (
         f"'{tmp}' is an incomplete RLDS dataset: its writer was stopped before close() (killed or "
@@ -160,7 +165,8 @@ class RldsEpisodes:
     """Random-access episodes of one split (a Grain RandomAccessDataSource: len, [i]).
 
     Attributes: `source` (the grain ArrayRecordDataSource of serialized records), `layout`
-    (flat field -> ArraySpec), `spec` (StepSpec from the card, or None), `card` (dict or {}).
+    (flat field -> ArraySpec), `spec` (StepSpec from the card, or None), `card` (dict or {}),
+    `shard_starts` [shards] (the episode id each shard begins with).
     """
 
     def __init__(self, path: str, split: str = "train", spec: StepSpec | None = None):
@@ -199,6 +205,8 @@ class RldsEpisodes:
                     + "; ".join(diffs) + ". Use data written for this environment and agent."
                 )
         files = _shard_paths(path, info, split)
+        lengths = [int(n) for s in info["splits"] if s["name"] == split for n in s.get("shardLengths", [])]
+        self.shard_starts = np.cumsum([0] + lengths[:-1])[:len(lengths)]  # [shards] first episode of each
         import grain.python as grain
 
         self.source = grain.ArrayRecordDataSource(files) if files else []

@@ -34,7 +34,7 @@ import numpy as np
 
 from rillet import validation
 from rillet.datasets.rlds_encoding import encode_example
-from rillet.datasets.rlds_finalise import DatasetDraft
+from rillet.datasets.rlds_finalise import DatasetDraft, check_version
 from rillet.datasets.rlds_reader import CARD_FILE, STEP_FIELDS
 from rillet.datasets.specs import ArraySpec, StepSpec, check_batch
 from rillet.errors import ConfigError, SpecMismatchError
@@ -60,7 +60,8 @@ class RldsWriter:
 
     def __init__(self, out_dir: str, spec: StepSpec, *, env_id: str, policy_name: str, seed: int,
                  file_format: str = "array_record", max_episodes_per_shard: int = 1000,
-                 split: str = "train", flush_every: int = 32, max_episodes: int | None = None):
+                 split: str = "train", flush_every: int = 32, max_episodes: int | None = None,
+                 version: str = "1.0.0"):
         from google.protobuf import json_format
 
         validation.integer("RldsWriter", "max_episodes_per_shard", max_episodes_per_shard, low=1)
@@ -68,11 +69,12 @@ class RldsWriter:
         self.spec, self.split, self.flush_every, self.max_episodes = spec, split, flush_every, max_episodes
         self._features = json_format.MessageToDict(step_features(spec).to_proto())  # features.json as tfds writes it
         self.card: dict[str, Any] = {
-            "format": "rillet.rlds/1", "env_id": env_id, "policy": policy_name, "seed": int(seed),
+            "format": "rillet.rlds/1", "version": check_version("RldsWriter", version, "version"),
+            "env_id": env_id, "policy": policy_name, "seed": int(seed),
             "rillet_version": _rillet_version(), "file_format": file_format, "split": split,
             "spec": spec.to_json(),
         }
-        self._info = {"name": DATASET_NAME, "version": "1.0.0", "description": (
+        self._info = {"name": DATASET_NAME, "version": version, "description": (
             f"RLDS episodes of {env_id} from policy {policy_name!r} (seed {seed}), written by "
             f"rillet {self.card['rillet_version']}; counts in {CARD_FILE} / metadata.json.")}
         self._draft = DatasetDraft(out_dir, DATASET_NAME, file_format, max_episodes_per_shard)

@@ -1,7 +1,8 @@
-"""`rillet dataset ...`: generate, inspect, merge, split and convert RLDS datasets.
+"""`rillet dataset ...`: generate, inspect, validate, merge, split and convert RLDS datasets.
 
     python -m rillet.pipelines.dataset_cli generate --env CartPole-v1 --policy random --episodes 100 --out d
     python -m rillet.pipelines.dataset_cli inspect d
+    python -m rillet.pipelines.dataset_cli validate d        # exit code 0: every file and count checks out
     python -m rillet.pipelines.dataset_cli split d --out d2 --validation-fraction 0.1
     python -m rillet.pipelines.dataset_cli merge --inputs d e --out de
     python -m rillet.pipelines.dataset_cli convert d --out d_tfr --to tfrecord
@@ -15,6 +16,7 @@ built in ``<out>.incomplete-...`` and renamed when done.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -25,10 +27,13 @@ import tyro
 
 from rillet import validation as check
 from rillet.datasets import rlds_transforms as T
-from rillet.datasets.rlds_finalise import DatasetDraft
+from rillet.datasets.rlds_card import returns_histogram
+from rillet.datasets.rlds_finalise import DatasetDraft, check_version
 from rillet.datasets.rlds_features import decode_images as decode_images_of
 from rillet.datasets.rlds_features import array_spec, image_to_tensor, map_leaves
-from rillet.datasets.rlds_reader import CARD_FILE, _shard_paths, check_complete, describe_features, read_step_layout
+from rillet.datasets.rlds_reader import (CARD_FILE, CorruptDatasetError, _shard_paths, check_complete,
+                                         describe_features, read_step_layout)
+from rillet.datasets.rlds_validate import shard_records, validate_dataset
 from rillet.errors import ConfigError
 
 Positional = tyro.conf.Positional
@@ -50,29 +55,19 @@ def _card(path: str) -> dict:
 
 def _records(path: str, info: dict, split: str) -> Iterator[bytes]:
     """Serialized episodes of `split`, in order, from ArrayRecord or TFRecord shards."""
-    files = _shard_paths(path, info, split)
-    if info.get("fileFormat", "tfrecord") == "array_record":
-        from array_record.python.array_record_module import ArrayRecordReader
-
-        for f in files:
-            reader = ArrayRecordReader(f)
-            for i in range(reader.num_records()):
-                yield reader.read([i])[0]
-            reader.close()
-    else:
-        import tensorflow as tf
-
-        for record in tf.data.TFRecordDataset(files):
-            yield record.numpy()
+    for shard in _shard_paths(path, info, split):
+        yield from shard_records(shard, info.get("fileFormat", "tfrecord"))
 
 
 def _build(out: str, base: str, splits: dict[str, Callable[[], Iterator[bytes]]], file_format: str,
-           card_extra: dict, per_shard: int, image_encoding: str | None = None) -> dict:
+           card_extra: dict, per_shard: int, version: str = "", image_encoding: str | None = None) -> dict:
     """Writes a dataset with `splits` {name: records factory} and the features of `base` (images decoded
-    to Tensors of `image_encoding`, "bytes" or "none", when given); returns its card, which lists every
-    feature."""
+    to Tensors of `image_encoding`, "bytes" or "none", when given), at `version` ("": base's, carried
+    forward); returns its card, which lists every feature."""
     check.integer("", "episodes_per_shard", per_shard, low=1, fix="--episodes-per-shard")
     info, layout = _info(base), read_step_layout(base)
+    version = check_version("", version) if version else _version(base)
+    info = {**info, "version": version}
     with open(os.path.join(base, "features.json")) as f:
         features = json.load(f)
     if image_encoding:
@@ -87,7 +82,12 @@ def _build(out: str, base: str, splits: dict[str, Callable[[], Iterator[bytes]]]
                     record = decode_images_of(record, layout, base, image_encoding)
                 shards.write(record, len(steps["is_first"]),
                              float(steps["reward"].sum(dtype=np.float64)) if "reward" in steps else 0.0)
-        return draft.commit(info, features, {**_card(base), **card_extra, "features": describe_features(features)})
+        return draft.commit(info, features, {**_card(base), **card_extra, "version": version})
+
+
+def _version(path: str) -> str:
+    """A dataset's version: its card's, else dataset_info.json's (tfds's), else "1.0.0"."""
+    return str(_card(path).get("version") or _info(path).get("version") or "1.0.0")
 
 
 def _split_counts(path: str, info: dict) -> dict[str, int]:
@@ -96,12 +96,14 @@ def _split_counts(path: str, info: dict) -> dict[str, int]:
 
 def generate(env: str, out: str, policy: str = "random", episodes: int = 100, num_envs: int = 8, seed: int = 0,
              max_episode_steps: int = 0, file_format: Literal["array_record", "tfrecord"] = "array_record",
-             progress: bool = True) -> dict:
+             version: str = "1.0.0", progress: bool = True) -> dict:
     """Generates `episodes` episodes of `env` (any id of actors/environments.py) into a new RLDS dataset `out`.
 
     policy: "random" (uniform actions) or "checkpoint:PATH" (the evaluation policy of any agent, restored
     from a `rillet train-online` or `train-offline` run directory's latest checkpoint, or from one of its
-    checkpoints/<step> folders; the run's environment must have `env`'s spec).
+    checkpoints/<step> folders; the run's environment must have `env`'s spec). version: the dataset's
+    version ("MAJOR.MINOR.PATCH"), kept by merge, split and convert. Besides the JSON card the directory
+    gets a README.md card (environment, policy, counts, return histogram, features, file digests).
     """
     from tqdm import tqdm
 
@@ -116,7 +118,7 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
     parts, params = _policy(policy, pool.spec, num_envs)
     bar = tqdm(total=episodes, unit="episode", disable=not progress, file=sys.stderr)
     with RldsWriter(out, pool.spec, env_id=env, policy_name=policy, seed=seed, file_format=file_format,
-                    max_episodes=episodes) as writer:
+                    max_episodes=episodes, version=check_version("", version)) as writer:
         for step in envpool_actor(pool, parts.policy, lambda: params, parts.actor_state, seed=seed,
                                   observe=parts.observe):
             writer.write(step)
@@ -162,18 +164,8 @@ def inspect(path: Annotated[str, Positional], split: str = "train", histogram: s
                "episodes": len(lengths), "steps": int(lengths.sum()),
                "length_min_mean_max": [int(lengths.min()), float(lengths.mean()), int(lengths.max())],
                "return_min_mean_max": [float(returns.min()), float(returns.mean()), float(returns.max())]}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     summary["histogram"] = histogram or os.path.abspath(path).rstrip("/") + "-returns.png"
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(returns, bins=min(50, max(5, len(returns) // 5)))
-    ax.set(xlabel="episode return", ylabel="episodes", title=f"{card.get('env_id', '')} ({split})")
-    fig.tight_layout()
-    fig.savefig(summary["histogram"])
-    plt.close(fig)
+    returns_histogram(summary["histogram"], {split: returns}, card.get("env_id", ""))
     first = records.episodes[0]
     print(json.dumps(summary, indent=2))
     print(f"first {steps} steps of episode 0:")
@@ -191,9 +183,14 @@ def _shown(x):
 
 
 def merge(inputs: list[str], out: str, file_format: Literal["array_record", "tfrecord"] = "array_record",
-          episodes_per_shard: int = 1000) -> dict:
-    """Concatenates datasets with identical features, split by split, into `out`."""
+          episodes_per_shard: int = 1000, version: str = "") -> dict:
+    """Concatenates datasets with identical features, split by split, into `out`, at their common
+    version (or --version, required when the inputs' versions differ)."""
     infos = [_info(p) for p in inputs]
+    versions = {p: _version(p) for p in inputs}
+    if not version and len(set(versions.values())) > 1:
+        raise ConfigError(f"the inputs have different versions {versions}; give the merged dataset's own with "
+                          "--version MAJOR.MINOR.PATCH.")
     layouts = [read_step_layout(p) for p in inputs]
     for p, lay in zip(inputs[1:], layouts[1:]):
         if lay != layouts[0]:
@@ -205,14 +202,15 @@ def merge(inputs: list[str], out: str, file_format: Literal["array_record", "tfr
         parts = [(p, info) for p, info in zip(inputs, infos) if name in _split_counts(p, info)]
         splits[name] = lambda parts=parts, name=name: (r for p, i in parts for r in _records(p, i, name))
     card = _build(out, inputs[0], splits, file_format, {"merged_from": [os.path.abspath(p) for p in inputs]},
-                  episodes_per_shard)
+                  episodes_per_shard, version)
     print(f"merged {len(inputs)} datasets into {out}: {card['splits']}")
     return card
 
 
 def split(path: Annotated[str, Positional], out: str, validation_fraction: float = 0.1, seed: int = 0,
-          source_split: str = "train", episodes_per_shard: int = 1000) -> dict:
-    """Splits `source_split` by episode into "train" and "validation" (a seeded random choice)."""
+          source_split: str = "train", episodes_per_shard: int = 1000, version: str = "") -> dict:
+    """Splits `source_split` by episode into "train" and "validation" (a seeded random choice); the
+    version is the source's unless --version is given."""
     info = _info(path)
     counts = _split_counts(path, info)
     if source_split not in counts:
@@ -230,29 +228,52 @@ def split(path: Annotated[str, Positional], out: str, validation_fraction: float
 
     card = _build(out, path, {"train": part(False), "validation": part(True)},
                   info.get("fileFormat", "tfrecord"), {"split_from": os.path.abspath(path), "split_seed": seed},
-                  episodes_per_shard)
+                  episodes_per_shard, version)
     print(f"split {path} into {out}: {card['splits']}")
     return card
 
 
 def convert(path: Annotated[str, Positional], out: str, to: Literal["array_record", "tfrecord"] = "array_record",
-            episodes_per_shard: int = 1000, decode_images: bool = False) -> dict:
+            episodes_per_shard: int = 1000, decode_images: bool = False, version: str = "") -> dict:
     """Copies every split into `to` shards (TFRecord <-> ArrayRecord) with the episode index.
 
     Records are copied as they are: the TF-free reader decodes every feature (Tensor, Scalar, Image,
     Text, dicts, episode metadata). --decode-images stores Image features as raw uint8 pixels instead
-    (decoded once here; larger on disk, no decode when loading: see benchmarks/rlds_image_read.py)."""
+    (decoded once here; larger on disk, no decode when loading: see benchmarks/rlds_image_read.py).
+    The version is the source's unless --version is given."""
     info = _info(path)
     splits = {s: (lambda s=s: _records(path, info, s)) for s in _split_counts(path, info)}
-    card = _build(out, path, splits, to, {"converted_from": os.path.abspath(path)}, episodes_per_shard,
+    card = _build(out, path, splits, to, {"converted_from": os.path.abspath(path)}, episodes_per_shard, version,
                   "bytes" if decode_images else None)
     print(f"converted {path} ({info.get('fileFormat', 'tfrecord')}) to {out} ({to}): {card['splits']}")
     return card
 
 
+def validate(path: Annotated[str, Positional], json_out: str = "") -> dict:
+    """Reads every shard, episode and feature of the dataset and checks them against dataset_info.json,
+    features.json, the episode index and the card (counts, sizes, sha256 digests, spec, version); prints
+    one line per check (and writes them as JSON to `json_out`, if given). Exit code 0 when every check
+    passes, 2 (with the failed checks named) when one does not."""
+    findings = validate_dataset(path)
+    for f in findings:
+        print(f"{'ok  ' if f.ok else 'FAIL'}  {f.check}: {f.detail}")
+    report = {"path": os.path.abspath(path), "ok": all(f.ok for f in findings),
+              "checks": [dataclasses.asdict(f) for f in findings]}
+    if json_out:
+        with open(json_out, "w") as out:
+            json.dump(report, out, indent=2)
+    if not report["ok"]:
+        failed = [f.check for f in findings if not f.ok]
+        raise CorruptDatasetError(f"'{path}' failed {len(failed)} check(s): {', '.join(failed)} (details above). "
+                                  "Regenerate or re-download the dataset, or restore the named files.")
+    print(f"{path}: every check passed.")
+    return report
+
+
 def dataset_commands() -> dict[str, Callable]:
     """{"generate": generate, ...}: the `rillet dataset ...` subcommands (tyro)."""
-    return {"generate": generate, "inspect": inspect, "merge": merge, "split": split, "convert": convert}
+    return {"generate": generate, "inspect": inspect, "merge": merge, "split": split, "convert": convert,
+            "validate": validate}
 
 
 def main(argv: list[str] | None = None) -> int:

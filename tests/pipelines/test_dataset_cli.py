@@ -24,7 +24,7 @@ def generated(tmp_path_factory):
 
 
 def test_commands_are_exposed():
-    assert set(dataset_commands()) == {"generate", "inspect", "merge", "split", "convert"}
+    assert set(dataset_commands()) == {"generate", "inspect", "validate", "merge", "split", "convert"}
 
 
 def test_generate_exactly_n_episodes_and_inspect(generated, tmp_path):
