@@ -160,7 +160,7 @@ def inspect(path: Annotated[str, Positional], split: str = "train", histogram: s
     summary = {"path": os.path.abspath(path), "file_format": info.get("fileFormat"), "splits": counts,
                "features": describe_features(path),
                "layout": {k: [list(array_spec(v).shape), array_spec(v).dtype] for k, v in layout.items()},
-               "env_id": card.get("env_id"), "policy": card.get("policy"), "split": split,
+               "env_id": card.get("env_id"), "policy": card.get("policy"), "version": _version(path), "split": split,
                "episodes": len(lengths), "steps": int(lengths.sum()),
                "length_min_mean_max": [int(lengths.min()), float(lengths.mean()), int(lengths.max())],
                "return_min_mean_max": [float(returns.min()), float(returns.mean()), float(returns.max())]}
