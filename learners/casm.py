@@ -129,10 +129,15 @@ class CASM(eqx.Module):
     def num_actions(self) -> int:
         return self.transformer.embedding.shape[0]
 
+    def embed(self, observation: jax.Array) -> jax.Array:
+        """e = f(o): observation [..., *obs] -> [..., embedding_size] float32 (the interface novelty actors
+        read an embedding network through, as `InverseDynamics.embed`)."""
+        return self.encoder(observation)
+
 
 def embed(casm: CASM, observation: jax.Array) -> jax.Array:
     """e = f(o), the novelty's input: observation [..., *obs] -> [..., embedding_size] float32."""
-    return casm.encoder(observation)
+    return casm.embed(observation)
 
 
 def token_attention_mask(num_steps: int, context_length: int) -> jax.Array:

@@ -29,6 +29,7 @@ from rillet.actors.cluster_memory import ClusterConfig
 from rillet.actors.episodic_novelty import EpisodicConfig
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.learners import optim, r2d2, recurrent_value, sequence_targets, td_regularisers
+from rillet.learners.casm import CASM, CASMConfig, casm_loss
 from rillet.learners.inverse_dynamics import InverseDynamics, inverse_dynamics_loss
 from rillet.learners.networks.recurrent import CoreInput, RecurrentNetwork
 from rillet.learners.policy_family import family_betas, family_gammas
@@ -37,6 +38,7 @@ from rillet.learners.rnd import (RND, RunningStats, freeze_target, init_stats, l
 from rillet.learners.target_network import update_target
 
 NOVELTIES = ("ngu", "recode")
+EMBEDDING_MODELS = ("inverse_dynamics", "casm")
 
 __all__ = ["NGUConfig", "NGUState", "ActingParams", "init", "update", "spec_extras", "core_inputs", "acting_params"]
 
@@ -82,6 +84,15 @@ class NGUConfig(r2d2.R2D2Config):
     cluster_count_decay: float = ClusterConfig.count_decay
     cluster_insert_threshold: float = ClusterConfig.insert_threshold
     cluster_insert_probability: float = ClusterConfig.insert_probability
+    embedding_model: str = "inverse_dynamics"
+    """The learned embedding f the novelty reads: "inverse_dynamics" (NGU's: a_t from f(x_t), f(x_{t+1}))
+    or "casm" (RECODE's masked transformer over the trace's observations and actions, `learners.casm`;
+    f is its observation encoder, of embedding_size, torso and novelty_hidden_sizes)."""
+    casm_d_model: int = CASMConfig.d_model
+    casm_num_heads: int = CASMConfig.num_heads
+    casm_num_layers: int = CASMConfig.num_layers
+    casm_context_length: int = CASMConfig.context_length
+    casm_mask_probability: float = CASMConfig.mask_probability
 
     def __post_init__(self):
         super().__post_init__()
@@ -92,7 +103,8 @@ class NGUConfig(r2d2.R2D2Config):
         """Raises ConfigError naming the first bad field; returns self."""
         super().validate()
         owner = "NGUConfig"
-        for name, low in (("num_policies", 1), ("embedding_size", 1), ("rnd_output_size", 1), ("novelty_sync_period", 1)):
+        for name, low in (("num_policies", 1), ("embedding_size", 1), ("rnd_output_size", 1),
+                          ("novelty_sync_period", 1)):
             check.integer(owner, name, getattr(self, name), low=low)
         check.integer(owner, "eval_policy_index", self.eval_policy_index, low=0, high=self.num_policies - 1,
                       fix=f"eval_policy_index in [0, num_policies - 1 = {self.num_policies - 1}]")
@@ -106,7 +118,17 @@ class NGUConfig(r2d2.R2D2Config):
         check.one_of(owner, "novelty", self.novelty, NOVELTIES)
         if self.novelty == "recode":
             self.cluster().validate()
+        check.one_of(owner, "embedding_model", self.embedding_model, EMBEDDING_MODELS)
+        if self.embedding_model == "casm":
+            self.casm().validate()
         return self
+
+    def casm(self) -> CASMConfig:
+        """The CASM embedding's options as a `CASMConfig` (encoder: embedding_size, torso, novelty_hidden_sizes)."""
+        return CASMConfig(embedding_size=self.embedding_size, d_model=self.casm_d_model, num_heads=self.casm_num_heads,
+                          num_layers=self.casm_num_layers, context_length=self.casm_context_length,
+                          mask_probability=self.casm_mask_probability, torso=self.torso,
+                          hidden_sizes=self.novelty_hidden_sizes)
 
     def cluster(self) -> ClusterConfig:
         """RECODE's cluster-memory constants as a `ClusterConfig`."""
@@ -134,7 +156,7 @@ class NGUState(eqx.Module):
 
     online: RecurrentNetwork
     target: RecurrentNetwork
-    embedding: InverseDynamics
+    embedding: InverseDynamics | CASM
     rnd: RND
     rnd_stats: RunningStats
     rnd_obs_stats: RunningStats | None
@@ -148,7 +170,7 @@ class ActingParams(eqx.Module):
     """What NGU actors act with: the Q-network and the novelty networks and statistics."""
 
     q: RecurrentNetwork
-    embedding: InverseDynamics
+    embedding: InverseDynamics | CASM
     rnd: RND
     rnd_stats: RunningStats
     rnd_obs_stats: RunningStats | None
@@ -181,7 +203,10 @@ def init(key: jax.Array, spec: StepSpec, config: NGUConfig) -> NGUState:
     q_key, emb_key, rnd_key, state_key = jax.random.split(optim.key_data(key), 4)
     online = r2d2.build_network(spec, config, q_key, core_inputs(spec, config))
     novelty = dict(hidden_sizes=config.novelty_hidden_sizes, torso=config.torso)
-    embedding = InverseDynamics(spec, emb_key, embedding_size=config.embedding_size, **novelty)
+    if config.embedding_model == "casm":
+        embedding = CASM(spec, emb_key, config.casm())
+    else:
+        embedding = InverseDynamics(spec, emb_key, embedding_size=config.embedding_size, **novelty)
     rnd = RND(spec, rnd_key, output_size=config.rnd_output_size, **novelty)
     modules = {"q": online, "embedding": embedding, "rnd": rnd}
     whitened = len(spec.observation.shape) == 1 and spec.observation.np_dtype != np.uint8
@@ -246,14 +271,23 @@ MIXED_VALUE = ValueParts(groups=lambda online: {"q": online}, join=lambda online
                          loss=_mixed_q_loss)
 
 
-def _novelty_loss(modules, batch, config: NGUConfig, obs_stats: RunningStats | None):
-    """The inverse-dynamics and RND losses on the learned transitions (x_t, a_t, x_{t+1}); RND whitens
-    x_{t+1} with obs_stats."""
+def _embedding_loss(embedding, batch, config: NGUConfig, key: jax.Array | None) -> tuple[jax.Array, dict]:
+    """The embedding's loss on the learned transitions (x_t, a_t, x_{t+1}): inverse dynamics on each, or
+    CASM's masked-action loss on each trace as one window of T + 1 steps (masks drawn with key)."""
     bi, T = config.burn_in, config.trace_length
+    observation = jnp.asarray(batch["observation"])[:, bi:bi + T + 1]  # [B, T+1, *obs]
+    action = jnp.asarray(batch["action"], jnp.int32)[:, bi:bi + T + 1]
+    valid = recurrent_value.transition_mask(batch, bi, T)  # [B, T]
+    if config.embedding_model == "casm":
+        return casm_loss({"embedding": embedding}, observation, action, valid, key)
+    return inverse_dynamics_loss({"embedding": embedding}, _flat(observation[:, :-1]), _flat(observation[:, 1:]),
+                                 _flat(action[:, :-1]), _flat(valid))
+
+
+def _novelty_loss(modules, batch, config: NGUConfig, obs_stats: RunningStats | None, key: jax.Array | None):
+    """The embedding's and RND's losses on the learned transitions; RND whitens x_{t+1} with obs_stats."""
     obs_next, valid = _next_observations(batch, config)
-    obs_t = _flat(jnp.asarray(batch["observation"])[:, bi:bi + T])
-    actions = _flat(jnp.asarray(batch["action"], jnp.int32)[:, bi:bi + T])
-    emb_loss, emb_aux = inverse_dynamics_loss({"embedding": modules["embedding"]}, obs_t, obs_next, actions, valid)
+    emb_loss, emb_aux = _embedding_loss(modules["embedding"], batch, config, key)
     novelty_loss, rnd_aux = rnd_loss({"rnd": modules["rnd"]}, obs_next, valid, obs_stats)
     aux = {"rnd_error": rnd_aux["error"], "rnd_valid": valid, "embedding_loss": emb_loss,
            "embedding_accuracy": emb_aux["accuracy"], "rnd_loss": novelty_loss}
@@ -261,10 +295,11 @@ def _novelty_loss(modules, batch, config: NGUConfig, obs_stats: RunningStats | N
 
 
 def _loss(modules, target, batch, config: NGUConfig, obs_stats: RunningStats | None, value: ValueParts,
-          td_stats: dict | None = None):
-    """The value loss of `value` plus the novelty networks' losses."""
+          td_stats: dict | None = None, key: jax.Array | None = None):
+    """The value loss of `value` plus the novelty networks' losses (key: the embedding loss's draws;
+    needed by CASM only)."""
     q_loss, aux = value.loss(modules, target, batch, config, td_stats)
-    novelty_loss, novelty_aux = _novelty_loss(modules, batch, config, obs_stats)
+    novelty_loss, novelty_aux = _novelty_loss(modules, batch, config, obs_stats, key)
     r_i = policy_terms(batch, config)[3]
     n_valid = jnp.maximum(jnp.sum(aux["valid"]), 1)
     aux = {**aux, **novelty_aux, "q_loss": q_loss,
@@ -285,8 +320,10 @@ def update_with(value: ValueParts, optimizers: dict, state: NGUState, batch: Map
     obs_stats = state.rnd_obs_stats
     if obs_stats is not None:  # whitening statistics first, so that no batch meets empty ones
         obs_stats = update_stats(obs_stats, *_next_observations(batch, config))
+    key, loss_key = jax.random.split(state.key)
     modules, opt_state, (_, aux), norms = optim.group_step(
-        _loss, optimizers, modules, state.opt_state, state.target, batch, config, obs_stats, value, state.td_stats)
+        _loss, optimizers, modules, state.opt_state, state.target, batch, config, obs_stats, value, state.td_stats,
+        loss_key)
     steps = state.steps + 1
     stats = update_stats(state.rnd_stats, aux["rnd_error"], aux["rnd_valid"])
     multiplier = lifelong_multiplier(aux["rnd_error"], stats, config.max_multiplier)
@@ -302,7 +339,7 @@ def update_with(value: ValueParts, optimizers: dict, state: NGUState, batch: Map
     td_stats = td_regularisers.update_td_stats(state.td_stats, aux["td_errors"], aux["valid"], config.td_scale_window)
     target = update_target(online, state.target, steps, config.target_update_period)
     return NGUState(online=online, target=target, embedding=modules["embedding"], rnd=modules["rnd"],
-                    rnd_stats=stats, rnd_obs_stats=obs_stats, opt_state=opt_state, steps=steps, key=state.key,
+                    rnd_stats=stats, rnd_obs_stats=obs_stats, opt_state=opt_state, steps=steps, key=key,
                     td_stats=td_stats), metrics
 
 

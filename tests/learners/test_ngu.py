@@ -2,6 +2,7 @@
 and gamma_j reaching the targets, no gradient from the Q loss into the novelty networks, and a resumed
 learner continuing bit for bit (RND statistics included)."""
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -14,7 +15,7 @@ from rillet.learners.recurrent_value import unroll_with_burn_in
 
 from rillet.datasets.specs import ArraySpec, StepSpec
 from rillet.errors import ConfigError
-from rillet.learners import ngu, r2d2
+from rillet.learners import ngu, r2d2, recurrent_value
 from rillet.learners.policy_family import family_betas, family_gammas
 
 SPEC = StepSpec(observation=ArraySpec((6,), "float32"), action=ArraySpec((), "int32"), num_actions=3)
@@ -138,6 +139,34 @@ def test_update_trains_every_group_and_the_rnd_statistics():
         assert np.all(np.isfinite(metrics[key])), key
     assert metrics["priorities"].shape == (3,)
     assert 1.0 <= float(metrics["lifelong_multiplier"]) <= SMALL.max_multiplier
+
+
+def test_casm_embedding_is_trained_on_each_trace_and_embeds_for_the_actors():
+    """embedding_model="casm": the embedding group is CASM, trained on each learned trace as one window of
+    T + 1 steps (fresh masks every update: the state's key moves on), and its encoder gives the actors'
+    e = f(o) of embedding_size through the same `embed` as the inverse-dynamics embedding."""
+    from rillet.learners import casm
+    from rillet.learners.inverse_dynamics import embed
+
+    config = dataclasses.replace(SMALL, embedding_model="casm", casm_d_model=8, casm_num_heads=2, casm_num_layers=1,
+                                 casm_context_length=4)
+    state = ngu.init(jax.random.PRNGKey(6), SPEC, config)
+    assert isinstance(state.embedding, casm.CASM)
+    new, metrics = ngu.update(state, batch(7), config)
+    leaves = lambda m: jax.tree.leaves(eqx.filter(m, eqx.is_inexact_array))  # noqa: E731
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(state.embedding), leaves(new.embedding)))
+    assert np.isfinite(float(metrics["embedding_loss"])) and 0.0 <= float(metrics["embedding_accuracy"]) <= 1.0
+    assert not np.array_equal(state.key, new.key)
+    b = batch(7)
+    bi, T = config.burn_in, config.trace_length
+    key = jax.random.split(state.key)[1]
+    want, _ = casm.casm_loss({"embedding": state.embedding}, b["observation"][:, bi:bi + T + 1],
+                             b["action"][:, bi:bi + T + 1], recurrent_value.transition_mask(b, bi, T), key)
+    got, _ = ngu._embedding_loss(state.embedding, b, config, key)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    assert embed(ngu.acting_params(new).embedding, b["observation"][:, 0]).shape == (3, config.embedding_size)
+    with pytest.raises(ConfigError, match="embedding_model"):
+        dataclasses.replace(SMALL, embedding_model="siamese").validate()
 
 
 def test_learner_resumes_bit_for_bit(tmp_path):

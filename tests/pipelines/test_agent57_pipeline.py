@@ -49,7 +49,8 @@ def test_recode_trains_and_resumes_with_its_cluster_memory(tmp_path):
     memory is checkpointed whole and the resumed run continues it (no atom is lost)."""
     fields = {f.name: getattr(SMALL, f.name) for f in dataclasses.fields(Agent57Config)}
     small = dataclasses.replace(RECODEConfig(**fields), novelty="recode", torso="mlp", distillation=False,
-                                cluster_capacity=256)
+                                cluster_capacity=256, embedding_model="casm", casm_d_model=16, casm_num_layers=1,
+                                casm_context_length=8)
     def recode_config(steps):  # 3 updates per inserted sequence: the first run logs (every 100 updates)
         config = config_for(tmp_path, steps, "recode", small)
         return dataclasses.replace(config, replay=dataclasses.replace(config.replay, samples_per_insert=24.0))
