@@ -86,11 +86,12 @@ def test_episode_stats_count_returns_lengths_and_observations():
     assert len(list(Stream(steps) | episode_stats(ended.append))) == 3
     assert ended == [
         {"policy_index": 1, "return": 2.0, "length": 1, "intrinsic_return": 0.25, "episodic_return": 0.125,
-         "distinct_observations": 2},
+         "distinct_observations": 2, "distinct_observations_total": 4},
         {"policy_index": 0, "return": 4.0, "length": 2, "intrinsic_return": 1.25, "episodic_return": 0.625,
-         "distinct_observations": 2}]
+         "distinct_observations": 2, "distinct_observations_total": 4}]  # env 1's 9 comes after env 0's end
     summary = summarise_episodes(ended)
     assert summary["return_j0"] == 4.0 and summary["return_j1"] == 2.0 and summary["episode_return"] == 3.0
+    assert summary["distinct_observations_total"] == 4.0
     assert summarise_episodes([]) == {}
 
 
