@@ -24,6 +24,7 @@ from rillet.reproductions.r2d2_cartpole import po_cartpole
 from rillet.reproductions.r2d2_estimators import estimators
 from rillet.reproductions.r2d2_pong_smoke import pong_smoke
 from rillet.reproductions.recode_density import recode_density
+from rillet.reproductions.recode_minigrid import recode_minigrid
 
 REPRODUCTIONS: dict[str, Callable] = {
     "po-cartpole": po_cartpole,
@@ -39,6 +40,7 @@ REPRODUCTIONS: dict[str, Callable] = {
     "agent57-atari-smoke": agent57_atari_smoke,
     "meme-minigrid": meme_minigrid,
     "recode-density": recode_density,
+    "recode-minigrid": recode_minigrid,
     "deep-sea": deep_sea,
     "deep-sea-demos": deep_sea_demos,
     "himo-hindsight": himo_hindsight,

@@ -31,30 +31,32 @@ MINIGRID_REPLAY = ReplayConfig(sequence_period=8, batch_size=16, min_size_to_sam
 ACTOR_STATS = ("actor/episode_intrinsic_return", "actor/episode_distinct_observations", "actor/episode_return")
 
 
-def minigrid_run(agent: str, seed: int, total_env_steps: int, run_dir: str) -> OnlineConfig:
-    """One run of the comparison: 16 environments, 10 greedy episodes (j = 0 for NGU) every 25k steps."""
-    learner = NGU_MINIGRID if agent == "ngu" else R2D2_MINIGRID
+def minigrid_run(agent: str, seed: int, total_env_steps: int, run_dir: str, learner=None) -> OnlineConfig:
+    """One run of the comparison: 16 environments, 10 greedy episodes (j = 0 for NGU) every 25k steps;
+    learner: the agent's config (default NGU_MINIGRID for "ngu", else R2D2_MINIGRID)."""
+    learner = learner or (NGU_MINIGRID if agent == "ngu" else R2D2_MINIGRID)
     return OnlineConfig(agent=agent, env_id=ENV, learner=learner, replay=MINIGRID_REPLAY, seed=seed,
                         total_env_steps=total_env_steps, actor=ActorConfig(num_envs=16), eval_every_steps=25_000,
                         eval_episodes=10, progress=False, run_dir=run_dir, checkpoint_every_updates=2000)
 
 
 def actor_statistics(runs: dict[str, str], path: str, smooth: int = 5,
-                     baseline: tuple[str, ...] = ("R2D2",)) -> str:
-    """One figure, a panel per ACTOR_STATS entry: its logged means over env steps for each run directory,
+                     baseline: tuple[str, ...] = ("R2D2",), stats: tuple[str, ...] = ACTOR_STATS) -> str:
+    """One figure, a panel per `stats` entry: its logged means over env steps for each run directory,
     each a moving average over `smooth` log windows; runs whose label starts with a `baseline` prefix
     are dashed."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(ACTOR_STATS), figsize=(5 * len(ACTOR_STATS), 3.5))
+    fig, axes = plt.subplots(1, len(stats), figsize=(5 * len(stats), 3.5))
     for label, run_dir in runs.items():
-        rows = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if ACTOR_STATS[0] in r]
+        rows = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if stats[0] in r]
         window = np.ones(min(smooth, len(rows))) / min(smooth, len(rows))
-        for ax, key in zip(axes, ACTOR_STATS):
+        for ax, key in zip(axes, stats):
             values = np.convolve([r[key] for r in rows], window, mode="valid")
             ax.plot([r["step"] for r in rows][len(rows) - len(values):], values, label=label, linewidth=0.9,
                     linestyle="--" if label.startswith(baseline) else "-")
-    for ax, key in zip(axes, ACTOR_STATS):
-        ax.set_title(key.split("/")[1].replace("_", " ") + " per episode", fontsize=9)
+    for ax, key in zip(axes, stats):
+        ax.set_title(key.split("/")[1].replace("_", " ") + ("" if key.endswith("_total") else " per episode"),
+                     fontsize=9)
         ax.set_xlabel("env steps")
     axes[0].legend(fontsize=7)
     return save_figure(fig, path)
