@@ -35,6 +35,7 @@ from rillet.learners import value_ops
 __all__ = [
     "ESTIMATORS", "h", "h_inv", "nstep_double_q_returns", "retrace_returns", "peng_q_lambda_returns",
     "watkins_q_lambda_returns", "soft_watkins_q_lambda_returns", "tree_backup_returns", "returns_for",
+    "off_policy_returns",
 ]
 
 RESCALING_EPS = 1e-3
@@ -193,6 +194,18 @@ def tree_backup_returns(q_t, a_t, r_t, discount_t, pi_t, mask=None, *, lambda_,
     q_t, a_t, r_t, discount_t, pi_t, _, mask, next_valid = _prepare(
         q_t, a_t, r_t, discount_t, pi_t, None, mask, value_rescaling)
     c_next = jnp.asarray(lambda_, jnp.float32) * _of_taken(pi_t, a_t)[1:] * next_valid
+    return _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling)
+
+
+def off_policy_returns(q_t, a_t, r_t, discount_t, pi_t, c_t, mask=None, *,
+                       value_rescaling: bool = False) -> jax.Array:
+    """The general off-policy recursion [T] with the trace coefficients given: c_t [T+1] (c_0 unused;
+    c_{t+1} is cut past the last valid transition, and non-finite values there cannot leak), for
+    estimators whose c this module cannot compute from pi and mu (e.g. continuous actions,
+    `learners.continuous_targets`). q_t, pi_t [T+1, A]; a_t [T+1]; r_t, discount_t, mask [T]."""
+    q_t, a_t, r_t, discount_t, pi_t, _, mask, next_valid = _prepare(
+        q_t, a_t, r_t, discount_t, pi_t, None, mask, value_rescaling)
+    c_next = jnp.where(next_valid, jnp.asarray(c_t, jnp.float32)[1:], 0.0)
     return _off_policy(q_t, a_t, r_t, discount_t, pi_t, c_next, mask, value_rescaling)
 
 
