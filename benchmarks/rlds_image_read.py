@@ -75,7 +75,7 @@ def copy(src: str, out: str, repeat: int, encoding: str | None) -> str:
 
     info = dataset_cli._info(src)
     records = lambda: (r for _ in range(repeat) for r in dataset_cli._records(src, info, "train"))  # noqa: E731
-    dataset_cli._build(out, src, {"train": records}, "array_record", {}, 1000, encoding)
+    dataset_cli._build(out, src, {"train": records}, "array_record", {}, 1000, image_encoding=encoding)
     return out
 
 
