@@ -65,3 +65,19 @@ class PolicyFamily:
         """{"epsilon": [num_actors] float32, "policy_index": [num_actors] int32}."""
         return {**self.epsilons.parameters(num_actors),
                 "policy_index": (np.arange(num_actors) % self.num_policies).astype(np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianNoise:
+    """Continuous-action exploration (TD3): every actor adds N(0, scale^2 I) to its deterministic
+    action; the same scale for all actors."""
+
+    scale: float = 0.1
+
+    def __post_init__(self):
+        if not self.scale > 0:
+            raise ConfigError(f"GaussianNoise(scale={self.scale}): the noise scale must be > 0 (e.g. 0.1).")
+
+    def parameters(self, num_actors: int) -> dict[str, np.ndarray]:
+        """{"noise_scale": [num_actors] float32}."""
+        return {"noise_scale": np.full(num_actors, self.scale, np.float32)}

@@ -12,6 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from rillet.learners.continuous_targets import gaussian_log_density
 from rillet.learners.pac import bins_to_actions
 
 
@@ -199,5 +200,52 @@ def discretised_policy(task_id: int, num_bins: int, action: str = "sample") -> C
             bins = jax.random.categorical(key, logits) if action == "sample" else jnp.argmax(logits, axis=-1)
             actions = bins_to_actions(bins, num_bins)
         return actions[:, : params.action_sizes[task_id]], {"task_id": tasks}, actor_state
+
+    return policy
+
+
+def gaussian_exploration(action_fn: Callable) -> Callable:
+    """Continuous-action exploration around a deterministic policy (TD3's actors), jitted over the batch.
+
+    action_fn(params, observation [B, ...]) -> mean action [B, A] in [-1, 1]. actor_state (see
+    `gaussian_actor_state`): {"noise_scale": [B] float32, "warmup_left": [B] int32}. While an
+    environment's warmup_left > 0 it acts uniformly in [-1, 1]^A (log mu = -A log 2) and counts down;
+    after that a = clip(mean + noise_scale * N(0, I), -1, 1), log mu = log N(a; mean, noise_scale^2 I)
+    at the clipped action (the clipping's point masses ignored). Returns action [B, A] float32 and
+    extras {"behaviour_log_prob": [B] float32}.
+    """
+
+    @eqx.filter_jit
+    def policy(params, observation, actor_state, key):
+        mean = jnp.asarray(action_fn(params, observation), jnp.float32)
+        k_noise, k_uniform = jax.random.split(key)
+        scale = jnp.asarray(actor_state["noise_scale"], jnp.float32)
+        noisy = jnp.clip(mean + scale[:, None] * jax.random.normal(k_noise, mean.shape), -1.0, 1.0)
+        uniform = jax.random.uniform(k_uniform, mean.shape, jnp.float32, -1.0, 1.0)
+        warm = actor_state["warmup_left"] > 0
+        action = jnp.where(warm[:, None], uniform, noisy)
+        log_prob = jnp.where(warm, -mean.shape[-1] * jnp.log(2.0), gaussian_log_density(noisy, mean, scale))
+        left = jnp.maximum(actor_state["warmup_left"] - 1, 0)
+        return action, {"behaviour_log_prob": log_prob}, {**actor_state, "warmup_left": left}
+
+    return policy
+
+
+def gaussian_actor_state(noise_scale, warmup_steps: int = 0) -> dict:
+    """The initial actor state of `gaussian_exploration` for len(noise_scale) environments sharing
+    `warmup_steps` uniformly random env steps (ceil(warmup_steps / B) each)."""
+    b = len(noise_scale)
+    return {"noise_scale": jnp.asarray(noise_scale, jnp.float32),
+            "warmup_left": jnp.full(b, -(-int(warmup_steps) // b), jnp.int32)}
+
+
+def deterministic(action_fn: Callable) -> Callable:
+    """The deterministic policy action_fn(params, observation [B, ...]) -> action [B, A], jitted, as a
+    policy (evaluation of TD3's actor); extras {}, actor_state passed through."""
+
+    @eqx.filter_jit
+    def policy(params, observation, actor_state, key):
+        del key
+        return jnp.asarray(action_fn(params, observation), jnp.float32), {}, actor_state
 
     return policy

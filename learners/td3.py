@@ -52,8 +52,10 @@ class TD3Config:
     for the multi-step estimators (PAPERS.md does not record Kozuno et al.'s values). On a CPU,
     hidden_sizes (64, 64) and a few thousand warm-up steps make short runs cheaper.
 
-    Replay writes a sequence every --replay.sequence-period steps; keep it <= trace_length (e.g. 1 or
-    trace_length) so that every step is learned from (a longer period skips the steps in between).
+    Replay writes a sequence every --replay.sequence-period steps; keep it <= trace_length so that every
+    step is learned from (a longer period skips the steps in between). The td3 record's replay options
+    (`agents.td3.replay_options`: period trace_length, about one update per env step) are where
+    `rillet train-online td3` starts.
     """
 
     estimator: str = "nstep"
@@ -148,13 +150,21 @@ def init(key: jax.Array, spec: StepSpec, config: TD3Config) -> TD3State:
     """Validates `config` and the spec; online = target networks, Adam states, steps = 0."""
     config.validate()
     obs_size, action_size = check_continuous_actions(spec)
-    actor_key, critic_key, state_key = jax.random.split(optim.key_data(key), 3)
-    actor = MLP(obs_size, config.hidden_sizes, action_size, actor_key)
-    critic = ensemble(lambda k: MLP(obs_size + action_size, config.hidden_sizes, 1, k), critic_key, NUM_CRITICS)
-    modules = {"actor": actor, "critic": critic}
+    network_key, state_key = jax.random.split(optim.key_data(key))
+    modules = _networks(network_key, obs_size, action_size, config.hidden_sizes)
+    actor, critic = modules["actor"], modules["critic"]
     return TD3State(actor=actor, critic=critic, target_actor=actor, target_critic=critic,
                     opt_state=optim.init_groups(optimizers(config), modules), steps=jnp.zeros((), jnp.int32),
                     key=state_key)
+
+
+@eqx.filter_jit
+def _networks(key: jax.Array, obs_size: int, action_size: int, hidden_sizes: tuple[int, ...]) -> dict:
+    """{"actor": MLP [D] -> [A], "critic": NUM_CRITICS stacked MLPs [D + A] -> [1]}, built in one compiled
+    call (eagerly, each initialiser op would compile on its own)."""
+    actor_key, critic_key = jax.random.split(key)
+    critic = ensemble(lambda k: MLP(obs_size + action_size, hidden_sizes, 1, k), critic_key, NUM_CRITICS)
+    return {"actor": MLP(obs_size, hidden_sizes, action_size, actor_key), "critic": critic}
 
 
 def policy_action(actor: eqx.Module, observation: jax.Array) -> jax.Array:

@@ -138,14 +138,16 @@ AGENT_COMMANDS: dict[str, Callable] = {"train-online": train_online_cmd, "act": 
 
 def online_config_type(agent_name: str, base: type = OnlineConfig) -> type:
     """`base` (OnlineConfig, AgentOfflineConfig) with `learner` typed as the agent's options under
-    --<agent>.* and `agent` fixed."""
+    --<agent>.*, `agent` fixed, and the agent's replay defaults (`Agent.replay_defaults`) where it has them."""
     agent = get_agent(agent_name)
     learner = Annotated[agent.config_type, tyro.conf.arg(name=agent.name, help=f"{agent.name} options")]
-    return dataclasses.make_dataclass(
-        f"{base.__name__}_{agent.name.replace('-', '_')}",
-        [("agent", Annotated[str, tyro.conf.Suppress], dataclasses.field(default=agent.name)),
-         ("learner", learner, dataclasses.field(default=agent.default_config()))],
-        bases=(base,), frozen=True)
+    fields = [("agent", Annotated[str, tyro.conf.Suppress], dataclasses.field(default=agent.name)),
+              ("learner", learner, dataclasses.field(default=agent.default_config()))]
+    if agent.replay_defaults is not None and "replay" in {f.name for f in dataclasses.fields(base)}:
+        replay = dataclasses.replace(ReplayConfig(), **agent.replay_defaults(agent.default_config()))
+        fields.append(("replay", ReplayConfig, dataclasses.field(default=replay)))
+    return dataclasses.make_dataclass(f"{base.__name__}_{agent.name.replace('-', '_')}", fields, bases=(base,),
+                                      frozen=True)
 
 
 def _agent_command(fn: Callable, agent_name: str) -> Callable:

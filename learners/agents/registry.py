@@ -76,6 +76,8 @@ class Agent:
     exploration   (cfg, actor options) -> an exploration family (`parameters(num_actors)`) or None
     prioritized   update returns new replay priorities (prioritized replay is allowed)
     defaults      () -> the config an online run starts from (None: `config_type()`)
+    replay_defaults  cfg -> {replay option: value}: what `rillet train-online AGENT` (and act, replay-server)
+                  start from instead of the run's replay defaults (None: those), e.g. a sequence period
     """
 
     name: str
@@ -91,6 +93,7 @@ class Agent:
     exploration: Callable[[Any, Any], Any] = lambda cfg, actor_options: None
     prioritized: bool = True
     defaults: Callable[[], Any] | None = None
+    replay_defaults: Callable[[Any], Mapping[str, Any]] | None = None
     summary: str = ""
 
     def default_config(self) -> Any:
