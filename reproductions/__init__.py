@@ -24,6 +24,7 @@ from rillet.reproductions.r2d2_cartpole import po_cartpole
 from rillet.reproductions.r2d2_estimators import estimators
 from rillet.reproductions.r2d2_pong_smoke import pong_smoke
 from rillet.reproductions.recode_density import recode_density
+from rillet.reproductions.td3_estimators import td3_estimators
 from rillet.reproductions.recode_minigrid import recode_minigrid
 
 REPRODUCTIONS: dict[str, Callable] = {
@@ -45,5 +46,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "deep-sea-demos": deep_sea_demos,
     "himo-hindsight": himo_hindsight,
     "offline-r2d2": offline_r2d2,
+    "td3-estimators": td3_estimators,
     "plot-runs": plot_runs,
 }
