@@ -39,10 +39,12 @@ def td3_config(task: str, estimator: str, seed: int, total_env_steps: int, run_d
 
 
 def seed_statistics(curves: Sequence[Sequence[tuple[int, float]]]) -> dict:
-    """Over the seeds' curves [(env_steps, return), ...] (cut to the shortest): env_steps [E] (the
+    """Over the seeds' curves [(env_steps, return), ...] (cut to the shortest; of two evaluations at one env
+    step, the periodic one and the run's final one, the later): env_steps [E] (the
     seeds' mean at each evaluation), mean and se [E] (standard error, 0 for one seed), and per seed the
     final return and the area under the curve (trapezoids over env steps, divided by their span:
     the mean return over training) with their mean and standard error."""
+    curves = [list(dict(c).items()) for c in curves]  # one evaluation per env step: the last (the run's final)
     length = min(len(c) for c in curves)
     xs = np.array([[x for x, _ in c[:length]] for c in curves], np.float64)
     ys = np.array([[y for _, y in c[:length]] for c in curves], np.float64)

@@ -16,6 +16,8 @@ def test_seed_statistics_on_hand_made_curves():
     np.testing.assert_allclose(s["se"], [1.0, 2.0, 5.0])  # std (ddof 1) / sqrt(2) = |a - b| / 2
     assert s["final"] == [20.0, 10.0] and s["final_mean"] == 15.0 and s["final_se"] == 5.0
     np.testing.assert_allclose(s["auc"], [10.0, (4.0 * 10 + 8.0 * 10) / 20])  # trapezoids / span
+    twice = seed_statistics([[(0, 1.0), (10, 2.0), (10, 4.0)]])  # a periodic and the final evaluation at 10
+    assert twice["env_steps"] == [0.0, 10.0] and twice["final"] == [4.0]
     assert seed_statistics([[(5, 3.0)]])["auc"] == [3.0] and seed_statistics([[(5, 3.0)]])["final_se"] == 0.0
 
 
