@@ -80,8 +80,13 @@ def _usage() -> list[str]:
 
 def _cell(value) -> str:
     if isinstance(value, (list, tuple)):
-        return ", ".join(f"`{v}`" for v in value)
+        return ", ".join(_source(v) if isinstance(v, Mapping) else f"`{v}`" for v in value)
     return f"`{value}`" if isinstance(value, str) and os.sep in value else str(value)
+
+
+def _source(entry: Mapping) -> str:
+    """One input of a merge: "`path` (env, policy)"."""
+    return f"`{entry.get('path')}` ({entry.get('env_id')}, {entry.get('policy')})"
 
 
 def returns_histogram(path: str, returns: Mapping[str, Sequence[float]], title: str) -> bool:

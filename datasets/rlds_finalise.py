@@ -35,8 +35,8 @@ from rillet import validation
 from rillet.datasets.rlds_card import write_card_markdown
 from rillet.datasets.rlds_integrity import split_files
 from rillet.datasets.rlds_loader import write_index
-from rillet.datasets.rlds_reader import (CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, describe_features,
-                                         shard_filename)
+from rillet.datasets.rlds_reader import (CARD_FILE, INCOMPLETE_INFIX, INCOMPLETE_MARKER, DatasetPathError,
+                                         describe_features, shard_filename)
 from rillet.errors import ConfigError
 
 SHARD_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}"
@@ -110,25 +110,51 @@ def episode_counts(lengths, returns) -> dict:
             "return_min": float(r.min()) if len(r) else None, "return_max": float(r.max()) if len(r) else None}
 
 
+def check_out_dir(out_dir: str, option: str = "out_dir") -> str:
+    """The absolute path of a dataset to write, after checking nothing is there yet (no directory, file
+    or link) and that its nearest existing ancestor is a directory this process can write in;
+    DatasetPathError (a ConfigError) otherwise. `DatasetDraft` calls it; commands that do work before
+    they open a draft (`rillet dataset generate` starts environments) call it first themselves."""
+    path = os.path.abspath(os.fspath(out_dir))
+    if os.path.lexists(path):
+        kind = "directory" if os.path.isdir(path) else "file"
+        raise DatasetPathError(f"{option} '{path}' already exists (a {kind}); a dataset is never overwritten. "
+                               f"Choose a new {option} or delete the old one.")
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise DatasetPathError(f"{option} '{path}' lies under '{parent}', which is a file, not a directory. "
+                               f"Choose a {option} inside a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DatasetPathError(f"{option} '{path}' cannot be written: '{parent}' is read-only for this user. "
+                               f"Choose a {option} in a writable directory.")
+    return path
+
+
 class DatasetDraft:
     """A dataset under construction in a marked temporary directory (see the module docstring).
 
-    out_dir: the final directory (must not exist). name: the dataset name in dataset_info.json and
-    the shard names. option: how the caller names out_dir in an error ("out_dir", "--out").
+    out_dir: the final directory (must not exist; `check_out_dir`). name: the dataset name in
+    dataset_info.json and the shard names. option: how the caller names out_dir in an error
+    ("out_dir", "--out").
     """
 
     def __init__(self, out_dir: str, name: str, file_format: str, per_shard: int, *, option: str = "out_dir"):
         validation.one_of("DatasetDraft", "file_format", file_format, FILE_FORMATS)
         validation.integer("DatasetDraft", "per_shard", per_shard, low=1)
-        self.out_dir = os.path.abspath(os.fspath(out_dir))
-        if os.path.exists(self.out_dir):
-            raise ConfigError(f"'{self.out_dir}' already exists; a dataset is never overwritten. Choose a new "
-                              f"{option} or delete the old one.")
+        self.out_dir = check_out_dir(out_dir, option)
         self.name, self.file_format, self.per_shard = name, file_format, per_shard
         self.tmp_dir = f"{self.out_dir}{INCOMPLETE_INFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.makedirs(self.tmp_dir)
-        with open(os.path.join(self.tmp_dir, INCOMPLETE_MARKER), "w") as f:
-            f.write(f"Unfinished dataset for {self.out_dir}; safe to delete.\n")
+        try:
+            os.makedirs(self.tmp_dir)
+            with open(os.path.join(self.tmp_dir, INCOMPLETE_MARKER), "w") as f:
+                f.write(f"Unfinished dataset for {self.out_dir}; safe to delete.\n")
+        except OSError as e:  # what check_out_dir cannot see: a full disk, a quota, a race
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            raise DatasetPathError(f"{option} '{self.out_dir}' cannot be written: creating '{self.tmp_dir}' "
+                                   f"failed ({e.strerror or e}). Choose a {option} in a writable directory "
+                                   "with free space.") from None
         self.splits: dict[str, ShardWriter] = {}
         self.done = False
 

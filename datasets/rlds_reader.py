@@ -34,7 +34,8 @@ STEP_FIELDS = ("observation", "action", "reward", "discount", "is_first", "is_la
 
 
 class DatasetPathError(ConfigError):
-    """A path that is not a (complete, readable) rillet/TFDS RLDS dataset."""
+    """A path that is not a (complete, readable) rillet/TFDS RLDS dataset, or where a new one cannot be
+    written (`rlds_finalise.check_out_dir`)."""
 
 
 class IncompleteDatasetError(DatasetPathError):

@@ -28,15 +28,17 @@ import tyro
 from rillet import validation as check
 from rillet.datasets import rlds_transforms as T
 from rillet.datasets.rlds_card import returns_histogram
-from rillet.datasets.rlds_finalise import DatasetDraft, check_version
+from rillet.datasets.rlds_finalise import DatasetDraft, check_out_dir, check_version
 from rillet.datasets.rlds_features import decode_images as decode_images_of
 from rillet.datasets.rlds_features import array_spec, image_to_tensor, map_leaves
+from rillet.datasets.rlds_integrity import VALIDATE_HINT
 from rillet.datasets.rlds_reader import (CARD_FILE, CorruptDatasetError, _shard_paths, check_complete,
                                          describe_features, read_step_layout)
 from rillet.datasets.rlds_validate import shard_records, validate_dataset
 from rillet.errors import ConfigError
 
 Positional = tyro.conf.Positional
+MAX_NUM_ENVS = 4096  # generate's --num-envs, as train-online's --actor.num-envs
 
 
 def _info(path: str) -> dict:
@@ -54,9 +56,22 @@ def _card(path: str) -> dict:
 
 
 def _records(path: str, info: dict, split: str) -> Iterator[bytes]:
-    """Serialized episodes of `split`, in order, from ArrayRecord or TFRecord shards."""
-    for shard in _shard_paths(path, info, split):
-        yield from shard_records(shard, info.get("fileFormat", "tfrecord"))
+    """Serialized episodes of `split`, in order, from ArrayRecord or TFRecord shards; CorruptDatasetError
+    naming the shard where one cannot be read to its end (truncated, or a block whose checksum fails) or
+    holds fewer or more records than dataset_info.json lists."""
+    listed = [int(n) for s in info.get("splits", []) if s["name"] == split for n in s.get("shardLengths", [])]
+    for shard, want in zip(_shard_paths(path, info, split), listed):
+        n = 0
+        try:
+            for n, record in enumerate(shard_records(shard, info.get("fileFormat", "tfrecord")), start=1):
+                yield record
+        except Exception as e:  # array_record / tf.data raise their own types with the C++ status text
+            detail = str(e).strip()[:200] or type(e).__name__
+            raise CorruptDatasetError(f"shard '{shard}' cannot be read after {n} of {want} records ({detail}): it "
+                                      f"is truncated or corrupt. {VALIDATE_HINT.format(path=path)}") from None
+        if n != want:
+            raise CorruptDatasetError(f"shard '{shard}' holds {n} records but dataset_info.json lists {want}: it "
+                                      f"is truncated or was replaced. {VALIDATE_HINT.format(path=path)}")
 
 
 def _build(out: str, base: str, splits: dict[str, Callable[[], Iterator[bytes]]], file_format: str,
@@ -101,7 +116,8 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
 
     policy: "random" (uniform actions) or "checkpoint:PATH" (the evaluation policy of any agent, restored
     from a `rillet train-online` or `train-offline` run directory's latest checkpoint, or from one of its
-    checkpoints/<step> folders; the run's environment must have `env`'s spec). version: the dataset's
+    checkpoints/<step> folders; the run's environment must have `env`'s spec). num_envs: environments
+    stepped together, 1 to MAX_NUM_ENVS (checked, with `out`, before any starts). version: the dataset's
     version ("MAJOR.MINOR.PATCH"), kept by merge, split and convert. Besides the JSON card the directory
     gets a README.md card (environment, policy, counts, return histogram, features, file digests).
     """
@@ -111,8 +127,9 @@ def generate(env: str, out: str, policy: str = "random", episodes: int = 100, nu
     from rillet.actors.environments import make_batched_env
     from rillet.datasets.rlds_writer import RldsWriter
 
-    if episodes < 1 or num_envs < 1:
-        raise ConfigError(f"--episodes and --num-envs must be >= 1, got {episodes} and {num_envs}.")
+    check.integer("", "episodes", episodes, low=1, fix="--episodes")
+    check.integer("", "num_envs", num_envs, 1, MAX_NUM_ENVS, fix="--num-envs (e.g. 8)")
+    check_out_dir(out, "--out")  # before any environment starts; the writer's draft checks it again
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
     pool = make_batched_env(env, num_envs, seed=seed, **kwargs)
     parts, params = _policy(policy, pool.spec, num_envs)
@@ -149,11 +166,19 @@ def _policy(policy: str, spec, num_envs: int):
 
 def inspect(path: Annotated[str, Positional], split: str = "train", histogram: str = "", steps: int = 3) -> dict:
     """Prints every feature (type, shape, dtype, encoding), counts, per-split sizes, the first `steps` steps
-    of the first episode and its metadata; saves a return histogram PNG to `histogram` (default: <path>-returns.png)."""
-    from rillet.datasets.rlds_loader import RldsRecords
+    of the first episode and its metadata; saves a return histogram PNG to `histogram` (default: <path>-returns.png).
+
+    Checks what the loader checks on open, for every split (CorruptDatasetError otherwise): each shard
+    opens and holds the records dataset_info.json lists, sizes and sha256 digests against the card (splits
+    up to rlds_integrity.DIGEST_LIMIT_BYTES), and the first episode of each shard against the index. A
+    record damaged mid-shard in a larger split, or in a dataset without a card, is only found by
+    `rillet dataset validate PATH`, which reads every record."""
+    from rillet.datasets.rlds_loader import RldsRecords, open_episodes
 
     info, card = _info(path), _card(path)
     counts = _split_counts(path, info)
+    for other in sorted(set(counts) - {split}):
+        open_episodes(path, other, None)
     records = RldsRecords(path, split)
     lengths, returns = records.lengths, records.returns
     layout = records.episodes.layout
@@ -184,8 +209,10 @@ def _shown(x):
 
 def merge(inputs: list[str], out: str, file_format: Literal["array_record", "tfrecord"] = "array_record",
           episodes_per_shard: int = 1000, version: str = "") -> dict:
-    """Concatenates datasets with identical features, split by split, into `out`, at their common
-    version (or --version, required when the inputs' versions differ)."""
+    """Concatenates two or more distinct datasets with identical features, split by split, into `out`, at
+    their common version (or --version, required when the inputs' versions differ). The card's
+    "merged_from" lists each input's path, env_id, policy, version and episodes."""
+    _check_merge_inputs(inputs)
     infos = [_info(p) for p in inputs]
     versions = {p: _version(p) for p in inputs}
     if not version and len(set(versions.values())) > 1:
@@ -201,23 +228,57 @@ def merge(inputs: list[str], out: str, file_format: Literal["array_record", "tfr
     for name in names:
         parts = [(p, info) for p, info in zip(inputs, infos) if name in _split_counts(p, info)]
         splits[name] = lambda parts=parts, name=name: (r for p, i in parts for r in _records(p, i, name))
-    card = _build(out, inputs[0], splits, file_format, {"merged_from": [os.path.abspath(p) for p in inputs]},
-                  episodes_per_shard, version)
+    card = _build(out, inputs[0], splits, file_format, _merged_card(inputs, infos), episodes_per_shard, version)
     print(f"merged {len(inputs)} datasets into {out}: {card['splits']}")
     return card
+
+
+def _check_merge_inputs(inputs: list[str]) -> None:
+    """ConfigError unless `inputs` names at least two datasets, each once (paths compared resolved)."""
+    if len(inputs) < 2:
+        raise ConfigError(f"merge needs at least two --inputs, got {len(inputs)} ({inputs}). To copy or reshard "
+                          "one dataset use `rillet dataset convert PATH --out OUT`.")
+    seen: dict[str, str] = {}
+    for p in inputs:
+        real = os.path.realpath(p)
+        if real in seen:
+            raise ConfigError(f"--inputs names the dataset '{real}' twice (as '{seen[real]}' and '{p}'); merging a "
+                              "dataset with itself would duplicate every episode. Name each dataset once.")
+        seen[real] = p
+
+
+def _merged_card(inputs: list[str], infos: list[dict]) -> dict:
+    """The merged card's provenance: "merged_from" [{path, env_id, policy, version, episodes}] per input;
+    "env_ids" and a "mixed: ..." policy where the inputs differ (env_id and spec stay the first input's)."""
+    cards = [_card(p) for p in inputs]
+    sources = [{"path": os.path.abspath(p), "env_id": c.get("env_id"), "policy": c.get("policy"),
+                "version": _version(p), "episodes": sum(_split_counts(p, i).values())}
+               for p, c, i in zip(inputs, cards, infos)]
+    extra: dict = {"merged_from": sources}
+    env_ids = list(dict.fromkeys(s["env_id"] for s in sources))
+    policies = list(dict.fromkeys(s["policy"] for s in sources))
+    if len(env_ids) > 1:
+        extra["env_ids"] = env_ids
+        print(f"note: the inputs come from environments {env_ids} (identical features); the card's env_id, used "
+              f"to evaluate on the data, is the first input's ({env_ids[0]}).")
+    if len(policies) > 1:
+        extra["policy"] = "mixed: " + ", ".join(str(p) for p in policies)
+    return extra
 
 
 def split(path: Annotated[str, Positional], out: str, validation_fraction: float = 0.1, seed: int = 0,
           source_split: str = "train", episodes_per_shard: int = 1000, version: str = "") -> dict:
     """Splits `source_split` by episode into "train" and "validation" (a seeded random choice); the
     version is the source's unless --version is given."""
+    check.number("", "validation_fraction", validation_fraction, 0, 1, low_open=True, high_open=True,
+                 fix="--validation-fraction (e.g. 0.1)")
     info = _info(path)
     counts = _split_counts(path, info)
     if source_split not in counts:
         raise ConfigError(f"unknown split {source_split!r} in '{path}'; available: {sorted(counts)}.")
     n = counts[source_split]
     n_val = int(round(n * validation_fraction))
-    if not 0 < validation_fraction < 1 or n_val in (0, n):
+    if n_val in (0, n):
         raise ConfigError(f"--validation-fraction {validation_fraction} of {n} episodes leaves an empty split; "
                           "use a fraction in (0, 1) and a dataset with enough episodes.")
     is_val = np.zeros(n, bool)

@@ -343,7 +343,7 @@ def test_grain_path_works_when_tensorflow_cannot_import(data):
 
 
 def test_reading_a_large_dataset_keeps_rss_flat(tmp_path):
-    """~200 MB of image-like float observations (a writer-made dataset merged 10 times): RSS after
+    """~200 MB of image-like float observations (10 copies of a writer-made dataset merged): RSS after
     a warm-up stays within a fraction of the dataset size (it holds a few decoded episodes)."""
     import psutil
 
@@ -357,8 +357,11 @@ def test_reading_a_large_dataset_keeps_rss_flat(tmp_path):
                      "reward": np.ones(4, np.float32), "discount": np.ones(4, np.float32),
                      "is_first": np.full(4, t % 20 == 0), "is_last": np.full(4, t % 20 == 19),
                      "is_terminal": np.zeros(4, bool), "extras": {}})
+    copies = [str(tmp_path / f"base{i}") for i in range(10)]  # merge takes each dataset once
+    for copy in copies:
+        shutil.copytree(tmp_path / "base", copy, copy_function=os.link)
     big = str(tmp_path / "big")
-    merge([str(tmp_path / "base")] * 10, big)
+    merge(copies, big)
     size = sum(os.path.getsize(os.path.join(big, n)) for n in os.listdir(big))
     assert size > 150e6
     proc = psutil.Process()
