@@ -24,3 +24,7 @@ class CheckpointError(RilletError, ValueError):
 
 class SignatureError(ConfigError, TypeError):
     """An object passed to a stage does not have the call signature the stage documents."""
+
+
+class DivergenceError(RilletError, FloatingPointError):
+    """The learner's parameters became non-finite (NaN or inf); the run stops before checkpointing them."""

@@ -140,6 +140,13 @@ class OnlineConfig:
                  "False only with --replay.address of a shared Reverb server (the actors' processes write there)")
         _require(agent.prioritized or self.replay.sampler == "uniform", "replay.sampler", self.replay.sampler,
                  f"'uniform' for agent {self.agent} (its update returns no priorities)")
+        item = agent.replay_item(self.learner)
+        most = self.total_env_steps // (self.replay.sequence_period if item.kind == "sequence" else 1)
+        _require(not self.local_actors or self.replay.demonstrations or most >= self.replay.min_size_to_sample,
+                 "total-env-steps", self.total_env_steps,
+                 f"enough for replay.min-size-to-sample={self.replay.min_size_to_sample} items before the first "
+                 f"update (these actors write at most {most} {item.kind}s: no update would run); lower "
+                 "--replay.min-size-to-sample or raise the budget")
         self.learner.validate()
         self.replay.validate()
         self.actor.validate()

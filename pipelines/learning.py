@@ -14,7 +14,13 @@ import dataclasses
 import time
 from typing import Any, Callable, Iterator
 
-__all__ = ["Tick", "learn", "log_metrics", "save_checkpoint", "LoopClock"]
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from rillet.errors import DivergenceError
+
+__all__ = ["Tick", "learn", "log_metrics", "save_checkpoint", "check_finite", "LoopClock"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +59,32 @@ def log_metrics(writer, prefix: str, position: Callable[[Tick], int] = lambda ti
     return write
 
 
+def check_finite(state: Any, step: int, checkpointer=None) -> None:
+    """Raises DivergenceError if any floating-point array of the learner state is NaN or inf (after
+    `step` updates), naming the last checkpoint a resume would start from."""
+    leaves = jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))
+    if leaves and not bool(_all_finite(leaves)):
+        last = checkpointer.latest_step() if checkpointer is not None else None
+        kept = (f"the last finite checkpoint (update {last}) is kept in {checkpointer.directory}" if last is not None
+                else "no checkpoint was written")
+        raise DivergenceError(f"the learner's parameters became non-finite (NaN or inf) by update {step}; {kept}. "
+                              "Lower the learning rate, clip gradients, or check the data for NaN/inf rewards "
+                              "and observations.")
+
+
+@jax.jit
+def _all_finite(leaves: list) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def save_checkpoint(checkpointer, meta: Callable[[Tick], dict],
                     actor: Callable[[], Any] = lambda: None) -> Callable[[Tick], None]:
     """A tick callback saving the learner state at its update count, with `meta(tick)` (counters,
-    loader positions) and `actor()` (the actors' carried state, or None) beside it."""
+    loader positions) and `actor()` (the actors' carried state, or None) beside it; a state with
+    non-finite parameters is never saved (`check_finite`: DivergenceError)."""
 
     def save(tick: Tick) -> None:
+        check_finite(tick.state, tick.step, checkpointer)
         checkpointer.save(tick.step, tick.state, meta(tick), actor=actor())
 
     return save

@@ -28,7 +28,8 @@ from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorCarry, ActorThread, 
 from rillet.pipelines.checkpointing import Checkpointer
 from rillet.pipelines import demonstrations
 from rillet.pipelines.config import OnlineConfig
-from rillet.pipelines.learning import log_metrics, learn, save_checkpoint
+from rillet.pipelines.learning import check_finite, log_metrics, learn, save_checkpoint
+from rillet.pipelines.run_dir import start_run_dir
 from rillet.pipelines.metrics import MetricsWriter, Progress, read_jsonl
 from rillet.pipelines.param_sync import ParamsPublisher, params_table
 from rillet.pipelines.stages import Stream, every, last, tap, until
@@ -133,9 +134,7 @@ def train_online(config: OnlineConfig) -> dict:
     agent = get_agent(config.agent)
     spec = agent_spec(config)
     run_dir = os.path.abspath(config.run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(config.to_json())
+    start_run_dir(run_dir, config.to_json())  # a resume with other settings is refused before any write
     state = agent.init(jax.random.PRNGKey(config.seed), spec, config.learner)
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
     env_steps = updates = 0
@@ -156,6 +155,7 @@ def train_online(config: OnlineConfig) -> dict:
                                    actor_state_fn=eval_state,
                                    observe=parts.observe, observation_indices=config.observation_indices)
     state = _train(run, agent, spec, state, ckpt, metrics, evaluate)
+    check_finite(state, run.updates, ckpt)
     ckpt.save(run.updates, state, run.counters(), actor=run.carry.latest)
     final = _evaluate(run, evaluate, agent.network(state), metrics, None)
     png = learning_curve({f"{config.agent} greedy return": run.curve}, os.path.join(run_dir, "learning_curve.png"),
@@ -190,6 +190,7 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
             progress.add(n)
 
     def log(tick):
+        check_finite(tick.state, tick.step, ckpt)  # a diverged learner stops here, its NaNs never checkpointed
         remote_progress()
         log_metrics(metrics, "learner/", lambda t: run.env_steps,
                     lambda t: {"updates": t.step, "updates_per_s": t.step / (time.time() - run.started)})(tick)
@@ -212,8 +213,8 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
               | every(PUBLISH_EVERY_UPDATES if publisher else 0, lambda t: publisher.publish(agent.network(t.state)),
                       start=run.updates)
               | every(LOG_EVERY_UPDATES, log, start=run.updates)
-              | every(config.checkpoint_every_updates, save_checkpoint(ckpt, lambda t: run.counters(), actor=lambda: run.carry.latest),
-                      start=run.updates)
+              | every(config.checkpoint_every_updates,
+                      save_checkpoint(ckpt, lambda t: run.counters(), actor=lambda: run.carry.latest), start=run.updates)
               | every(config.eval_every_steps, periodic_eval, count=lambda t: run.env_steps, start=run.env_steps)
               | until(lambda tick: run.stop))
     try:

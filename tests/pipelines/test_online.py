@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rillet.errors import CheckpointError, ConfigError, EnvironmentIdError
+from rillet.errors import CheckpointError, ConfigError, DivergenceError, EnvironmentIdError
 from rillet.learners.dqn import DQNConfig
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
 from rillet.pipelines.metrics import read_jsonl
@@ -46,15 +46,41 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path):
     assert [c["env_steps"] for c in curve] == [1_000, 1_500]
 
 
-def test_checkpoint_from_a_different_config_is_refused(tmp_path):
+def test_a_resume_with_other_settings_is_refused_before_anything_is_written(tmp_path):
+    """Another network, gamma or replay table: refused, naming what differs, with config.json and the
+    checkpoints untouched; the budget may change (and the resume says so)."""
     train_online(small_config(tmp_path / "run", total_env_steps=500))
-    other = small_config(tmp_path / "run", total_env_steps=1_000, learner=DQNConfig(hidden_sizes=(32,)))
-    with pytest.raises(CheckpointError, match="different config"):
-        train_online(other)
+    saved = (tmp_path / "run" / "config.json").read_text()
+    steps = sorted(os.listdir(tmp_path / "run" / "checkpoints"))
+    for change, named in (({"learner": DQNConfig(hidden_sizes=(32,))}, "learner.hidden_sizes"),
+                          ({"gamma": 0.9}, "gamma: 0.99 -> 0.9"),
+                          ({"replay": ReplayConfig(min_size_to_sample=200, batch_size=64)}, "replay.batch_size")):
+        with pytest.raises(CheckpointError, match=f"{named}.*Nothing was written"):
+            train_online(small_config(tmp_path / "run", total_env_steps=1_000, **change))
+        assert (tmp_path / "run" / "config.json").read_text() == saved
+        assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == steps
+
+
+def test_a_run_dir_that_cannot_hold_a_run_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for bad, why in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "run", "which is a file")):
+        with pytest.raises(ConfigError, match=why):
+            train_online(small_config(bad))
+
+
+def test_a_diverged_learner_stops_before_checkpointing_nan(tmp_path):
+    """A learning rate of 1e30 makes the parameters non-finite: the run stops with DivergenceError and
+    every checkpoint on disk is finite (here: none was written before the divergence)."""
+    config = small_config(tmp_path / "run", learner=DQNConfig(hidden_sizes=(64, 64), learning_rate=1e30))
+    with pytest.raises(DivergenceError, match="non-finite.*Lower the learning rate"):
+        train_online(config)
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert not ckpt.exists() or not [n for n in os.listdir(ckpt) if n.isdigit()]
 
 
 @pytest.mark.parametrize("field, value, match", [
     ("total_env_steps", 0, "total-env-steps"),
+    ("total_env_steps", 150, "no update would run"),  # 150 transitions < replay.min-size-to-sample 200
     ("gamma", 1.5, "gamma"),
     ("stop_after_evals", 0, "stop-after-evals"),
     ("replay", ReplayConfig(n_step=0), "replay.n-step"),
