@@ -267,7 +267,8 @@ def update(state: TD3State, batch: Mapping[str, Any], config: TD3Config):
     actor, target_actor, target_critic, actor_opt = eqx.combine(new_arrays, static)
     n_valid = jnp.sum(valid)
     metrics = {"loss": loss, "critic_loss": loss, "actor_loss": actor_loss,
-               "actor_updated": do_actor.astype(jnp.float32), "mean_q": aux["mean_q"], "target_mean": jnp.sum(jnp.where(valid, g, 0.0)) / jnp.maximum(n_valid, 1),
+               "actor_updated": do_actor.astype(jnp.float32), "mean_q": aux["mean_q"],
+               "target_mean": jnp.sum(jnp.where(valid, g, 0.0)) / jnp.maximum(n_valid, 1),
                "trace_mean": jnp.sum(jnp.where(valid, traces[:, 1:], 0.0)) / jnp.maximum(n_valid, 1),
                "grad_norm": norms["critic"], "valid_steps": n_valid}
     new_state = TD3State(actor=actor, critic=critic, target_actor=target_actor, target_critic=target_critic,

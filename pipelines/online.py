@@ -214,7 +214,8 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
                       start=run.updates)
               | every(LOG_EVERY_UPDATES, log, start=run.updates)
               | every(config.checkpoint_every_updates,
-                      save_checkpoint(ckpt, lambda t: run.counters(), actor=lambda: run.carry.latest), start=run.updates)
+                      save_checkpoint(ckpt, lambda t: run.counters(), actor=lambda: run.carry.latest),
+                      start=run.updates)
               | every(config.eval_every_steps, periodic_eval, count=lambda t: run.env_steps, start=run.env_steps)
               | until(lambda tick: run.stop))
     try:
