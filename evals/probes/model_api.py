@@ -91,44 +91,67 @@ def plan_rows(sequences: Sequence[np.ndarray], causal: bool) -> tuple[list[np.nd
 
 
 def plan_tree(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """The sequences as one prefix tree: (tokens [N], positions [N] (depth), parent [N] (-1 at roots),
-    reads: per sequence, the node of its last token). Parents precede their children."""
-    children: list[dict] = [{}]  # children[0]: the roots (node ids are offset by 1 here)
-    tokens, positions, parent, reads = [], [], [], []
+    """The sequences as one prefix tree in depth-first preorder: (tokens [N], positions [N] (depth),
+    parent [N] (-1 at roots), reads: per sequence, the node of its last token). Parents precede their
+    children and every subtree is a contiguous range of nodes (what `subtree_end` relies on)."""
+    children: list[dict] = [{}]  # trie node 0 is a sentinel above the roots
+    token, last = [0], []
     for seq in sequences:
         node = 0
-        for depth, tok in enumerate(np.asarray(seq).tolist()):
+        for tok in np.asarray(seq).tolist():
             nxt = children[node].get(tok)
             if nxt is None:
-                nxt = len(children)
-                children[node][tok] = nxt
-                children.append({})
-                tokens.append(tok), positions.append(depth), parent.append(node - 1)
+                nxt = children[node][tok] = len(children)
+                children.append({}), token.append(tok)
             node = nxt
-        reads.append(node - 1)
-    return (np.asarray(tokens, np.int32), np.asarray(positions, np.int32), np.asarray(parent, np.int64), reads)
+        last.append(node)
+    new = [-1] * len(children)
+    tokens, positions, parent = [], [], []
+    stack = [(c, 0, -1) for c in reversed(list(children[0].values()))]
+    while stack:
+        node, depth, up = stack.pop()
+        new[node] = len(tokens)
+        tokens.append(token[node]), positions.append(depth), parent.append(up)
+        stack.extend((c, depth + 1, new[node]) for c in reversed(list(children[node].values())))
+    return (np.asarray(tokens, np.int32), np.asarray(positions, np.int32), np.asarray(parent, np.int64),
+            [new[n] for n in last])
+
+
+def subtree_end(parent: np.ndarray, width: int) -> np.ndarray:
+    """int32 [W]: one past the last node of each node's subtree (nodes in preorder, as plan_tree gives
+    them), so node i descends from node j exactly when j <= i < end[j]; padding nodes (>= len(parent))
+    get end = i + 1 (a subtree of their own)."""
+    end = np.arange(1, width + 1, dtype=np.int32)
+    for i in range(len(parent) - 1, -1, -1):  # children come after parents: finish them first
+        p = parent[i]
+        if p >= 0 and end[i] > end[p]:
+            end[p] = end[i]
+    return end
+
+
+def interval_mask(end: jax.Array) -> jax.Array:
+    """bool [W, W] from subtree ends [W]: query i attends key j when j <= i < end[j] (itself and its
+    ancestors). Built from two [W] vectors (inside the jitted call: no [W, W] array on the host)."""
+    i = jnp.arange(end.shape[0])
+    return (i[None, :] <= i[:, None]) & (i[:, None] < end[None, :])
 
 
 def tree_mask(parent: np.ndarray, width: int) -> np.ndarray:
     """bool [W, W]: node i attends to itself and its ancestors; padding nodes (>= len(parent)) to themselves."""
-    mask = np.eye(width, dtype=bool)
-    for i, p in enumerate(parent.tolist()):
-        if p >= 0:
-            mask[i] |= mask[p]
-    return mask
+    return np.asarray(interval_mask(jnp.asarray(subtree_end(parent, width))))
 
 
 @eqx.filter_jit
-def _run_tree(model, tokens: jax.Array, positions: jax.Array, mask: jax.Array):
-    hidden, output = model(tokens, positions=positions, mask=mask)
+def _run_tree(model, tokens: jax.Array, positions: jax.Array, end: jax.Array):
+    hidden, output = model(tokens, positions=positions, mask=interval_mask(end))
     return hidden.astype(jnp.float32), output.astype(jnp.float32)
 
 
-def _tree_states(model, tokens, positions, parent, reads, granule: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _tree_states(model, tokens, positions, parent, reads, granule: int = 64) -> tuple[np.ndarray, np.ndarray]:
     width = -(-len(tokens) // granule) * granule
     pad = width - len(tokens)
     hidden, output = _run_tree(model, jnp.asarray(np.pad(tokens, (0, pad))), jnp.asarray(np.pad(positions, (0, pad))),
-                               jnp.asarray(tree_mask(parent, width)))
+                               jnp.asarray(subtree_end(parent, width)))
     return np.asarray(hidden)[:, reads].transpose(1, 0, 2), np.asarray(output)[reads]
 
 
@@ -144,7 +167,7 @@ def last_states(model, sequences: Sequence[np.ndarray], causal: bool | None = No
                 max_tree_nodes: int = 1 << 13) -> tuple[np.ndarray, np.ndarray]:
     """Last-position states of every sequence: (hidden [S, L, d], output [S, K]) float32 (bf16 values
     are exact in float32). A model with tree_attention (and tree=True) runs all sequences as one prefix
-    tree of at most max_tree_nodes nodes, padded to a multiple of 256, in one jitted call. Otherwise rows
+    tree of at most max_tree_nodes nodes, padded to a multiple of 64, in one jitted call. Otherwise rows
     of equal width run as one vmapped, jitted call, in chunks of R rows with R * width^2 <= chunk_elements
     (attention memory); causal models pad rows to a power of 2."""
     causal = bool(getattr(model, "causal", False)) if causal is None else causal

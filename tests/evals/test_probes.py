@@ -16,7 +16,8 @@ import pytest
 from rillet.errors import ConfigError, SignatureError
 from rillet.evals.probes.collapse import collapse_length, collapse_profile, pair_distances
 from rillet.evals.probes.inputs import insert_separators, ones, ones_zero, separator_positions, with_separators
-from rillet.evals.probes.model_api import _run_rows, check_sequence_model, last_states, plan_rows, plan_tree, tree_mask
+from rillet.evals.probes.model_api import (_run_rows, check_sequence_model, last_states, plan_rows, plan_tree,
+                                          subtree_end, tree_mask)
 from rillet.evals.probes.oversquash import jacobian_norms, path_bound, region_means
 from rillet.evals.probes.tasks import SEPARATOR, task_batch
 from rillet.learners.networks.attention import cast_floating
@@ -181,6 +182,12 @@ def test_prefix_tree_plan_and_mask_exact():
     assert parent.tolist() == [-1, 0, 1, 1, 3, -1] and reads == [2, 4, 5]
     mask = tree_mask(parent, 8)
     assert np.flatnonzero(mask[4]).tolist() == [0, 1, 3, 4] and np.flatnonzero(mask[7]).tolist() == [7]
+    # a later sequence branching from an earlier node: renumbered so that every subtree is contiguous
+    tokens, positions, parent, reads = plan_tree([np.array([1, 2]), np.array([3]), np.array([1, 4])])
+    assert tokens.tolist() == [1, 2, 4, 3] and parent.tolist() == [-1, 0, 0, -1] and reads == [1, 3, 2]
+    assert subtree_end(parent, 6).tolist() == [3, 2, 3, 4, 5, 6]
+    mask = tree_mask(parent, 6)
+    assert [np.flatnonzero(m).tolist() for m in mask] == [[0], [0, 1], [0, 2], [3], [4], [5]]
 
 
 @pytest.mark.parametrize("positions,window", [("rotary", 0), ("sinusoidal", 2)])
