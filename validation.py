@@ -16,6 +16,7 @@ Every check returns the value unchanged, so `n = check.integer(...)` reads as an
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Collection
 
 import numpy as np
@@ -94,3 +95,19 @@ def one_of(owner: str, name: str, value: Any, choices: Collection, *, fix: str |
     ok = any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices)
     require(ok, owner, name, value, f"one of {tuple(choices)!r}", fix=fix)
     return value
+
+
+def creatable_path(path: str, option: str, error: type[ConfigError] = ConfigError) -> str:
+    """The absolute `path`, after checking that its nearest existing ancestor (itself, if it exists) is a
+    directory this process can write in; `error` otherwise, naming `option` (e.g. "--run-dir")."""
+    path = os.path.abspath(os.fspath(path))
+    parent = path
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise error(f"{option} '{path}' lies under '{parent}', which is a file, not a directory. "
+                    f"Choose a {option} inside a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{option} '{path}' cannot be written: '{parent}' is read-only for this user. "
+                    f"Choose a {option} in a writable directory.")
+    return path

@@ -120,16 +120,7 @@ def check_out_dir(out_dir: str, option: str = "out_dir") -> str:
         kind = "directory" if os.path.isdir(path) else "file"
         raise DatasetPathError(f"{option} '{path}' already exists (a {kind}); a dataset is never overwritten. "
                                f"Choose a new {option} or delete the old one.")
-    parent = os.path.dirname(path)
-    while not os.path.lexists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise DatasetPathError(f"{option} '{path}' lies under '{parent}', which is a file, not a directory. "
-                               f"Choose a {option} inside a directory.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DatasetPathError(f"{option} '{path}' cannot be written: '{parent}' is read-only for this user. "
-                               f"Choose a {option} in a writable directory.")
-    return path
+    return validation.creatable_path(path, option, DatasetPathError)
 
 
 class DatasetDraft:

@@ -59,11 +59,11 @@ def _check_shards(path: str, split: str) -> list[str]:
 
     from array_record.python.array_record_module import ArrayRecordReader
 
-    from rillet.datasets.rlds_reader import _shard_paths
+    from rillet.datasets.rlds_reader import _shard_paths, shard_lengths
 
     with open(os.path.join(path, "dataset_info.json")) as f:
         info = json.load(f)
-    want = {s["name"]: [int(n) for n in s.get("shardLengths", [])] for s in info.get("splits", [])}[split]
+    want = shard_lengths(info, split)
     shards = _shard_paths(path, info, split)
     for shard, n in zip(shards, want):
         try:

@@ -143,6 +143,20 @@ def shard_filename(template: str, dataset: str, split: str, file_format: str, in
             .replace("{SHARD_X_OF_Y}", f"{index:05d}-of-{num_shards:05d}"))
 
 
+def shard_lengths(info: Mapping[str, Any], split: str) -> list[int]:
+    """Episodes per shard of `split`, as dataset_info.json lists them ([] for an unknown split)."""
+    return [int(n) for s in info.get("splits", []) if s["name"] == split for n in s.get("shardLengths", [])]
+
+
+def read_card(path: str) -> dict:
+    """The dataset's rillet card (rillet_card.json), or {} where there is none (tfds's, rlds's datasets)."""
+    try:
+        with open(os.path.join(path, CARD_FILE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
 def _shard_paths(path: str, info: Mapping[str, Any], split: str) -> list[str]:
     """The shard files of `split` that dataset_info.json lists, by its own template (so datasets
     written with any template load); DatasetPathError if one is missing."""
@@ -188,11 +202,7 @@ class RldsEpisodes:
             )
         self.path, self.split = path, split
         self.layout, self.episode_layout, _ = read_features(path)
-        card_file = os.path.join(path, CARD_FILE)
-        self.card: dict = {}
-        if os.path.exists(card_file):
-            with open(card_file) as f:
-                self.card = json.load(f)
+        self.card = read_card(path)
         self.spec = StepSpec.from_json(self.card["spec"]) if "spec" in self.card else None
         if spec is not None:
             want, got = _flat_spec(spec), {k: array_spec(v) for k, v in self.layout.items()}
@@ -206,7 +216,7 @@ class RldsEpisodes:
                     + "; ".join(diffs) + ". Use data written for this environment and agent."
                 )
         files = _shard_paths(path, info, split)
-        lengths = [int(n) for s in info["splits"] if s["name"] == split for n in s.get("shardLengths", [])]
+        lengths = shard_lengths(info, split)
         self.shard_starts = np.cumsum([0] + lengths[:-1])[:len(lengths)]  # [shards] first episode of each
         import grain.python as grain
 

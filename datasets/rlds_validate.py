@@ -28,7 +28,7 @@ from rillet.datasets import rlds_transforms as T
 from rillet.datasets.rlds_finalise import episode_counts
 from rillet.datasets.rlds_integrity import card_problems, file_sha256
 from rillet.datasets.rlds_loader import INDEX_FILE
-from rillet.datasets.rlds_reader import CARD_FILE, _shard_paths, check_complete, read_features
+from rillet.datasets.rlds_reader import _shard_paths, check_complete, read_card, read_features, shard_lengths
 from rillet.errors import RilletError
 
 SHOWN = 3  # problems listed per check; the rest are counted
@@ -83,7 +83,7 @@ def validate_dataset(path: str) -> list[Finding]:
         layout, episode_layout, _ = read_features(path)
     except (OSError, ValueError, RilletError) as e:
         return [Finding("metadata", False, f"{e}")]
-    card = _card(path)
+    card = read_card(path)
     findings = [Finding("metadata", True, f"dataset_info.json and features.json read: {len(layout)} step features, "
                         f"{len(episode_layout)} episode features, format {info.get('fileFormat', 'tfrecord')}")]
     problems = card_problems(path, card, layout) if card else []
@@ -96,14 +96,6 @@ def validate_dataset(path: str) -> list[Finding]:
     return findings + _card_counts(card, info, counted)
 
 
-def _card(path: str) -> dict:
-    try:
-        with open(os.path.join(path, CARD_FILE)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
-
-
 def _read_split(path: str, info: Mapping, split: str, layout, episode_layout, files: Mapping | None) -> _Split:
     """One pass over `split`: shards (counts, sizes, digests), episodes (decoded whole), the index."""
     out = _Split()
@@ -112,7 +104,7 @@ def _read_split(path: str, info: Mapping, split: str, layout, episode_layout, fi
     except RilletError as e:
         out.fail("shards", str(e))
         return out
-    want = [int(n) for s in info["splits"] if s["name"] == split for n in s.get("shardLengths", [])]
+    want = shard_lengths(info, split)
     recorded = (files or {}).get("shards", [])
     if files and len(recorded) != len(shards):
         out.fail("digests", f"the card records {len(recorded)} shards, dataset_info.json lists {len(shards)}")

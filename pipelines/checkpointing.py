@@ -116,3 +116,13 @@ def _without(tree: Any, keys: frozenset) -> Any:
     if isinstance(tree, list):
         return [_without(v, keys) for v in tree]
     return tree
+
+
+def restore_state(directory: str, fingerprint: dict, template: Any, step: int | None = None) -> Any:
+    """The learner state a run's checkpoint directory holds at its latest (or given) step, restored
+    into `template` (a freshly initialised state) and checked against `fingerprint`; the manager closed."""
+    ckpt = Checkpointer(directory, fingerprint)
+    try:
+        return ckpt.restore(template, step)[0]
+    finally:
+        ckpt.close()

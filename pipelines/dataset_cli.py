@@ -32,8 +32,8 @@ from rillet.datasets.rlds_finalise import DatasetDraft, check_out_dir, check_ver
 from rillet.datasets.rlds_features import decode_images as decode_images_of
 from rillet.datasets.rlds_features import array_spec, image_to_tensor, map_leaves
 from rillet.datasets.rlds_integrity import VALIDATE_HINT
-from rillet.datasets.rlds_reader import (CARD_FILE, CorruptDatasetError, _shard_paths, check_complete,
-                                         describe_features, read_step_layout)
+from rillet.datasets.rlds_reader import (CorruptDatasetError, _shard_paths, check_complete, describe_features,
+                                         read_card, read_step_layout, shard_lengths)
 from rillet.datasets.rlds_validate import shard_records, validate_dataset
 from rillet.errors import ConfigError
 
@@ -50,16 +50,11 @@ def _info(path: str) -> dict:
         raise ConfigError(f"'{path}' is not a TFDS dataset directory (no dataset_info.json).") from None
 
 
-def _card(path: str) -> dict:
-    p = os.path.join(path, CARD_FILE)
-    return json.load(open(p)) if os.path.exists(p) else {}
-
-
 def _records(path: str, info: dict, split: str) -> Iterator[bytes]:
     """Serialized episodes of `split`, in order, from ArrayRecord or TFRecord shards; CorruptDatasetError
     naming the shard where one cannot be read to its end (truncated, or a block whose checksum fails) or
     holds fewer or more records than dataset_info.json lists."""
-    listed = [int(n) for s in info.get("splits", []) if s["name"] == split for n in s.get("shardLengths", [])]
+    listed = shard_lengths(info, split)
     for shard, want in zip(_shard_paths(path, info, split), listed):
         n = 0
         try:
@@ -97,12 +92,12 @@ def _build(out: str, base: str, splits: dict[str, Callable[[], Iterator[bytes]]]
                     record = decode_images_of(record, layout, base, image_encoding)
                 shards.write(record, len(steps["is_first"]),
                              float(steps["reward"].sum(dtype=np.float64)) if "reward" in steps else 0.0)
-        return draft.commit(info, features, {**_card(base), **card_extra, "version": version})
+        return draft.commit(info, features, {**read_card(base), **card_extra, "version": version})
 
 
 def _version(path: str) -> str:
     """A dataset's version: its card's, else dataset_info.json's (tfds's), else "1.0.0"."""
-    return str(_card(path).get("version") or _info(path).get("version") or "1.0.0")
+    return str(read_card(path).get("version") or _info(path).get("version") or "1.0.0")
 
 
 def _split_counts(path: str, info: dict) -> dict[str, int]:
@@ -175,7 +170,7 @@ def inspect(path: Annotated[str, Positional], split: str = "train", histogram: s
     `rillet dataset validate PATH`, which reads every record."""
     from rillet.datasets.rlds_loader import RldsRecords, open_episodes
 
-    info, card = _info(path), _card(path)
+    info, card = _info(path), read_card(path)
     counts = _split_counts(path, info)
     for other in sorted(set(counts) - {split}):
         open_episodes(path, other, None)
@@ -250,7 +245,7 @@ def _check_merge_inputs(inputs: list[str]) -> None:
 def _merged_card(inputs: list[str], infos: list[dict]) -> dict:
     """The merged card's provenance: "merged_from" [{path, env_id, policy, version, episodes}] per input;
     "env_ids" and a "mixed: ..." policy where the inputs differ (env_id and spec stay the first input's)."""
-    cards = [_card(p) for p in inputs]
+    cards = [read_card(p) for p in inputs]
     sources = [{"path": os.path.abspath(p), "env_id": c.get("env_id"), "policy": c.get("policy"),
                 "version": _version(p), "episodes": sum(_split_counts(p, i).values())}
                for p, c, i in zip(inputs, cards, infos)]

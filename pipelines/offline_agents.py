@@ -39,7 +39,7 @@ from rillet.evals.returns import greedy_return_stage
 from rillet.learners import behaviour_cloning
 from rillet.learners.agents import get_agent
 from rillet.pipelines.agent_data import agent_batches, learner_spec
-from rillet.pipelines.checkpointing import Checkpointer
+from rillet.pipelines.checkpointing import Checkpointer, restore_state
 from rillet.pipelines.config import ReplayConfig, _require
 from rillet.pipelines.learning import learn, log_metrics, save_checkpoint
 from rillet.pipelines.metrics import MetricsWriter
@@ -181,11 +181,8 @@ def load_offline_agent_run(run_dir: str, step: int | None = None):
         config = AgentOfflineConfig.from_json(json.load(f))
     agent = get_agent(config.agent)
     spec = learner_spec(config.data, "train", agent, config.learner)
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.fingerprint())
-    try:
-        state, _ = ckpt.restore(agent.init(jax.random.PRNGKey(config.seed), spec, config.learner), step)
-    finally:
-        ckpt.close()
+    state = restore_state(os.path.join(run_dir, "checkpoints"), config.fingerprint(),
+                          agent.init(jax.random.PRNGKey(config.seed), spec, config.learner), step)
     return config, spec, state
 
 

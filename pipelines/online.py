@@ -25,7 +25,7 @@ from rillet.evals.plots import learning_curve
 from rillet.evals.returns import greedy_return_stage
 from rillet.learners.agents import get_agent
 from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorCarry, ActorThread, LatestParams
-from rillet.pipelines.checkpointing import Checkpointer
+from rillet.pipelines.checkpointing import Checkpointer, restore_state
 from rillet.pipelines import demonstrations
 from rillet.pipelines.config import OnlineConfig
 from rillet.pipelines.learning import check_finite, log_metrics, learn, save_checkpoint
@@ -66,11 +66,8 @@ def load_online_run(run_dir: str, step: int | None = None):
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"'{run_dir}' is not a `rillet train-online` run directory ({e!r}).") from None
     agent, spec = get_agent(config.agent), agent_spec(config)
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint())
-    try:
-        state, _ = ckpt.restore(agent.init(jax.random.PRNGKey(config.seed), spec, config.learner), step)
-    finally:
-        ckpt.close()
+    state = restore_state(os.path.join(run_dir, "checkpoints"), config.learner_fingerprint(),
+                          agent.init(jax.random.PRNGKey(config.seed), spec, config.learner), step)
     return config, spec, state
 
 
@@ -224,14 +221,19 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
             actor.check()
         remote_progress()
     finally:
-        if actor is not None:
-            actor.stop_event.set()
-        if server is not None:
-            server.stop()
-        if actor is not None:
-            actor.join(timeout=30)
-        progress.close()
+        _shut_down(actor, server, progress)
     return state if final is None else final.state
+
+
+def _shut_down(actor: ActorThread | None, server, progress) -> None:
+    """Stops the local actors, then the embedded replay server, then waits for the actors (bounded)."""
+    if actor is not None:
+        actor.stop_event.set()
+    if server is not None:
+        server.stop()
+    if actor is not None:
+        actor.join(timeout=30)
+    progress.close()
 
 
 def _start_actor(run: _Run, spec, address: str, params: LatestParams, progress) -> ActorThread:

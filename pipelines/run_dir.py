@@ -16,6 +16,7 @@ import json
 import os
 
 from rillet.errors import CheckpointError, ConfigError
+from rillet.validation import creatable_path
 
 ONLINE_FREE = frozenset({
     "total_env_steps", "eval_every_steps", "eval_episodes", "stop_at_return", "stop_after_evals",
@@ -29,13 +30,7 @@ def check_run_dir_path(path: str, option: str = "--run-dir") -> None:
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{option} '{path}' is a file, not a directory. Choose another {option}.")
-    parent = path
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ConfigError(f"{option} '{path}' lies under '{parent}', which is a file. Choose another {option}.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} '{path}': '{parent}' is not writable by this user. Choose a writable {option}.")
+    creatable_path(path, option)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
