@@ -11,6 +11,7 @@ from typing import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rillet.learners.continuous_targets import gaussian_log_density
 from rillet.learners.pac import bins_to_actions
@@ -166,6 +167,13 @@ def recurrent_observe(actor_state: dict, env_output) -> dict:
     return {**actor_state, "is_first": first,
             "prev_reward": jnp.where(first, 0.0, jnp.asarray(env_output.reward, jnp.float32)),
             "prev_action": jnp.where(first, jnp.zeros_like(actor_state["prev_action"]), actor_state["prev_action"])}
+
+
+def reward_free_observe(actor_state: dict, env_output) -> dict:
+    """`recurrent_observe` with the environment's reward taken as 0: the previous-reward core input of a
+    reward-free agent (`NGUConfig.reward_free`) never carries the extrinsic reward."""
+    return recurrent_observe(actor_state, env_output._replace(reward=np.zeros(np.shape(env_output.reward),
+                                                                              np.float32)))
 
 
 DISCRETISED_ACTIONS = ("sample", "mode", "mean")

@@ -40,7 +40,8 @@ from rillet.learners.target_network import update_target
 NOVELTIES = ("ngu", "recode")
 EMBEDDING_MODELS = ("inverse_dynamics", "casm")
 
-__all__ = ["NGUConfig", "NGUState", "ActingParams", "init", "update", "spec_extras", "core_inputs", "acting_params"]
+__all__ = ["NGUConfig", "NGUState", "ActingParams", "init", "update", "spec_extras", "core_inputs", "acting_params",
+           "without_extrinsic_reward"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,12 @@ class NGUConfig(r2d2.R2D2Config):
     casm_num_layers: int = CASMConfig.num_layers
     casm_context_length: int = CASMConfig.context_length
     casm_mask_probability: float = CASMConfig.mask_probability
+    reward_free: bool = False
+    """Reward-free pre-training (behaviour transfer, Campos et al. 2021): learn from the intrinsic reward
+    only. The learner zeroes the extrinsic reward and the prev_reward core input of every batch
+    (`without_extrinsic_reward`) and the actors feed the core a previous reward of 0, so nothing the
+    environment pays reaches the loss, the targets or the acting network. Policy j then learns beta_j * r_i;
+    the evaluation policy (eval_policy_index) must have beta_j > 0 (j = 0 has none: it would learn nothing)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -121,6 +128,12 @@ class NGUConfig(r2d2.R2D2Config):
         check.one_of(owner, "embedding_model", self.embedding_model, EMBEDDING_MODELS)
         if self.embedding_model == "casm":
             self.casm().validate()
+        check.boolean(owner, "reward_free", self.reward_free, fix="reward_free")
+        if self.reward_free:
+            betas = family_betas(self.num_policies, self.beta)
+            check.require(bool(betas[self.eval_policy_index] > 0), owner, "eval_policy_index", self.eval_policy_index,
+                          f"a policy with intrinsic weight beta_j > 0 when reward_free (betas: {np.round(betas, 3)})",
+                          fix=f"eval_policy_index (e.g. {self.num_policies - 1}, the most exploratory) and beta > 0")
         return self
 
     def casm(self) -> CASMConfig:
@@ -245,6 +258,15 @@ def policy_terms(batch, config: NGUConfig) -> tuple[jax.Array, jax.Array, jax.Ar
     return beta_j, gamma_j, r_e, r_i
 
 
+def without_extrinsic_reward(batch: Mapping[str, Any]) -> dict:
+    """`batch` with its extrinsic reward [B, L] and the prev_reward core input [B, L] (if recorded) set to 0:
+    what a reward-free learner sees (`NGUConfig.reward_free`)."""
+    extras = dict(batch["extras"])
+    if "prev_reward" in extras:
+        extras["prev_reward"] = jnp.zeros_like(jnp.asarray(extras["prev_reward"], jnp.float32))
+    return {**batch, "reward": jnp.zeros_like(jnp.asarray(batch["reward"], jnp.float32)), "extras": extras}
+
+
 def _mixed_q_loss(modules, target, batch, config: NGUConfig, td_stats: dict | None = None):
     """NGU's value loss: one network on r_e + beta_j * r_i with gamma_j (transformed Retrace)."""
     beta_j, gamma_j, r_e, r_i = policy_terms(batch, config)
@@ -314,7 +336,10 @@ def update_with(value: ValueParts, optimizers: dict, state: NGUState, batch: Map
     grad_norm over the value groups) plus embedding_loss, embedding_accuracy, rnd_loss,
     intrinsic_reward (mean recorded r_i over valid transitions), rnd_error_mean/std (the running
     statistics after this batch), lifelong_multiplier (mean over the batch's valid next observations)
-    and the aux entries named in extra_metrics."""
+    and the aux entries named in extra_metrics. With config.reward_free the batch's extrinsic reward never
+    reaches the losses (`without_extrinsic_reward`)."""
+    if config.reward_free:
+        batch = without_extrinsic_reward(batch)
     value_groups = value.groups(state.online)
     modules = {**value_groups, "embedding": state.embedding, "rnd": state.rnd}
     obs_stats = state.rnd_obs_stats

@@ -14,7 +14,7 @@ import numpy as np
 from rillet.actors.cluster_memory import init_cluster_memory
 from rillet.actors.exploration import EpsilonLadder, PolicyFamily
 from rillet.actors.novelty_policy import ngu_score, novelty_actor_state, novelty_policy
-from rillet.actors.policies import recurrent_observe
+from rillet.actors.policies import recurrent_observe, reward_free_observe
 from rillet.actors.recode_novelty import memory_carry, memory_metrics, memory_resume, recode_score
 from rillet.learners import ngu, recurrent_value
 from rillet.learners.distillation import acting_head
@@ -26,7 +26,8 @@ def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict,
     """NGU's actors: the novelty policy epsilon-greedy as policy j (exploration {"epsilon",
     "policy_index"} [num_envs]) over config's acting head (`distillation.acting_head`; an evaluation
     takes its argmax); core_size: the recorded core state's size (default lstm_size). The intrinsic
-    reward is config.novelty's: NGU's episodic x lifelong novelty, or RECODE's cluster memory."""
+    reward is config.novelty's: NGU's episodic x lifelong novelty, or RECODE's cluster memory. With
+    config.reward_free the core's previous-reward input is 0 (`reward_free_observe`)."""
     state = novelty_actor_state(exploration["epsilon"], exploration["policy_index"], core_size or config.lstm_size,
                                 config.embedding_size, config.memory_capacity, spec.action.dtype)
     head, sample = acting_head(config)
@@ -38,7 +39,8 @@ def novelty_actor(spec, config: ngu.NGUConfig, num_envs: int, exploration: dict,
         score, carry, resume = ngu_score(config.episodic(), config.max_multiplier), _running_distances, _resume
         summary = None
     policy = novelty_policy(score, config.novelty_sync_period, head, sample and not evaluation)
-    return ActorParts(policy, state, recurrent_observe, carry=carry, resume=resume, carry_metrics=summary)
+    observe = reward_free_observe if config.reward_free else recurrent_observe
+    return ActorParts(policy, state, observe, carry=carry, resume=resume, carry_metrics=summary)
 
 
 def _running_distances(actor_state: dict) -> dict:
