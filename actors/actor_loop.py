@@ -6,6 +6,8 @@ one batched RLDS step (see DESIGN.md, "The data contract"):
     observation o_t, action a_t, reward r_t, discount d_t, is_first, is_last, is_terminal, extras
 
 For a step with is_last the action was ignored by EnvPool (auto-reset) and reward/discount are 0.
+A policy whose recorded action is not the environment's (behaviour transfer's "act as the pre-trained
+policy" candidate, `actors.flights`) gives the one to execute as extras["executed_action"].
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ import jax
 import numpy as np
 
 from rillet.actors.envpool_env import BatchedEnv
+
+
+def executed_action(action: Any, extras: Any) -> np.ndarray:
+    """The action [B, ...] the environment executes: extras["executed_action"] where the policy gives one,
+    else the recorded `action`."""
+    if isinstance(extras, dict) and "executed_action" in extras:
+        return np.asarray(extras["executed_action"])
+    return np.asarray(action)
 
 
 def envpool_actor(
@@ -49,7 +59,7 @@ def envpool_actor(
         if on_actor_state is not None:
             on_actor_state(actor_state)
         action = np.asarray(action)
-        nxt = env.step(action)
+        nxt = env.step(executed_action(action, extras))
         yield {
             "observation": out.observation,
             "action": action,

@@ -37,6 +37,7 @@ Extras (`flight_spec`): the own policy's extras (its recurrent state, core input
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import equinox as eqx
@@ -50,11 +51,12 @@ from rillet.errors import ConfigError
 from rillet.learners.agents.registry import ActorParts
 
 __all__ = ["FlightConfig", "flight_lengths", "flight_policy", "flight_actor", "flight_spec", "flight_fraction",
-           "FLIGHT_EXTRAS"]
+           "FLIGHT_EXTRAS", "CANDIDATE_EXTRAS"]
 
 DISTRIBUTIONS = ("geometric", "uniform", "zeta")
 FLIGHT_EXTRAS = {"in_flight": ArraySpec((), "bool"), "flight_remaining": ArraySpec((), "int32"),
                  "behaviour_prob": ArraySpec((), "float32")}
+CANDIDATE_EXTRAS = {"executed_action": ArraySpec((), "int32"), "chose_pretrained": ArraySpec((), "bool")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +107,10 @@ def flight_lengths(key: jax.Array, config: FlightConfig, shape: tuple[int, ...])
     return jnp.clip(length, 1, config.max_length).astype(jnp.int32)
 
 
-def flight_spec(spec: StepSpec) -> StepSpec:
-    """`spec` with the extras a flight actor records (in_flight, flight_remaining, behaviour_prob)."""
-    return spec.with_extras(**FLIGHT_EXTRAS)
+def flight_spec(spec: StepSpec, candidate: bool = False) -> StepSpec:
+    """`spec` with the extras a flight actor records (in_flight, flight_remaining, behaviour_prob; with the
+    exploitation candidate also executed_action and chose_pretrained)."""
+    return spec.with_extras(**FLIGHT_EXTRAS, **(CANDIDATE_EXTRAS if candidate else {}))
 
 
 def flight_fraction(in_flight: Any) -> float:
@@ -148,14 +151,28 @@ def _choose(config: FlightConfig) -> Callable:
     return choose
 
 
-def flight_policy(own_policy: Callable, pretrained_policy: Callable, config: FlightConfig) -> Callable:
+@functools.partial(jax.jit, static_argnums=3)
+def _candidate(action: jax.Array, pre_action: jax.Array, in_flight: jax.Array, candidate: int):
+    """(executed action [B], chose_pretrained [B] bool): the extra action `candidate` (off flights) executes
+    the pre-trained policy's action; every other recorded action is executed as it is."""
+    chose = (action == candidate) & ~in_flight
+    return jnp.where(chose, pre_action.astype(action.dtype), action), chose
+
+
+def flight_policy(own_policy: Callable, pretrained_policy: Callable, config: FlightConfig,
+                  candidate: int | None = None, flights: bool = True) -> Callable:
     """The flight policy over a pair of parameters: ``policy((own_params, pretrained_params), observation
     [B, ...], actor_state, key) -> (action [B, ...], extras, actor_state)`` (pairing the parameters lets a
     fine-tuned pre-trained policy take new ones; `flight_actor` fixes them for a frozen one).
 
     actor_state: {"own": the own policy's state, "pretrained": the pre-trained policy's, "epsilon": [B]
     float32 flight start probabilities, "remaining": [B] int32 flight steps left}. Each policy is called
-    as it is (jitted itself), the decision is one jitted function; see the module docstring."""
+    as it is (jitted itself), the decision is one jitted function; see the module docstring.
+
+    candidate: the pre-trained policy as an exploitation candidate (see `flight_actor`): the own policy's
+    action `candidate` (= the environment's number of actions) means "act as the pre-trained policy".
+    flights: False when no flight can start (epsilon all 0): the own policy's probabilities are then not
+    needed for keep_own_epsilon."""
     config.validate()
     choose = _choose(config)
 
@@ -166,7 +183,7 @@ def flight_policy(own_policy: Callable, pretrained_policy: Callable, config: Fli
         own_action, own_extras, own_state = own_policy(own_params, observation, s["own"], k_own)
         pre_action, pre_extras, pre_state = pretrained_policy(pre_params, observation, s["pretrained"], k_pre)
         b = s["remaining"].shape[0]
-        if config.keep_own_epsilon and "behaviour_prob" not in own_extras:
+        if flights and config.keep_own_epsilon and "behaviour_prob" not in own_extras:
             raise ConfigError("FlightConfig.keep_own_epsilon=True, but the agent's own policy records no "
                               "behaviour_prob, so the probability of its epsilon-greedy actions is unknown. "
                               "Set keep_own_epsilon=False (the own policy acts greedily) or use a policy that "
@@ -175,7 +192,11 @@ def flight_policy(own_policy: Callable, pretrained_policy: Callable, config: Fli
                                                     _probability(pre_extras, b), s["epsilon"], s["remaining"],
                                                     k_flight)
         extras = {**own_extras, "behaviour_prob": prob, "in_flight": in_flight, "flight_remaining": remaining}
-        return action, extras, {**s, "own": _took(own_state, action), "pretrained": _took(pre_state, action),
+        executed = action
+        if candidate is not None:
+            executed, chose = _candidate(action, pre_action, in_flight, candidate)
+            extras = {**extras, "executed_action": executed, "chose_pretrained": chose}
+        return action, extras, {**s, "own": _took(own_state, action), "pretrained": _took(pre_state, executed),
                                 "remaining": remaining}
 
     return policy
@@ -201,7 +222,8 @@ def _observe(own: ActorParts, pretrained: ActorParts) -> Callable:
     return observe
 
 
-def flight_actor(own: ActorParts, pretrained: Any, config: FlightConfig, epsilon: Any = None) -> ActorParts:
+def flight_actor(own: ActorParts, pretrained: Any, config: FlightConfig, epsilon: Any = None,
+                 candidate: int | None = None) -> ActorParts:
     """ActorParts of the agent's own actor (`own`, e.g. `agent.actor_parts(...)`) with flights of a frozen
     pre-trained policy (`pretrained`: a `pipelines.policy_loader.LoadedPolicy` built for the same number
     of environments, or anything with .parts and .params). The returned policy takes the own parameters,
@@ -210,7 +232,15 @@ def flight_actor(own: ActorParts, pretrained: Any, config: FlightConfig, epsilon
     epsilon: [B] flight start probabilities; default the own actor state's "epsilon" (the agent's ladder).
     Unless config.keep_own_epsilon, the own policy's "epsilon" is set to 0 (it acts greedily). What of the
     own state outlives episodes (own.carry / own.resume) is carried as before; flights and the
-    pre-trained policy's state start fresh on resume."""
+    pre-trained policy's state start fresh on resume.
+
+    candidate (behaviour transfer's exploitation candidate; the environment's number of actions A): the
+    own policy acts over A + 1 actions, its Q-head one output more, and its action A means "act as the
+    pre-trained policy". The recorded action (what replay stores and the own policy's prev_action input
+    sees) is the chosen one, A included, so the learner's Q(x, A) is the value of handing this step to the
+    pre-trained policy; the environment executes extras["executed_action"] (the pre-trained policy's action
+    where A was chosen; the actor loop and the evaluations step with it), and extras["chose_pretrained"]
+    marks those steps. Flight steps record the pre-trained policy's primitive action (an option's steps)."""
     config.validate()
     own_state = own.actor_state
     if epsilon is None:
@@ -227,7 +257,7 @@ def flight_actor(own: ActorParts, pretrained: Any, config: FlightConfig, epsilon
                               f"epsilon for {len(epsilon)}. Build both policies for the same num_envs.")
     if not config.keep_own_epsilon and isinstance(own_state, dict) and "epsilon" in own_state:
         own_state = {**own_state, "epsilon": jnp.zeros_like(jnp.asarray(own_state["epsilon"]))}
-    pair = flight_policy(own.policy, pretrained.parts.policy, config)
+    pair = flight_policy(own.policy, pretrained.parts.policy, config, candidate, bool(np.any(epsilon > 0)))
     frozen = pretrained.params
 
     def policy(params, observation, actor_state, key):

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from rillet.actors.actor_loop import executed_action
 from rillet.actors.environments import make_batched_env
 
 
@@ -28,8 +29,8 @@ def episode_returns(env_id: str, policy: Callable, params: Any, num_episodes: in
         key, sub = jax.random.split(key)
         if observe is not None:
             actor_state = observe(actor_state, out)
-        action, _, actor_state = policy(params, out.observation, actor_state, sub)
-        out = env.step(np.asarray(action))
+        action, extras, actor_state = policy(params, out.observation, actor_state, sub)
+        out = env.step(executed_action(action, extras))
         returns += np.where(done, 0.0, out.reward)
         done |= out.last
         if done.all():

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from rillet.actors.actor_loop import envpool_actor
-from rillet.actors.environments import make_batched_env
+from rillet.actors.environments import env_step_spec, make_batched_env
 from rillet.actors.episode_stats import episode_stats
 from rillet.datasets.replay_stage import replay_writer
 from rillet.datasets.reverb_writer import reverb_writer
@@ -19,6 +19,7 @@ from rillet.datasets.rlds_writer import rlds_writer
 from rillet.errors import CheckpointError
 from rillet.learners.agents import get_agent
 from rillet.pipelines.stages import Stream, tap
+from rillet.pipelines.transfer import pretrained_loader, transfer_actor
 
 TRANSITIONS_TABLE = "transitions"
 
@@ -81,12 +82,14 @@ class ActorCarry:
 def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_done: int,
         on_env_steps: Callable[[int], None] = lambda n: None,
         stop: threading.Event | None = None, on_episode: Callable[[dict], None] | None = None,
-        carry: ActorCarry | None = None) -> int:
+        carry: ActorCarry | None = None, on_step: Callable[[dict], None] | None = None) -> int:
     """Acts until config.total_env_steps (counting env_steps_done) or until `stop` is set.
 
     Writes the agent's replay items (n-step transitions, sequences) to the Reverb table at
     `address`; calls on_episode (if given) with each finished episode's `episode_stats`; starts from
-    and keeps `carry` (the actor state that outlives episodes), if given. Returns the env steps it took.
+    and keeps `carry` (the actor state that outlives episodes), if given; on_step (if given) sees every
+    batched step. With behaviour transfer (config.transfer) the agent's actors act with the pre-trained
+    policy (`pipelines.transfer`). Returns the env steps it took.
     """
     stop = stop or threading.Event()
     a = config.actor
@@ -100,6 +103,10 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
     budget = config.total_env_steps - env_steps_done
     max_ticks = max(0, -(-budget // a.num_envs))
     steps = 0
+    if config.transfer.enabled:
+        env_spec = env_step_spec(config.env_id, config.observation_indices)
+        parts = transfer_actor(config.transfer, parts, pretrained_loader(config.transfer, env_spec), env_spec,
+                               a.num_envs)
 
     def count(_):
         nonlocal steps
@@ -111,6 +118,8 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
                                    seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks,
                                    on_actor_state=carry.observer(parts)))
               | reverb_writer(writer) | tap(count))
+    if on_step is not None:
+        stream = stream | tap(on_step)
     if on_episode is not None:
         stream = stream | episode_stats(on_episode)
     if config.record_dir:  # every episode the actors finish, as an RLDS dataset (closed on exit)

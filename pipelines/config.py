@@ -10,6 +10,7 @@ from typing import Any
 from rillet import validation as check
 from rillet.errors import ConfigError
 from rillet.learners.agents import get_agent
+from rillet.pipelines.transfer import TransferConfig
 
 
 def _require(ok: bool, field: str, value, rule: str) -> None:
@@ -119,6 +120,8 @@ class OnlineConfig:
     local_actors: bool = True
     """Run the actors in a thread of this process; False: actors are other processes (`rillet act`)
     writing to replay.address, and this process only learns."""
+    transfer: TransferConfig = TransferConfig()
+    """Behaviour transfer from a pre-trained run (`pipelines.transfer`); empty --transfer.checkpoint: off."""
 
     def __post_init__(self):
         if self.learner is None:
@@ -150,6 +153,7 @@ class OnlineConfig:
         self.learner.validate()
         self.replay.validate()
         self.actor.validate()
+        self.transfer.validate()
         return self
 
     def to_json(self) -> str:
@@ -165,12 +169,15 @@ class OnlineConfig:
         return cls(**{**{k: v for k, v in raw.items() if k in fields},
                       "observation_indices": tuple(raw.get("observation_indices", ())),
                       "learner": agent.config_type(**learner), "replay": _replay_from_json(raw["replay"]),
-                      "actor": ActorConfig(**raw["actor"])})
+                      "actor": ActorConfig(**raw["actor"]), "transfer": TransferConfig(**raw.get("transfer", {}))})
 
     def learner_fingerprint(self) -> dict:
         """The parts of the config a checkpoint must agree with to be restored."""
-        return {"env_id": self.env_id, "observation_indices": list(self.observation_indices),
-                "agent": self.agent, "learner": dataclasses.asdict(self.learner)}
+        fingerprint = {"env_id": self.env_id, "observation_indices": list(self.observation_indices),
+                       "agent": self.agent, "learner": dataclasses.asdict(self.learner)}
+        if self.transfer.enabled:  # (runs without transfer keep their fingerprint)
+            fingerprint["transfer"] = dataclasses.asdict(self.transfer)
+        return fingerprint
 
 
 def _replay_from_json(raw: dict) -> ReplayConfig:

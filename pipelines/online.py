@@ -33,6 +33,8 @@ from rillet.pipelines.run_dir import start_run_dir
 from rillet.pipelines.metrics import MetricsWriter, Progress, read_jsonl
 from rillet.pipelines.param_sync import ParamsPublisher, params_table
 from rillet.pipelines.stages import Stream, every, last, tap, until
+from rillet.pipelines.transfer import (TransferStats, candidate_env_spec, finetune_state, pretrained_loader,
+                                       transfer_evaluator, transfer_spec)
 
 LOG_EVERY_UPDATES = 100
 DEMO_TABLE_SIZE = 10_000_000  # items: the demonstration table never evicts what a run inserts
@@ -42,8 +44,10 @@ __all__ = ["train_online", "agent_spec", "load_online_run", "replay_table", "ser
 
 
 def agent_spec(config: OnlineConfig):
-    """The StepSpec the agent's actors record in config.env_id (the env's spec plus the agent's extras)."""
-    return get_agent(config.agent).spec(env_step_spec(config.env_id, config.observation_indices), config.learner)
+    """The StepSpec the agent's actors record in config.env_id (the env's spec plus the agent's extras; with
+    behaviour transfer the extended action set and the transfer extras, `pipelines.transfer`)."""
+    env_spec = candidate_env_spec(env_step_spec(config.env_id, config.observation_indices), config.transfer)
+    return transfer_spec(get_agent(config.agent).spec(env_spec, config.learner), config.transfer)
 
 
 def replay_table(config: OnlineConfig, spec) -> reverb.Table:
@@ -113,6 +117,7 @@ class _Run:
         self.started = time.time()
         self.episodes: list[dict] = []  # the local actors' finished episodes since the last log
         self.episode_log = os.path.join(run_dir, "episodes.jsonl")
+        self.transfer_stats = TransferStats() if config.transfer.enabled else None  # flight/candidate fractions
 
     def record_episode(self, stats: dict) -> None:
         """Keeps a finished episode for the next log, and appends it to episodes.jsonl with the env step
@@ -130,6 +135,8 @@ def train_online(config: OnlineConfig) -> dict:
     config.validate()
     agent = get_agent(config.agent)
     spec = agent_spec(config)
+    env_spec = env_step_spec(config.env_id, config.observation_indices)
+    pretrained = pretrained_loader(config.transfer, env_spec)  # a bad pre-trained run is refused here
     run_dir = os.path.abspath(config.run_dir)
     start_run_dir(run_dir, config.to_json())  # a resume with other settings is refused before any write
     state = agent.init(jax.random.PRNGKey(config.seed), spec, config.learner)
@@ -141,12 +148,19 @@ def train_online(config: OnlineConfig) -> dict:
         env_steps, updates = int(meta["env_steps"]), int(meta["updates"])
         carry = ActorCarry(ckpt.restore_actor())
         print(f"Resumed from {ckpt.directory} at update {updates}, env step {env_steps}.")
+    elif config.transfer.finetune:
+        state = finetune_state(state, config.agent, config.transfer)
     run = _Run(config, run_dir, env_steps, updates, carry)
     metrics = MetricsWriter(run_dir)
-    parts = agent.evaluator(spec, config.learner, 1)
+
+    def evaluator(num_envs):  # greedy, over the extended action set where transfer's mode includes exploit
+        parts = agent.evaluator(spec, config.learner, num_envs)
+        return transfer_evaluator(config.transfer, parts, pretrained, env_spec, num_envs)
+
+    parts = evaluator(1)
 
     def eval_state(num_envs):  # the evaluator's state, from the actors' carry where it reads one
-        return run.carry.evaluation_state(agent.evaluator(spec, config.learner, num_envs))
+        return run.carry.evaluation_state(evaluator(num_envs))
 
     evaluate = greedy_return_stage(config.env_id, parts.policy, config.eval_episodes, seed=config.seed + 10_000,
                                    actor_state_fn=eval_state,
@@ -194,7 +208,7 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
         episodes, run.episodes = run.episodes, []
         if episodes:
             metrics.write(run.env_steps, summarise_episodes(episodes), prefix="actor/")
-        carried = run.carry.metrics()
+        carried = {**run.carry.metrics(), **(run.transfer_stats.take() if run.transfer_stats else {})}
         if carried:
             metrics.write(run.env_steps, carried, prefix="actor/")
         progress.note(loss=f"{float(tick.metrics['loss']):.3f}")
@@ -243,7 +257,8 @@ def _start_actor(run: _Run, spec, address: str, params: LatestParams, progress) 
         progress.add(n)
 
     actor = ActorThread(run.config, spec, address, params.get, run.env_steps, on_env_steps=on_env_steps,
-                        on_episode=run.record_episode, carry=run.carry)
+                        on_episode=run.record_episode, carry=run.carry,
+                        on_step=run.transfer_stats.add if run.transfer_stats else None)
     actor.start()
     return actor
 

@@ -151,20 +151,27 @@ def _checkpoint_step(run_dir: str, step: int | None) -> int:
 
 
 def _load_online(run_dir: str, raw: dict, spec: StepSpec, num_envs: int, step: int) -> LoadedPolicy:
-    """A `rillet train-online` run: the agent record's evaluator, with the actors' carry where it reads it."""
+    """A `rillet train-online` run: the agent record's evaluator, with the actors' carry where it reads it
+    (for a behaviour-transfer run with the candidate action, over the extended action set)."""
     from rillet.learners.agents import get_agent
     from rillet.pipelines.checkpointing import Checkpointer
     from rillet.pipelines.config import OnlineConfig
-    from rillet.pipelines.online import agent_spec, load_online_run
+    from rillet.actors.environments import env_step_spec
+    from rillet.pipelines.online import load_online_run
+    from rillet.pipelines.transfer import pretrained_loader, transfer_evaluator
 
     try:
         config = OnlineConfig.from_json(raw)
     except (ValueError, TypeError, KeyError) as e:
         raise _corrupt_config(run_dir, repr(e)) from None
-    check_same_layout(spec, agent_spec(config), run_dir)
+    env_spec = env_step_spec(config.env_id, config.observation_indices)
+    check_same_layout(spec, env_spec, run_dir)
     config, run_spec, state = load_online_run(run_dir, step)
     agent = get_agent(config.agent)
     parts = agent.evaluator(run_spec, config.learner, num_envs)
+    # a behaviour-transfer run with the candidate action acts through its own pre-trained policy
+    parts = transfer_evaluator(config.transfer, parts, pretrained_loader(config.transfer, env_spec), env_spec,
+                               num_envs)
     if parts.resume is not None:
         ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), {})
         try:
