@@ -29,6 +29,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rillet import validation as check
@@ -110,7 +111,8 @@ def transfer_spec(agent_spec: StepSpec, transfer: TransferConfig) -> StepSpec:
 
 def pretrained_loader(transfer: TransferConfig, env_spec: StepSpec) -> Callable[[int], Any]:
     """num_envs -> the pre-trained run's frozen policy (`policy_loader.LoadedPolicy`) for `env_spec`'s
-    environment (its own action set), loaded once per num_envs. Where transfer is on, it is loaded once here,
+    environment (its own action set), loaded once per num_envs, with a fresh copy of its initial actor state
+    on every call. Where transfer is on, it is loaded once here,
     so that a bad checkpoint is refused at once (CheckpointError, SpecMismatchError)."""
     from rillet.pipelines.policy_loader import load_policy
 
@@ -119,7 +121,9 @@ def pretrained_loader(transfer: TransferConfig, env_spec: StepSpec) -> Callable[
     def load(num_envs: int):
         if num_envs not in loaded:
             loaded[num_envs] = load_policy(transfer.checkpoint, env_spec, num_envs)
-        return loaded[num_envs]
+        policy = loaded[num_envs]  # its actor state copied: a policy may donate the buffers it is given
+        fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), policy.parts.actor_state)
+        return dataclasses.replace(policy, parts=dataclasses.replace(policy.parts, actor_state=fresh))
 
     if transfer.enabled:
         load(1)

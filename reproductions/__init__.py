@@ -25,6 +25,7 @@ from rillet.reproductions.r2d2_estimators import estimators
 from rillet.reproductions.r2d2_pong_smoke import pong_smoke
 from rillet.reproductions.recode_density import recode_density
 from rillet.reproductions.td3_estimators import td3_estimators
+from rillet.reproductions.transfer_minigrid import transfer_minigrid
 from rillet.reproductions.recode_minigrid import recode_minigrid
 
 REPRODUCTIONS: dict[str, Callable] = {
@@ -47,5 +48,6 @@ REPRODUCTIONS: dict[str, Callable] = {
     "himo-hindsight": himo_hindsight,
     "offline-r2d2": offline_r2d2,
     "td3-estimators": td3_estimators,
+    "transfer-minigrid": transfer_minigrid,
     "plot-runs": plot_runs,
 }
