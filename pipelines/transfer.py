@@ -173,7 +173,8 @@ def finetune_state(state: Any, agent_name: str, transfer: TransferConfig) -> Any
     if problems:
         raise ConfigError(f"--transfer.finetune: the networks of '{run_dir}' do not fit this run's: "
                           + "; ".join(problems[:6]) + ". Fine-tune with the pre-trained run's network options "
-                          "(and --transfer.mode explore or none: exploit adds a Q output), or drop --transfer.finetune.")
+                          "(and --transfer.mode explore or none: exploit adds a Q output), or drop "
+                          "--transfer.finetune.")
     return dataclasses.replace(state, **{name: getattr(pre, name) for name in names})
 
 
