@@ -28,3 +28,7 @@ class SignatureError(ConfigError, TypeError):
 
 class DivergenceError(RilletError, FloatingPointError):
     """The learner's parameters became non-finite (NaN or inf); the run stops before checkpointing them."""
+
+
+class ReplayUnreachableError(RilletError, ConnectionError):
+    """The Reverb server at an address did not answer within the wait allowed."""

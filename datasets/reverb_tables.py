@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from typing import Any, Sequence
 
 import reverb
 import tensorflow as tf
 
 from rillet.datasets.specs import ArraySpec, StepSpec
-from rillet.errors import ConfigError
+from rillet.errors import ConfigError, ReplayUnreachableError
 
 SAMPLERS = ("uniform", "prioritized")
 
@@ -140,17 +141,43 @@ def _rate_limiter(min_size_to_sample: int, samples_per_insert: float | None, err
     return reverb.rate_limiters.SampleToInsertRatio(spi, int(min_size_to_sample), buf)
 
 
-def make_server(tables: Sequence[reverb.Table], port: int | None = None) -> reverb.Server:
-    """An in-process Reverb server hosting `tables` (port None: a free port is picked)."""
+def make_server(tables: Sequence[reverb.Table], port: int | None = None, checkpoint_dir: str = "") -> reverb.Server:
+    """An in-process Reverb server hosting `tables` (port None: a free port is picked). With
+    `checkpoint_dir`, `reverb.Client.checkpoint()` writes the tables there and a server started on a
+    directory that holds a checkpoint restores the newest one (Reverb's own checkpointer)."""
     tables = list(tables)
     if not tables:
         raise ConfigError("make_server needs at least one table; build them with make_table(...).")
     names = [t.name for t in tables]
     if len(set(names)) != len(names):
         raise ConfigError(f"table names must be unique on one server, got {names}.")
-    return reverb.Server(tables, port=port)
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(checkpoint_dir) if checkpoint_dir else None
+    return reverb.Server(tables, port=port, checkpointer=checkpointer)
 
 
 def server_address(server: reverb.Server) -> str:
     """The "127.0.0.1:PORT" address of an in-process server (for clients and datasets)."""
     return f"127.0.0.1:{server.port}"
+
+
+def wait_for_server(address: str, timeout_s: float = 60.0, who: str = "rillet", poll_s: float = 5.0) -> reverb.Client:
+    """A client of the Reverb server at `address` once it answers. While it does not, prints one line
+    per try (who is waiting, for what, for how long); ReplayUnreachableError after `timeout_s` seconds."""
+    client, started, tries = reverb.Client(address), time.monotonic(), 0
+    while True:
+        tried_at = time.monotonic()
+        try:
+            client.server_info(timeout=max(1, int(poll_s)))
+            if tries:
+                print(f"{who}: the Reverb server at {address} answers again.", flush=True)
+            return client
+        except (reverb.errors.ReverbError, RuntimeError) as e:
+            waited, tries = time.monotonic() - started, tries + 1
+            if waited >= timeout_s:
+                raise ReplayUnreachableError(
+                    f"{who}: no Reverb server answers at {address} after {waited:.0f} s ({type(e).__name__}). "
+                    "Start it first (`rillet replay-server AGENT ...` prints its address) or fix --replay.address."
+                ) from None
+            print(f"{who}: waiting for the Reverb server at {address} ({waited:.0f} of {timeout_s:.0f} s, try "
+                  f"{tries})...", flush=True)
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - tried_at)))  # a refused connection fails at once

@@ -82,31 +82,35 @@ class ActorCarry:
 def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_done: int,
         on_env_steps: Callable[[int], None] = lambda n: None,
         stop: threading.Event | None = None, on_episode: Callable[[dict], None] | None = None,
-        carry: ActorCarry | None = None, on_step: Callable[[dict], None] | None = None) -> int:
+        carry: ActorCarry | None = None, slot: tuple[int, int] = (0, 1), seed_offset: int = 0,
+        on_step: Callable[[dict], None] | None = None) -> int:
     """Acts until config.total_env_steps (counting env_steps_done) or until `stop` is set.
 
     Writes the agent's replay items (n-step transitions, sequences) to the Reverb table at
     `address`; calls on_episode (if given) with each finished episode's `episode_stats`; starts from
-    and keeps `carry` (the actor state that outlives episodes), if given; on_step (if given) sees every
-    batched step. With behaviour transfer (config.transfer) the agent's actors act with the pre-trained
-    policy (`pipelines.transfer`). Returns the env steps it took.
+    and keeps `carry` (the actor state that outlives episodes), if given. slot (j, n): this is actor
+    process j of n (its exploration members, `Agent.actor_parts`); seed_offset moves its env and policy
+    seeds (other processes, restarts); on_step (if given) sees every batched step. With behaviour transfer
+    (config.transfer) the agent's actors act with the pre-trained policy (`pipelines.transfer`).
+    Returns the env steps it took.
     """
     stop = stop or threading.Event()
     a = config.actor
     agent = get_agent(config.agent)
-    env = make_batched_env(config.env_id, a.num_envs, seed=config.seed + env_steps_done, num_threads=a.num_threads,
+    seed = config.seed + env_steps_done + seed_offset
+    env = make_batched_env(config.env_id, a.num_envs, seed=seed, num_threads=a.num_threads,
                            observation_indices=config.observation_indices)
     writer = replay_writer(agent.replay_item(config.learner), address, TRANSITIONS_TABLE, spec, config.replay,
                            config.gamma)
     writer.stop_on(stop.is_set)
-    parts = agent.actor_parts(spec, config.learner, a, a.num_envs)
-    budget = config.total_env_steps - env_steps_done
-    max_ticks = max(0, -(-budget // a.num_envs))
-    steps = 0
+    parts = agent.actor_parts(spec, config.learner, a, a.num_envs, slot)
     if config.transfer.enabled:
         env_spec = env_step_spec(config.env_id, config.observation_indices)
         parts = transfer_actor(config.transfer, parts, pretrained_loader(config.transfer, env_spec), env_spec,
                                a.num_envs)
+    budget = config.total_env_steps - env_steps_done
+    max_ticks = max(0, -(-budget // a.num_envs))
+    steps = 0
 
     def count(_):
         nonlocal steps
@@ -115,7 +119,7 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
 
     carry = carry or ActorCarry()
     stream = (Stream(envpool_actor(env, parts.policy, params_source, carry.start(parts), observe=parts.observe,
-                                   seed=config.seed + 1 + env_steps_done, max_ticks=max_ticks,
+                                   seed=seed + 1, max_ticks=max_ticks,
                                    on_actor_state=carry.observer(parts)))
               | reverb_writer(writer) | tap(count))
     if on_step is not None:

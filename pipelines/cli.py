@@ -6,6 +6,7 @@ subcommand, and its options carry its name:
     rillet train-online r2d2 --observation-indices 0 2 --r2d2.burn-in 10 --r2d2.lstm-size 128
     rillet train-online r2d2 --help                     # the run's options and R2D2's only
     rillet train-offline r2d2 --data DIR --num-updates 5000  # a value agent from an RLDS dataset
+    rillet launch dqn --ray.num-actors 2 --run-dir runs/y  # the same run on Ray: actor processes, restarts
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tyro
 from rillet.errors import ConfigError, RilletError
 from rillet.learners.agents import agent_names, get_agent
 from rillet.pipelines.config import ActorConfig, OnlineConfig, ReplayConfig
+from rillet.pipelines.launch import RayConfig
 from rillet.learners.dqn import DQNConfig
 
 DEMO_TARGET_RETURN = 475.0
@@ -87,6 +89,7 @@ def train_online_cmd(config: OnlineConfig) -> dict:
 def act_cmd(config: OnlineConfig) -> int:
     """Acts in this process only, writing to the Reverb server at --replay.address and taking the
     policy parameters the learner publishes there (run `rillet train-online --no-local-actors`)."""
+    from rillet.datasets import reverb_tables
     from rillet.pipelines.acting import act
     from rillet.pipelines.param_sync import ParamsSubscriber
 
@@ -94,9 +97,23 @@ def act_cmd(config: OnlineConfig) -> int:
         raise ConfigError(f"rillet act needs --replay.address host:port of a running `rillet replay-server "
                           f"{config.agent}`.")
     spec, template = _spec_and_network(config)
-    steps = act(config, spec, config.replay.address, ParamsSubscriber(config.replay.address, template), 0)
+    reverb_tables.wait_for_server(config.replay.address, config.replay.connect_timeout_s, "rillet act")
+    params = ParamsSubscriber(config.replay.address, template, config.learner_fingerprint())
+    steps = act(config, spec, config.replay.address, params, 0)
     print(f"rillet act: wrote {steps} env steps to {config.replay.address}")
     return steps
+
+
+def launch_cmd(config: OnlineConfig, ray: RayConfig = RayConfig()) -> dict:
+    """Trains an online agent on Ray: a Reverb server, --ray.num-actors actor processes, the learner and
+    an evaluator as Ray actors, on a local Ray instance (127.0.0.1) or the cluster at --ray.address;
+    processes that die are restarted, and the run resumes from its run directory."""
+    from rillet.pipelines.launch import launch
+
+    summary = launch(config, ray)
+    _print_summary(summary)
+    print(f"restarts: {summary['restarts']}; replay items restored: {summary['replay_items_restored']}")
+    return summary
 
 
 def replay_server_cmd(config: OnlineConfig, port: int = 0) -> None:
@@ -105,8 +122,15 @@ def replay_server_cmd(config: OnlineConfig, port: int = 0) -> None:
 
     spec, template = _spec_and_network(config)
     server = serve_replay(config, spec, template, port=port or None)
-    print(f"rillet replay-server: listening on 127.0.0.1:{server.port}", flush=True)
-    server.wait()
+    print(f"rillet replay-server: serving port {server.port} on every network interface of this machine, "
+          f"unauthenticated (Reverb binds all interfaces and has no access control): connect at "
+          f"127.0.0.1:{server.port} here; fence the port from other machines (README, \"Running on many "
+          "machines\"). Ctrl-C stops it.", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.stop()
+        print("rillet replay-server: stopped.", flush=True)
 
 
 def _spec_and_network(config: OnlineConfig):
@@ -132,7 +156,7 @@ def _print_summary(summary: dict, target: float | None = None) -> None:
     print(line)
 
 
-AGENT_COMMANDS: dict[str, Callable] = {"train-online": train_online_cmd, "act": act_cmd,
+AGENT_COMMANDS: dict[str, Callable] = {"train-online": train_online_cmd, "launch": launch_cmd, "act": act_cmd,
                                        "replay-server": replay_server_cmd}
 
 

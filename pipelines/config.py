@@ -42,6 +42,8 @@ class ReplayConfig:
     batch_size: int = 128
     address: str = ""
     """host:port of a Reverb server in another process; empty: an embedded in-process server."""
+    connect_timeout_s: float = 60.0
+    """With an address: how long to wait for that server to answer (at start, and after it restarts)."""
     demonstrations: tuple[str, ...] = ()
     """RLDS datasets whose records seed the replay before acting (`pipelines.demonstrations`)."""
     demo_fraction: float = 0.0
@@ -60,6 +62,8 @@ class ReplayConfig:
         _require(1 <= self.n_step <= 100, "replay.n-step", self.n_step, "in [1, 100]")
         _require(self.sequence_period >= 1, "replay.sequence-period", self.sequence_period, ">= 1")
         _require(1 <= self.batch_size <= 65536, "replay.batch-size", self.batch_size, "in [1, 65536]")
+        _require(0 < self.connect_timeout_s < 1e6, "replay.connect-timeout-s", self.connect_timeout_s,
+                 "in (0, 1e6) seconds")
         _require(0 <= self.demo_fraction < 1, "replay.demo-fraction", self.demo_fraction, "in [0, 1)")
         _require(self.demo_fraction == 0 or bool(self.demonstrations), "replay.demo-fraction", self.demo_fraction,
                  "0 unless --replay.demonstrations names the datasets to sample from")

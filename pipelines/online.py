@@ -31,7 +31,7 @@ from rillet.pipelines.config import OnlineConfig
 from rillet.pipelines.learning import check_finite, log_metrics, learn, save_checkpoint
 from rillet.pipelines.run_dir import start_run_dir
 from rillet.pipelines.metrics import MetricsWriter, Progress, read_jsonl
-from rillet.pipelines.param_sync import ParamsPublisher, params_table
+from rillet.pipelines.param_sync import ParamsPublisher, params_tables
 from rillet.pipelines.stages import Stream, every, last, tap, until
 from rillet.pipelines.transfer import (TransferStats, candidate_env_spec, finetune_state, pretrained_loader,
                                        transfer_evaluator, transfer_spec)
@@ -56,9 +56,11 @@ def replay_table(config: OnlineConfig, spec) -> reverb.Table:
     return replay_stage.replay_table(TRANSITIONS_TABLE, item, spec, config.replay)
 
 
-def serve_replay(config: OnlineConfig, spec, params_template, port: int | None = None):
-    """A Reverb server with the replay table and the params table (for `rillet replay-server`)."""
-    return reverb_tables.make_server([replay_table(config, spec), params_table(params_template)], port=port)
+def serve_replay(config: OnlineConfig, spec, params_template, port: int | None = None, checkpoint_dir: str = ""):
+    """A Reverb server with the replay table and the params tables (for `rillet replay-server`);
+    `checkpoint_dir`: Reverb's own table checkpoints there, restored at start when it holds one."""
+    tables = [replay_table(config, spec), *params_tables(params_template)]
+    return reverb_tables.make_server(tables, port=port, checkpoint_dir=checkpoint_dir)
 
 
 def load_online_run(run_dir: str, step: int | None = None):
@@ -80,6 +82,7 @@ def _connect_replay(config: OnlineConfig, spec):
     tables seeded with the demonstrations, if any."""
     if config.replay.address:
         item = get_agent(config.agent).replay_item(config.learner)
+        reverb_tables.wait_for_server(config.replay.address, config.replay.connect_timeout_s, "rillet learner")
         reverb_sampler.check_table_matches(config.replay.address, TRANSITIONS_TABLE,
                                            replay_stage.item_signature(item, spec))
         return None, config.replay.address
@@ -189,9 +192,9 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
     client = reverb.Client(address)  # one client for priority updates and table queries
     params = LatestParams(agent.network(state))
     progress = Progress(config.progress, config.total_env_steps, run.env_steps, desc=f"{config.agent} {config.env_id}")
-    publisher = ParamsPublisher(address) if config.replay.address else None
+    publisher = ParamsPublisher(address, config.learner_fingerprint()) if config.replay.address else None
     if publisher is not None:
-        publisher.publish(agent.network(state))
+        publisher.publish(agent.network(state), run.updates)
     actor = _start_actor(run, spec, address, params, progress) if config.local_actors else None
 
     def remote_progress(tick=None):
@@ -221,7 +224,8 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
 
     stream = (_learner_ticks(run, agent, spec, state, address, client, actor)
               | tap(lambda tick: _advance(run, params, agent, tick))
-              | every(PUBLISH_EVERY_UPDATES if publisher else 0, lambda t: publisher.publish(agent.network(t.state)),
+              | every(PUBLISH_EVERY_UPDATES if publisher else 0,
+                      lambda t: publisher.publish(agent.network(t.state), t.step),
                       start=run.updates)
               | every(LOG_EVERY_UPDATES, log, start=run.updates)
               | every(config.checkpoint_every_updates,

@@ -21,7 +21,7 @@ from rillet.validation import creatable_path
 ONLINE_FREE = frozenset({
     "total_env_steps", "eval_every_steps", "eval_episodes", "stop_at_return", "stop_after_evals",
     "checkpoint_every_updates", "run_dir", "progress", "local_actors", "record_dir", "replay.address",
-    "actor.num_threads"})
+    "replay.connect_timeout_s", "actor.num_threads"})
 SHOWN = 8  # differences listed in an error
 
 

@@ -100,10 +100,16 @@ class Agent:
         """The agent's default options for an online run."""
         return self.config_type() if self.defaults is None else self.defaults()
 
-    def actor_parts(self, spec: StepSpec, cfg: Any, actor_options: Any, num_envs: int) -> ActorParts:
-        """The acting parts for `num_envs` environments with this agent's exploration family."""
+    def actor_parts(self, spec: StepSpec, cfg: Any, actor_options: Any, num_envs: int,
+                    slot: tuple[int, int] = (0, 1)) -> ActorParts:
+        """The acting parts for `num_envs` environments with this agent's exploration family. slot
+        (j, n): these environments are process j's of n alike, so they take members j * num_envs to
+        (j + 1) * num_envs - 1 of the family over all n * num_envs environments (one run on many processes)."""
         family = self.exploration(cfg, actor_options)
-        params = None if family is None else {k: np.asarray(v) for k, v in family.parameters(num_envs).items()}
+        j, n = slot
+        members = slice(j * num_envs, (j + 1) * num_envs)
+        params = None if family is None else {k: np.asarray(v)[members]
+                                              for k, v in family.parameters(n * num_envs).items()}
         return self.actor(spec, cfg, num_envs, params)
 
 
