@@ -89,15 +89,15 @@ def train_online_cmd(config: OnlineConfig) -> dict:
 def act_cmd(config: OnlineConfig) -> int:
     """Acts in this process only, writing to the Reverb server at --replay.address and taking the
     policy parameters the learner publishes there (run `rillet train-online --no-local-actors`)."""
-    from rillet.datasets import reverb_tables
     from rillet.pipelines.acting import act
+    from rillet.pipelines.online import check_remote_replay
     from rillet.pipelines.param_sync import ParamsSubscriber
 
     if not config.replay.address:
         raise ConfigError(f"rillet act needs --replay.address host:port of a running `rillet replay-server "
                           f"{config.agent}`.")
     spec, template = _spec_and_network(config)
-    reverb_tables.wait_for_server(config.replay.address, config.replay.connect_timeout_s, "rillet act")
+    check_remote_replay(config, spec, "rillet act")
     params = ParamsSubscriber(config.replay.address, template, config.learner_fingerprint())
     steps = act(config, spec, config.replay.address, params, 0)
     print(f"rillet act: wrote {steps} env steps to {config.replay.address}")

@@ -77,20 +77,29 @@ def load_online_run(run_dir: str, step: int | None = None):
     return config, spec, state
 
 
+def check_remote_replay(config: OnlineConfig, spec, who: str) -> None:
+    """Waits (bounded) for the server at config.replay.address; SpecMismatchError unless its replay
+    table holds this agent's items for this environment (before anything is written or sampled)."""
+    item = get_agent(config.agent).replay_item(config.learner)
+    reverb_tables.wait_for_server(config.replay.address, config.replay.connect_timeout_s, who)
+    reverb_sampler.check_table_matches(config.replay.address, TRANSITIONS_TABLE,
+                                       replay_stage.item_signature(item, spec))
+
+
 def _connect_replay(config: OnlineConfig, spec):
     """Returns (server or None, address). Embedded server unless config.replay.address is set, its
     tables seeded with the demonstrations, if any."""
     if config.replay.address:
-        item = get_agent(config.agent).replay_item(config.learner)
-        reverb_tables.wait_for_server(config.replay.address, config.replay.connect_timeout_s, "rillet learner")
-        reverb_sampler.check_table_matches(config.replay.address, TRANSITIONS_TABLE,
-                                           replay_stage.item_signature(item, spec))
+        check_remote_replay(config, spec, "rillet learner")
         return None, config.replay.address
     tables = [replay_table(config, spec)]
     if config.replay.demo_fraction > 0:
         item = get_agent(config.agent).replay_item(config.learner)
         tables.append(demonstrations.demo_table(replay_stage.item_signature(item, spec), DEMO_TABLE_SIZE))
     server = reverb_tables.make_server(tables)
+    print(f"Replay: an embedded Reverb server on port {server.port}, which Reverb opens on every network interface "
+          "with no authentication; fence the port from other machines (README, \"Fence the replay server\").",
+          flush=True)
     _seed_replay(config, f"127.0.0.1:{server.port}")
     return server, f"127.0.0.1:{server.port}"
 

@@ -123,8 +123,8 @@ class ActorRole(_Role):
     def run(self, attempt: int) -> int:
         """Acts until stopped; returns the env steps this process took. attempt: the launcher's count of
         this slot's restarts (moves the seeds, so a restarted actor plays new episodes)."""
-        from rillet.datasets.reverb_tables import wait_for_server
         from rillet.pipelines.acting import act
+        from rillet.pipelines.online import check_remote_replay
         from rillet.pipelines.param_sync import ParamsSubscriber
 
         config = dataclasses.replace(self._config, total_env_steps=ACTOR_STEP_BUDGET)
@@ -132,7 +132,8 @@ class ActorRole(_Role):
         seed_offset = 1_000_003 * (self._slot[0] + 1) + 7_919 * attempt
         while not self._stop.is_set():
             address = _replay_address(self._replay, config.replay.connect_timeout_s)
-            wait_for_server(address, config.replay.connect_timeout_s, self._name)
+            check_remote_replay(dataclasses.replace(config, replay=dataclasses.replace(config.replay, address=address)),
+                                spec, self._name)
             self._params = ParamsSubscriber(address, template, config.learner_fingerprint())
             watch = _ServerWatch(address, self._stop)
             try:

@@ -85,3 +85,20 @@ def test_actor_processes_take_consecutive_members_of_one_exploration_ladder():
     halves = [agent.actor_parts(spec, DQNConfig(), ActorConfig(), 4, slot=(j, 2)).actor_state["epsilon"]
               for j in range(2)]
     np.testing.assert_array_equal(np.concatenate(halves), one)
+
+
+def test_act_against_a_server_of_another_environment_is_one_clear_error(capsys):
+    from rillet.pipelines.cli import main
+    from rillet.pipelines.config import OnlineConfig
+    from rillet.pipelines.online import agent_spec, serve_replay
+
+    config = OnlineConfig(env_id="CartPole-v1", learner=DQNConfig(hidden_sizes=(8,)))
+    spec = agent_spec(config)
+    server = serve_replay(config, spec, dqn.init(jax.random.PRNGKey(0), spec, config.learner).online)
+    try:
+        code = main(["act", "dqn", "--env-id", "Acrobot-v1", "--dqn.hidden-sizes", "8", "--replay.address",
+                     f"127.0.0.1:{server.port}", "--total-env-steps", "5000"])
+    finally:
+        server.stop()
+    assert code == 2
+    assert "does not hold the items this learner expects" in capsys.readouterr().err
