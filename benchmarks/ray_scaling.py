@@ -7,8 +7,8 @@ launch starts and stops its own local Ray instance).
 The rates are counted from the moment the first actor step lands to the end of acting (launch.jsonl,
 one line per second), so Ray's and the processes' start-up (tens of seconds here) is left out; the
 learner's rate is its updates over that span. Prints one line per run and the 2-actor / 1-actor
-ratios last. The learner's rate limit (samples per insert) ties the actors to the learner: with
---replay.samples-per-insert 0 (MinSize only) the actors run free.
+ratios last. The learner's rate limit (--samples-per-insert, with its error buffer) ties the actors
+to the learner.
 """
 
 from __future__ import annotations

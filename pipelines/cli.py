@@ -124,8 +124,8 @@ def replay_server_cmd(config: OnlineConfig, port: int = 0) -> None:
     server = serve_replay(config, spec, template, port=port or None)
     print(f"rillet replay-server: serving port {server.port} on every network interface of this machine, "
           f"unauthenticated (Reverb binds all interfaces and has no access control): connect at "
-          f"127.0.0.1:{server.port} here; fence the port from other machines (README, \"Running on many "
-          "machines\"). Ctrl-C stops it.", flush=True)
+          f"127.0.0.1:{server.port} here; fence the port from other machines (README, \"Scale "
+          "out\"). Ctrl-C stops it.", flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:

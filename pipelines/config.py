@@ -145,6 +145,9 @@ class OnlineConfig:
                  self.checkpoint_every_updates, ">= 1")
         _require(self.local_actors or bool(self.replay.address), "no-local-actors", not self.local_actors,
                  "False only with --replay.address of a shared Reverb server (the actors' processes write there)")
+        _require(self.local_actors or self.replay.samples_per_insert > 0, "replay.samples-per-insert",
+                 self.replay.samples_per_insert, "> 0 with actors in other processes (the learner ends when the "
+                 "rate limiter stops it and the actors insert no more; with 0 it would sample for ever)")
         _require(agent.prioritized or self.replay.sampler == "uniform", "replay.sampler", self.replay.sampler,
                  f"'uniform' for agent {self.agent} (its update returns no priorities)")
         item = agent.replay_item(self.learner)

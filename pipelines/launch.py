@@ -96,6 +96,9 @@ def launch(config: OnlineConfig, ray_config: RayConfig) -> dict:
     """Runs (or resumes) `config` on Ray; returns the learner's summary with the launch's counters."""
     config.validate()
     ray_config.validate()
+    if config.replay.samples_per_insert <= 0:
+        raise ConfigError("rillet launch needs --replay.samples-per-insert > 0: the learner ends when the rate "
+                          "limiter stops it and the actors insert no more (with 0 it would sample for ever).")
     if config.replay.address or config.replay.demonstrations:
         raise ConfigError("rillet launch starts its own replay server: drop --replay.address and "
                           "--replay.demonstrations.")

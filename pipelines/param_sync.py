@@ -9,7 +9,7 @@ own checkpoint with the replay tables.
 
 Whoever can reach the server can write to it (Reverb has no authentication): the fingerprint lets an
 actor notice params published by a learner of another environment, agent or network (ParamsMismatchError)
-instead of acting with them; fence the server's port for the rest (README, "Running on many machines").
+instead of acting with them; fence the server's port for the rest (README, "Scale out").
 """
 
 from __future__ import annotations

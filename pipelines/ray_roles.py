@@ -15,10 +15,13 @@ import json
 import os
 import threading
 import time
+import warnings
 
 import ray
 
 from rillet.errors import RilletError
+
+warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")  # gymnasium Box specs, per process
 
 ACTOR_STEP_BUDGET = 10**15  # actors on Ray act until the launcher stops them (it counts the run's budget)
 
@@ -141,7 +144,9 @@ class ActorRole(_Role):
                     on_episode=self._record, slot=self._slot, seed_offset=seed_offset + self._steps)
             except RilletError:
                 raise
-            except Exception as e:  # a write or params refresh on a server that went away
+            except Exception as e:  # a write or params refresh on a server that went away, or the stop
+                if self._stop.is_set():
+                    break
                 watch.lost.set()
                 print(f"{self._name}: {type(e).__name__}: {e}", flush=True)
             if watch.lost.is_set() and not self._stop.is_set():

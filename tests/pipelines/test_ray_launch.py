@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from rillet.pipelines.config import OnlineConfig, ReplayConfig
 from rillet.pipelines.launch import RayConfig
 from rillet.errors import ConfigError
 
@@ -88,8 +89,14 @@ def test_actor_and_replay_server_killed_mid_run_are_restarted_and_the_run_finish
 def test_launch_options_are_checked_before_anything_starts(tmp_path):
     with pytest.raises(ConfigError, match="ray.num-actors"):
         RayConfig(num_actors=0).validate()
+    remote = OnlineConfig(local_actors=False, replay=ReplayConfig(address="127.0.0.1:1", samples_per_insert=0))
+    with pytest.raises(ConfigError, match="sample for ever"):  # `train-online --no-local-actors` alike
+        remote.validate()
     result = subprocess.run([sys.executable, "-m", "rillet.pipelines.cli", "launch", "dqn", "--replay.address",
                              "127.0.0.1:1", "--run-dir", str(tmp_path / "r")], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and "starts its own replay server" in result.stderr
     assert not os.path.exists(tmp_path / "r")
+    result = subprocess.run([sys.executable, "-m", "rillet.pipelines.cli", "launch", "dqn", "--replay.samples-per-insert",
+                             "0", "--run-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "samples-per-insert > 0" in result.stderr
