@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import shutil
+import tempfile
 import time
+import weakref
 from typing import Any, Sequence
 
 import reverb
@@ -151,8 +154,12 @@ def make_server(tables: Sequence[reverb.Table], port: int | None = None, checkpo
     names = [t.name for t in tables]
     if len(set(names)) != len(names):
         raise ConfigError(f"table names must be unique on one server, got {names}.")
-    checkpointer = reverb.checkpointers.DefaultCheckpointer(checkpoint_dir) if checkpoint_dir else None
-    return reverb.Server(tables, port=port, checkpointer=checkpointer)
+    scratch = "" if checkpoint_dir else tempfile.mkdtemp(prefix="rillet-reverb-")
+    server = reverb.Server(tables, port=port,
+                           checkpointer=reverb.checkpointers.DefaultCheckpointer(checkpoint_dir or scratch))
+    if scratch:  # Reverb would leave its default checkpoint directory in /tmp for ever; this one goes with the server
+        weakref.finalize(server, shutil.rmtree, scratch, True)
+    return server
 
 
 def server_address(server: reverb.Server) -> str:

@@ -102,3 +102,18 @@ def test_act_against_a_server_of_another_environment_is_one_clear_error(capsys):
         server.stop()
     assert code == 2
     assert "does not hold the items this learner expects" in capsys.readouterr().err
+
+
+def test_a_stopped_server_leaves_no_directory_behind():
+    import gc
+    import glob
+
+    import reverb
+
+    before = set(glob.glob("/tmp/rillet-reverb-*"))
+    server = make_server([reverb.Table.queue("q", 10)])
+    assert len(set(glob.glob("/tmp/rillet-reverb-*")) - before) == 1  # Reverb's scratch checkpoint directory
+    server.stop()
+    del server
+    gc.collect()
+    assert set(glob.glob("/tmp/rillet-reverb-*")) - before == set()
