@@ -151,12 +151,16 @@ def _choose(config: FlightConfig) -> Callable:
     return choose
 
 
-@functools.partial(jax.jit, static_argnums=3)
-def _candidate(action: jax.Array, pre_action: jax.Array, in_flight: jax.Array, candidate: int):
-    """(executed action [B], chose_pretrained [B] bool): the extra action `candidate` (off flights) executes
-    the pre-trained policy's action; every other recorded action is executed as it is."""
+@functools.partial(jax.jit, static_argnums=4)
+def _candidate(action: jax.Array, pre_action: jax.Array, in_flight: jax.Array, prob: jax.Array, candidate: int):
+    """(recorded action [B], executed action [B], chose_pretrained [B] bool, behaviour_prob [B]) with the
+    candidate action: flight steps and the own policy's choices of `candidate` execute the pre-trained
+    policy's action and record `candidate` (flight steps with probability 1: the flight state decides it);
+    every other action is recorded and executed as it is."""
     chose = (action == candidate) & ~in_flight
-    return jnp.where(chose, pre_action.astype(action.dtype), action), chose
+    executed = jnp.where(chose | in_flight, pre_action.astype(action.dtype), action)
+    recorded = jnp.where(in_flight, jnp.asarray(candidate, action.dtype), action)
+    return recorded, executed, chose, jnp.where(in_flight, 1.0, prob)
 
 
 def flight_policy(own_policy: Callable, pretrained_policy: Callable, config: FlightConfig,
@@ -191,11 +195,11 @@ def flight_policy(own_policy: Callable, pretrained_policy: Callable, config: Fli
         action, in_flight, remaining, prob = choose(own_action, pre_action, _probability(own_extras, b),
                                                     _probability(pre_extras, b), s["epsilon"], s["remaining"],
                                                     k_flight)
-        extras = {**own_extras, "behaviour_prob": prob, "in_flight": in_flight, "flight_remaining": remaining}
         executed = action
         if candidate is not None:
-            executed, chose = _candidate(action, pre_action, in_flight, candidate)
-            extras = {**extras, "executed_action": executed, "chose_pretrained": chose}
+            action, executed, chose, prob = _candidate(action, pre_action, in_flight, prob, candidate)
+            own_extras = {**own_extras, "executed_action": executed, "chose_pretrained": chose}
+        extras = {**own_extras, "behaviour_prob": prob, "in_flight": in_flight, "flight_remaining": remaining}
         return action, extras, {**s, "own": _took(own_state, action), "pretrained": _took(pre_state, executed),
                                 "remaining": remaining}
 
@@ -240,7 +244,9 @@ def flight_actor(own: ActorParts, pretrained: Any, config: FlightConfig, epsilon
     sees) is the chosen one, A included, so the learner's Q(x, A) is the value of handing this step to the
     pre-trained policy; the environment executes extras["executed_action"] (the pre-trained policy's action
     where A was chosen; the actor loop and the evaluations step with it), and extras["chose_pretrained"]
-    marks those steps. Flight steps record the pre-trained policy's primitive action (an option's steps)."""
+    marks those steps. Flight steps, too, record A (the pre-trained policy acts: Q(x, A) learns from
+    the flights, with behaviour probability 1 given the flight state) and execute the pre-trained action;
+    without the candidate they record the pre-trained policy's primitive action."""
     config.validate()
     own_state = own.actor_state
     if epsilon is None:

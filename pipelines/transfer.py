@@ -12,7 +12,10 @@ policy (any `rillet train-online` run directory, e.g. NGU pre-trained with --ngu
              the value of handing the step to the pre-trained policy; chose_pretrained marks those steps.
              This is the paper's "action set extended with the pre-trained policy" form; its other form
              (Q augmented with the pre-trained policy's values) is not built;
-    both     both of the above (flight steps record the pre-trained policy's primitive action);
+    both     both of the above: flight steps, too, record A (the pre-trained policy is acting), so that
+             Q(x, A) also learns from the flights; the own policy acts greedily over A + 1 actions
+             between flights. (Recording the primitive action instead would leave A untried: a greedy
+             own policy never picks an action it has no data for.);
     none     neither: only fine-tuning (requires finetune).
 
 finetune: the downstream learner's networks start from the pre-trained checkpoint's (same agent and the

@@ -72,6 +72,27 @@ def test_the_candidate_action_executes_the_pretrained_action_in_the_environment(
     twin.close()
 
 
+def test_with_both_flight_steps_record_the_candidate_and_execute_the_pretrained_action(pre):
+    """mode both: the own policy always chooses action 1; flights (epsilon 0.5) record the extra action 2 with
+    behaviour probability 1 and execute the pre-trained greedy action; the other steps record and execute 1."""
+    b, env_spec = 3, env_step_spec("CartPole-v1")
+    transfer = TransferConfig(checkpoint=pre, mode="both", flight_mean_length=3.0)
+    own = ActorParts(lambda p, obs, s, k: (np.ones(b, np.int32), {}, s), {"epsilon": np.full(b, 0.5, np.float32)})
+    parts = transfer_actor(transfer, own, pretrained_loader(transfer, env_spec), env_spec, b)
+    env = BatchedEnv("CartPole-v1", b, seed=4)
+    steps = list(envpool_actor(env, parts.policy, lambda: None, parts.actor_state, seed=0, observe=parts.observe,
+                               max_ticks=40))
+    env.close()
+    flying = np.stack([s["extras"]["in_flight"] for s in steps])
+    assert flying.any() and (~flying).any()
+    for step in steps:
+        f, extras = step["extras"]["in_flight"], step["extras"]
+        np.testing.assert_array_equal(step["action"], np.where(f, 2, 1))
+        np.testing.assert_array_equal(extras["executed_action"], np.where(f, pre_greedy(pre, step["observation"]), 1))
+        np.testing.assert_array_equal(extras["behaviour_prob"], 1.0)
+        np.testing.assert_array_equal(extras["chose_pretrained"], False)
+
+
 def test_the_downstream_spec_has_one_action_more_and_the_transfer_extras(pre, tmp_path):
     config = dqn_config(tmp_path / "run", transfer=TransferConfig(checkpoint=pre, mode="both"))
     spec = agent_spec(config)
