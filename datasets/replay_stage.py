@@ -57,14 +57,22 @@ def inserted(client: reverb.Client, table: str) -> int:
 
 
 def sampled_batches(address: str, table: str, batch_size: int, keep_sampling: Callable[[], bool | None],
-                    patience_s: float = 120.0) -> Iterator[dict]:
+                    patience_s: float = 120.0, say_every_s: float = 30.0) -> Iterator[dict]:
     """Source: sampled batches {"data", "key", "probability"} while actors insert. A sampler that times
     out (actors blocked, slow to start, or finished) is reopened while `keep_sampling()` says so (a
     local actor lives), or, when it returns None (actors in other processes), while the server's insert
-    count still grows; ConfigError if no actor has inserted anything within `patience_s` seconds."""
+    count still grows; ConfigError if no actor has inserted anything within `patience_s` seconds. While
+    no batch comes, says so every `say_every_s` seconds with the table's counts (a learner starved by
+    the rate limiter, e.g. sequences far longer than the episodes, is not silent)."""
     seen, started = -1, time.monotonic()
+    last_batch = said = started
     while True:
-        yield from reverb_sampler.sample_batches(address, table, batch_size, rate_limiter_timeout_ms=2_000)
+        for batch in reverb_sampler.sample_batches(address, table, batch_size, rate_limiter_timeout_ms=2_000):
+            last_batch = time.monotonic()
+            yield batch
+        if time.monotonic() - max(last_batch, said) >= say_every_s:
+            said = time.monotonic()
+            _say_starved(address, table, batch_size, said - last_batch)
         keep = keep_sampling()
         if keep is None:
             now = inserted(reverb.Client(address), table)
@@ -77,6 +85,15 @@ def sampled_batches(address: str, table: str, batch_size: int, keep_sampling: Ca
             seen = now
         elif not keep:
             return
+
+
+def _say_starved(address: str, table: str, batch_size: int, waited_s: float) -> None:
+    """One line: how long the learner has waited for a batch, and what the table holds."""
+    info = reverb.Client(address).server_info(timeout=10)[table]
+    print(f"rillet learner: no batch of {batch_size} for {waited_s:.0f} s; the replay table {table!r} holds "
+          f"{info.current_size} items ({info.rate_limiter_info.insert_stats.completed} inserted). The rate "
+          "limiter holds the learner until the actors insert enough (slow actors, or items far longer than "
+          "the episodes: check the sequence length and period against the episode lengths).", flush=True)
 
 
 def importance_weights(probability: np.ndarray, table_size: int, beta: float) -> np.ndarray:

@@ -117,3 +117,26 @@ def test_a_stopped_server_leaves_no_directory_behind():
     del server
     gc.collect()
     assert set(glob.glob("/tmp/rillet-reverb-*")) - before == set()
+
+
+def test_a_learner_starved_by_the_rate_limiter_says_so(capsys):
+    import reverb
+    import tensorflow as tf
+
+    from rillet.datasets.replay_stage import sampled_batches
+
+    table = reverb.Table("t", reverb.selectors.Uniform(), reverb.selectors.Fifo(), 100,
+                         reverb.rate_limiters.MinSize(50), signature=tf.TensorSpec((), tf.float32))
+    server = make_server([table])
+    client = reverb.Client(f"127.0.0.1:{server.port}")
+    for i in range(5):  # 5 items, while the learner may sample only from 50
+        client.insert(np.float32(i), {"t": 1.0})
+    deadline = time.monotonic() + 4
+    try:
+        batches = list(sampled_batches(f"127.0.0.1:{server.port}", "t", 4, lambda: time.monotonic() < deadline,
+                                       say_every_s=1.5))
+    finally:
+        server.stop()
+    assert batches == []
+    out = capsys.readouterr().out
+    assert "rillet learner: no batch of 4 for" in out and "holds 5 items (5 inserted)" in out
