@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/kill_recovery.py [--kills 20 --seed 0 --out DIR]
 
 train-online: one run directory, `rillet train-online dqn` started `--kills` times and killed after a
-random 2-20 s each (numpy seed --seed), then run to its end. After each kill the newest checkpoint on
+random 8-30 s each (numpy seed --seed), then run to its end. After each kill the newest checkpoint on
 disk must restore (`load_online_run`), and the next start must say it resumed from exactly that update.
 
 dataset generate: `--kills` fresh output directories, each `rillet dataset generate` killed after a
-random 1-12 s. Each must be either absent (the writer died before its atomic rename; only a marked
+random 5-25 s. Each must be either absent (the writer died before its atomic rename; only a marked
 `.incomplete-*` sibling is left, which every reader refuses with a message saying what to do) or a
 complete dataset that `rillet dataset validate` accepts (exit 0: every episode whole).
 
@@ -29,9 +29,9 @@ import time
 import numpy as np
 
 CLI = [sys.executable, "-m", "rillet.pipelines.cli"]
-TRAIN = ["train-online", "dqn", "--env-id", "CartPole-v1", "--total-env-steps", "40000", "--eval-every-steps", "0",
+TRAIN = ["train-online", "dqn", "--env-id", "CartPole-v1", "--total-env-steps", "100000", "--eval-every-steps", "0",
          "--eval-episodes", "5", "--checkpoint-every-updates", "100", "--no-progress", "--dqn.hidden-sizes", "64", "64"]
-GENERATE = ["dataset", "generate", "--env", "CartPole-v1", "--episodes", "400", "--num-envs", "4", "--no-progress"]
+GENERATE = ["dataset", "generate", "--env", "CartPole-v1", "--episodes", "3000", "--num-envs", "4", "--no-progress"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -52,7 +52,7 @@ def train_online_kills(out: str, kills: int, rng: np.random.Generator) -> list[s
 
     run_dir, failures, expected = os.path.join(out, "run"), [], None
     for k in range(kills):
-        wait = float(rng.uniform(2, 20))
+        wait = float(rng.uniform(8, 30))
         log = kill_after(TRAIN + ["--run-dir", run_dir], wait)
         resumed = re.search(r"Resumed from .* at update (\d+)", log)
         training = "Replay: an embedded Reverb server" in log  # printed once the state is restored
@@ -84,7 +84,7 @@ def generate_kills(out: str, kills: int, rng: np.random.Generator) -> tuple[list
     """Returns the failed checks and the outcome counts {"complete", "absent"}."""
     failures, counts = [], {"complete": 0, "absent": 0}
     for k in range(kills):
-        wait = float(rng.uniform(1, 12))
+        wait = float(rng.uniform(5, 25))
         data = os.path.join(out, f"data-{k}")
         kill_after(GENERATE + ["--out", data, "--seed", str(k)], wait)
         if os.path.exists(data):

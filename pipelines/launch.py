@@ -23,6 +23,7 @@ import time
 
 from rillet.errors import ConfigError, RilletError
 from rillet.pipelines.config import OnlineConfig
+from rillet.pipelines.metrics import read_jsonl
 from rillet.pipelines.run_dir import start_run_dir
 
 __all__ = ["RayConfig", "launch", "LaunchError"]
@@ -52,6 +53,8 @@ class RayConfig:
     eval_every_s: float = 60.0
     """The evaluator's period (greedy episodes on the newest params); 0: no evaluator process."""
     log_every_s: float = 5.0
+    act_for_s: float = 0.0
+    """Also stop acting after this many seconds of the launch (a wall-clock budget); 0: the env-step budget only."""
 
     def cpus(self) -> float:
         """The CPUs the roles ask Ray for, all together."""
@@ -72,6 +75,7 @@ class RayConfig:
              self.replay_checkpoint_every_s, "in [1, 86400]")
         need(0 <= self.eval_every_s <= 86_400, "eval-every-s", self.eval_every_s, "in [0, 86400]")
         need(0.1 <= self.log_every_s <= 3600, "log-every-s", self.log_every_s, "in [0.1, 3600]")
+        need(0 <= self.act_for_s <= 10**7, "act-for-s", self.act_for_s, "in [0, 1e7] seconds")
         return self
 
 
@@ -138,6 +142,8 @@ class _Supervisor:
         self.env_steps_before: dict[int, int] = collections.defaultdict(int)  # steps of dead actor processes
         self.last_progress: dict[int, dict] = {}
         self.log_path = os.path.join(config.run_dir, "launch.jsonl")
+        earlier = read_jsonl(self.log_path)  # a launch resumed in its run directory goes on from its count
+        self.env_steps_before[-1] = int(earlier[-1]["env_steps"]) if earlier else 0
         keep = dict(max_restarts=ray_config.max_restarts)
         gpus = ray_config.learner_gpus if ray_config.learner_gpus >= 0 else \
             (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
@@ -220,14 +226,17 @@ class _Supervisor:
                 self._checkpoint_replay()
                 last_ckpt = now
             steps = self._poll_actors()
-            if not stopping and steps >= self.config.total_env_steps:
+            out_of_time = self.ray_config.act_for_s and now - started >= self.ray_config.act_for_s
+            if not stopping and (steps >= self.config.total_env_steps or out_of_time):
                 self._stop_actors()
                 stopping = True
             if now - last_log >= self.ray_config.log_every_s or result is not None:
                 self._log(now - started)
                 last_log = now
+        table = ray.get(self.replay.table_info.remote(), timeout=60)
         return {**result, "env_steps_actors": self._env_steps(), "restarts": self._restart_counts(),
-                "replay_items_restored": self.restored, "wall_s_launch": round(time.time() - started, 1)}
+                "replay_items_restored": self.restored, "replay_table": table,
+                "wall_s_launch": round(time.time() - started, 1)}
 
     def _restart(self, role: str, index: int, error: BaseException) -> None:
         """Counts a failed role task and resubmits it (Ray restarts the process itself); LaunchError past

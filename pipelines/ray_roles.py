@@ -74,11 +74,13 @@ class ReplayRole(_Role):
         return reverb.Client(f"127.0.0.1:{self._port}").checkpoint()
 
     def table_info(self) -> dict:
-        """{"size": items in the replay table, "inserted": items inserted (restored counts included)}."""
+        """The replay table's own counters: {"size" (items stored), "inserted" (restored counts included),
+        "max_size", "sampled"}."""
         import reverb
 
         info = reverb.Client(f"127.0.0.1:{self._port}").server_info()[self._table]
-        return {"size": int(info.current_size), "inserted": int(info.rate_limiter_info.insert_stats.completed)}
+        return {"size": int(info.current_size), "inserted": int(info.rate_limiter_info.insert_stats.completed),
+                "max_size": int(info.max_size), "sampled": int(info.rate_limiter_info.sample_stats.completed)}
 
     def started(self) -> dict:
         """{"pid", "restored": replay items this process restored from a checkpoint at start}."""
