@@ -17,10 +17,11 @@ from typing import Any, Callable, Iterator
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rillet.errors import DivergenceError
 
-__all__ = ["Tick", "learn", "log_metrics", "save_checkpoint", "check_finite", "LoopClock"]
+__all__ = ["Tick", "learn", "skip_non_finite", "log_metrics", "save_checkpoint", "check_finite", "LoopClock"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,27 @@ def learn(update: Callable, state: Any, config: Any, start: int = 0,
             current, metrics = update(current, data(batch), config)
             step += 1
             yield Tick(step, current, metrics, batch)
+
+    return stage
+
+
+def skip_non_finite(data: Callable[[Any], Any] = lambda batch: batch,
+                    on_skip: Callable[[int], None] = lambda skipped: None) -> Callable[[Iterator], Iterator]:
+    """Transform: drops every batch with a NaN or inf in a floating-point leaf of data(batch) (rewards,
+    discounts, float observations; checked on the host with numpy) and calls on_skip(skipped so far)."""
+
+    def finite(batch) -> bool:
+        leaves = (np.asarray(x) for x in jax.tree.leaves(data(batch)))
+        return all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
+
+    def stage(batches):
+        skipped = 0
+        for batch in batches:
+            if finite(batch):
+                yield batch
+            else:
+                skipped += 1
+                on_skip(skipped)
 
     return stage
 

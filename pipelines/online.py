@@ -28,7 +28,7 @@ from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorCarry, ActorThread, 
 from rillet.pipelines.checkpointing import Checkpointer, restore_state
 from rillet.pipelines import demonstrations
 from rillet.pipelines.config import OnlineConfig
-from rillet.pipelines.learning import check_finite, log_metrics, learn, save_checkpoint
+from rillet.pipelines.learning import check_finite, log_metrics, learn, save_checkpoint, skip_non_finite
 from rillet.pipelines.run_dir import start_run_dir
 from rillet.pipelines.metrics import MetricsWriter, Progress, read_jsonl
 from rillet.pipelines.param_sync import ParamsPublisher, params_tables
@@ -126,6 +126,7 @@ class _Run:
         self.curve = [(r["env_steps"], r["return_mean"]) for r in read_jsonl(self.curve_path)]
         self.best = {"return_mean": -np.inf}
         self.stop = False
+        self.skipped = 0  # sampled batches with NaN or inf, not learned from
         self.started = time.time()
         self.episodes: list[dict] = []  # the local actors' finished episodes since the last log
         self.episode_log = os.path.join(run_dir, "episodes.jsonl")
@@ -137,6 +138,13 @@ class _Run:
         self.episodes.append(stats)
         with open(self.episode_log, "a") as f:
             f.write(json.dumps({"env_steps": self.env_steps, **stats}) + "\n")
+
+    def count_skipped(self, skipped: int) -> None:
+        """A sampled batch held a NaN or inf and was not learned from (said once, then counted in the logs)."""
+        if skipped == 1:
+            print("rillet learner: a sampled batch holds NaN or inf (rewards or observations from the environment?); "
+                  "such batches are skipped and counted (learner/non_finite_batches_skipped).", flush=True)
+        self.skipped = skipped
 
     def counters(self) -> dict:
         return {"env_steps": self.env_steps, "updates": self.updates}
@@ -216,7 +224,8 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
         check_finite(tick.state, tick.step, ckpt)  # a diverged learner stops here, its NaNs never checkpointed
         remote_progress()
         log_metrics(metrics, "learner/", lambda t: run.env_steps,
-                    lambda t: {"updates": t.step, "updates_per_s": t.step / (time.time() - run.started)})(tick)
+                    lambda t: {"updates": t.step, "updates_per_s": t.step / (time.time() - run.started),
+                               "non_finite_batches_skipped": run.skipped})(tick)
         episodes, run.episodes = run.episodes, []
         if episodes:
             metrics.write(run.env_steps, summarise_episodes(episodes), prefix="actor/")
@@ -292,7 +301,8 @@ def _learner_ticks(run: _Run, agent, spec, state, address: str, client, actor: A
                                            keep_sampling)
     if demo_rows:
         batches = demonstrations.mixed_batches(batches, address, demo_rows)
-    stream = Stream(batches) | _checked_first(lambda batch: agent.check_batch(spec, batch["data"]))
+    stream = (Stream(batches) | _checked_first(lambda batch: agent.check_batch(spec, batch["data"]))
+              | skip_non_finite(lambda batch: batch["data"], run.count_skipped))
     if prioritized and config.replay.importance_exponent > 0:
         weighted = replay_stage.importance_weighted(client, TRANSITIONS_TABLE, config.replay.importance_exponent)
         stream = stream | (demonstrations.replay_rows(weighted) if demo_rows else weighted)

@@ -78,6 +78,19 @@ def test_a_diverged_learner_stops_before_checkpointing_nan(tmp_path):
     assert not ckpt.exists() or not [n for n in os.listdir(ckpt) if n.isdigit()]
 
 
+def test_batches_with_nan_or_inf_are_skipped_and_counted():
+    import numpy as np
+
+    from rillet.pipelines.learning import skip_non_finite
+
+    good = {"data": {"reward": np.ones(4, np.float32), "observation": np.zeros((4, 2), np.uint8)}}
+    nan_reward = {"data": {"reward": np.array([1, np.nan, 0, 0], np.float32), "observation": good["data"]["observation"]}}
+    inf_obs = {"data": {"reward": np.ones(4, np.float32), "observation": np.full((4, 2), np.inf, np.float32)}}
+    counts = []
+    kept = list(skip_non_finite(lambda b: b["data"], counts.append)([good, nan_reward, good, inf_obs]))
+    assert kept == [good, good] and counts == [1, 2]
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("total_env_steps", 0, "total-env-steps"),
     ("total_env_steps", 150, "no update would run"),  # 150 transitions < replay.min-size-to-sample 200
