@@ -22,6 +22,7 @@ dataset_info.json.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -123,6 +124,29 @@ def check_out_dir(out_dir: str, option: str = "out_dir") -> str:
     return validation.creatable_path(path, option, DatasetPathError)
 
 
+def remove_dead_drafts(out_dir: str) -> list[str]:
+    """Removes the marked drafts of out_dir (``<out_dir>.incomplete-<pid>-<hex>``) whose writer process no
+    longer runs on this machine (killed earlier), so they do not pile up; returns what it removed. A
+    draft of a live process (another writer now) is left alone."""
+    removed = []
+    for draft in glob.glob(glob.escape(out_dir + INCOMPLETE_INFIX) + "*"):
+        pid = os.path.basename(draft)[len(os.path.basename(out_dir) + INCOMPLETE_INFIX):].split("-")[0]
+        if pid.isdigit() and os.path.exists(os.path.join(draft, INCOMPLETE_MARKER)) and not _alive(int(pid)):
+            shutil.rmtree(draft, ignore_errors=True)
+            removed.append(draft)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class DatasetDraft:
     """A dataset under construction in a marked temporary directory (see the module docstring).
 
@@ -136,6 +160,7 @@ class DatasetDraft:
         validation.integer("DatasetDraft", "per_shard", per_shard, low=1)
         self.out_dir = check_out_dir(out_dir, option)
         self.name, self.file_format, self.per_shard = name, file_format, per_shard
+        remove_dead_drafts(self.out_dir)
         self.tmp_dir = f"{self.out_dir}{INCOMPLETE_INFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             os.makedirs(self.tmp_dir)

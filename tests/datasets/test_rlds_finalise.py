@@ -121,3 +121,20 @@ def test_draft_refuses_bad_arguments(tmp_path):
         with pytest.raises(ConfigError, match="'train' .* already"):
             draft.split("train")
     assert os.listdir(tmp_path) == []
+
+
+def test_drafts_of_killed_writers_are_removed_by_the_next_writer_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "data")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = f"{out}{INCOMPLETE_INFIX}{gone.stdout.strip()}-0000aaaa", f"{out}{INCOMPLETE_INFIX}{os.getpid()}-bbbb"
+    unmarked = f"{out}{INCOMPLETE_INFIX}{gone.stdout.strip()}-cccc"  # not a draft of ours: no marker
+    for d in (dead, live, unmarked):
+        os.makedirs(d)
+    for d in (dead, live):
+        open(os.path.join(d, INCOMPLETE_MARKER), "w").close()
+    draft = DatasetDraft(out, "rillet_rlds", "array_record", per_shard=10)
+    draft.discard()
+    assert not os.path.exists(dead) and os.path.isdir(live) and os.path.isdir(unmarked)
