@@ -103,7 +103,11 @@ def main() -> None:
         lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line
                  and "warn(" not in line]
         shown = next((line for line in lines if line.startswith("rillet: error:")), lines[-1] if lines else "")
-        clear = result.returncode == 2 and shown.startswith("rillet: error:")
+        if "Required options" in result.stderr:  # tyro's own usage error: which option is missing
+            shown = "usage error: " + " ".join(line.strip("│ ") for line in lines[1:3])
+        clear = result.returncode == 2 and (shown.startswith("rillet: error:") or shown.startswith("usage error"))
+        if what == "a read-only run dir" and os.geteuid() == 0:
+            shown += " (run as root: directory permissions do not bind root, so there is nothing to refuse)"
         raw += not clear
         shown = shown.replace("|", "\\|")[:220]
         print(f"| {what} | {result.returncode} | {shown}{'' if clear else ' **(not one rillet error)**'} |",

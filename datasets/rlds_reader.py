@@ -220,7 +220,12 @@ class RldsEpisodes:
         self.shard_starts = np.cumsum([0] + lengths[:-1])[:len(lengths)]  # [shards] first episode of each
         import grain.python as grain
 
-        self.source = grain.ArrayRecordDataSource(files) if files else []
+        try:
+            self.source = grain.ArrayRecordDataSource(files) if files else []
+        except Exception as e:  # array_record reads every shard's footer at open: a truncated one fails here
+            detail = str(e).strip()[:200] or type(e).__name__
+            raise CorruptDatasetError(f"the {split!r} shards of '{path}' cannot be opened ({detail}): one is truncated "
+                                      f"or corrupt. Run `rillet dataset validate {path}` to name it.") from None
 
     def __len__(self) -> int:
         return len(self.source)

@@ -75,7 +75,7 @@ class DQNConfig:
     def validate(self) -> "DQNConfig":
         """Raises ConfigError naming the first bad field; returns self."""
         owner = "DQNConfig"
-        check.number(owner, "learning_rate", self.learning_rate, 0.0, low_open=True,
+        check.number(owner, "learning_rate", self.learning_rate, 0.0, 1.0, low_open=True,  # Adam: steps ~ lr
                      fix="learning_rate (e.g. 1e-3 for CartPole, 6.25e-5 for Atari)")
         for name in ("adam_eps", "max_grad_norm", "huber_delta"):
             check.number(owner, name, getattr(self, name), 0.0, low_open=True)
@@ -89,7 +89,7 @@ class DQNConfig:
                          fix="target_polyak_tau: None (periodic hard copies) or e.g. 0.005")
         check.int_tuple(owner, "hidden_sizes", self.hidden_sizes, low=1, fix="hidden_sizes, e.g. (256, 256)")
         if self.learning_rate_end is not None:
-            check.number(owner, "learning_rate_end", self.learning_rate_end, 0.0, low_open=True)
+            check.number(owner, "learning_rate_end", self.learning_rate_end, 0.0, 1.0, low_open=True)
             check.integer(owner, "learning_rate_decay_updates", self.learning_rate_decay_updates, low=1,
                           fix="learning_rate_decay_updates (>= 1 with learning_rate_end)")
         check.integer(owner, "learning_rate_decay_start", self.learning_rate_decay_start, low=0)

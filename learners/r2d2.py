@@ -134,7 +134,7 @@ class R2D2Config:
         for name in ("lambda_", "gamma", "priority_eta", "target_epsilon"):
             check.number(owner, name, getattr(self, name), 0.0, 1.0)
         self._validate_meme_parts(owner)
-        check.number(owner, "learning_rate", self.learning_rate, 0.0, low_open=True)
+        check.number(owner, "learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)  # Adam: steps ~ lr
         check.number(owner, "adam_eps", self.adam_eps, 0.0, low_open=True)
         if self.max_grad_norm is not None:
             check.number(owner, "max_grad_norm", self.max_grad_norm, 0.0, low_open=True, fix="max_grad_norm (None: no clipping)")

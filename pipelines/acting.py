@@ -79,6 +79,12 @@ class ActorCarry:
         return lambda actor_state: setattr(self, "latest", jax.tree.map(np.array, parts.carry(actor_state)))
 
 
+def record_path(record_dir: str, env_steps_done: int) -> str:
+    """Where the actors record this leg's episodes: record_dir, or record_dir-<env steps> for a leg that
+    resumes a run (each leg writes a dataset of its own)."""
+    return f"{record_dir.rstrip('/')}-{env_steps_done}" if env_steps_done else record_dir
+
+
 def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_done: int,
         on_env_steps: Callable[[int], None] = lambda n: None,
         stop: threading.Event | None = None, on_episode: Callable[[dict], None] | None = None,
@@ -127,8 +133,7 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
     if on_episode is not None:
         stream = stream | episode_stats(on_episode)
     if config.record_dir:  # every episode the actors finish, as an RLDS dataset (closed on exit)
-        record_dir = f"{config.record_dir.rstrip('/')}-{env_steps_done}" if env_steps_done else config.record_dir
-        stream = stream | rlds_writer(record_dir, spec, env_id=config.env_id, policy_name=f"{config.agent} (online)",
+        stream = stream | rlds_writer(record_path(config.record_dir, env_steps_done), spec, env_id=config.env_id, policy_name=f"{config.agent} (online)",
                                       seed=config.seed)
     try:
         for _ in stream:

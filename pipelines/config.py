@@ -157,6 +157,12 @@ class OnlineConfig:
                  f"enough for replay.min-size-to-sample={self.replay.min_size_to_sample} items before the first "
                  f"update (these actors write at most {most} {item.kind}s: no update would run); lower "
                  "--replay.min-size-to-sample or raise the budget")
+        per_env = self.total_env_steps // max(self.actor.num_envs, 1)
+        need = self.replay.n_step + 1 if item.kind != "sequence" else 2
+        _require(not self.local_actors or self.replay.demonstrations or per_env >= need, "total-env-steps",
+                 self.total_env_steps, f"at least {need} steps per environment (actor.num-envs={self.actor.num_envs} "
+                 f"share it: {per_env} each, too few for one {item.kind} item); lower --actor.num-envs or raise the "
+                 "budget")
         self.learner.validate()
         self.replay.validate()
         self.actor.validate()

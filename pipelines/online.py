@@ -20,11 +20,12 @@ import reverb
 from rillet.actors.environments import env_step_spec
 from rillet.actors.episode_stats import summarise_episodes
 from rillet.datasets import replay_stage, reverb_sampler, reverb_tables
+from rillet.datasets.rlds_finalise import check_out_dir
 from rillet.errors import CheckpointError
 from rillet.evals.plots import learning_curve
 from rillet.evals.returns import greedy_return_stage
 from rillet.learners.agents import get_agent
-from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorCarry, ActorThread, LatestParams
+from rillet.pipelines.acting import TRANSITIONS_TABLE, ActorCarry, ActorThread, LatestParams, record_path
 from rillet.pipelines.checkpointing import Checkpointer, restore_state
 from rillet.pipelines import demonstrations
 from rillet.pipelines.config import OnlineConfig
@@ -170,6 +171,8 @@ def train_online(config: OnlineConfig) -> dict:
         print(f"Resumed from {ckpt.directory} at update {updates}, env step {env_steps}.")
     elif config.transfer.finetune:
         state = finetune_state(state, config.agent, config.transfer)
+    if config.record_dir and config.local_actors:  # refused now, not by the actor thread later
+        check_out_dir(record_path(config.record_dir, env_steps), "--record-dir")
     run = _Run(config, run_dir, env_steps, updates, carry)
     metrics = MetricsWriter(run_dir)
 

@@ -11,7 +11,7 @@ import pytest
 
 from rillet.datasets.rlds_card import HISTOGRAM_FILE, MARKDOWN_FILE
 from rillet.datasets.rlds_loader import INDEX_FILE, RldsRecords, write_index
-from rillet.datasets.rlds_reader import CARD_FILE, CorruptDatasetError
+from rillet.datasets.rlds_reader import CARD_FILE, CorruptDatasetError, RldsEpisodes
 from rillet.datasets.rlds_validate import validate_dataset
 from rillet.errors import ConfigError
 from rillet.pipelines.cli import main as rillet_main
@@ -59,6 +59,8 @@ def test_a_truncated_shard_is_reported_and_refused(datasets, tmp_path, capsys):
     assert "failed" in capsys.readouterr().err
     with pytest.raises(CorruptDatasetError, match="truncated"):
         RldsRecords(bad)
+    with pytest.raises(CorruptDatasetError, match="truncated or corrupt.*rillet dataset validate"):
+        RldsEpisodes(bad)  # what `train-offline dqn|r2d2|...` opens first, for the data's spec
 
 
 def test_a_shard_of_another_dataset_is_reported_and_refused(datasets, tmp_path):

@@ -69,13 +69,44 @@ def test_a_run_dir_that_cannot_hold_a_run_is_refused(tmp_path):
 
 
 def test_a_diverged_learner_stops_before_checkpointing_nan(tmp_path):
-    """A learning rate of 1e30 makes the parameters non-finite: the run stops with DivergenceError and
-    every checkpoint on disk is finite (here: none was written before the divergence)."""
-    config = small_config(tmp_path / "run", learner=DQNConfig(hidden_sizes=(64, 64), learning_rate=1e30))
-    with pytest.raises(DivergenceError, match="non-finite.*Lower the learning rate"):
-        train_online(config)
-    ckpt = tmp_path / "run" / "checkpoints"
-    assert not ckpt.exists() or not [n for n in os.listdir(ckpt) if n.isdigit()]
+    """A learner whose parameters become non-finite after 120 updates (DQN's update, then its online
+    network's weights turned NaN: what an exploding update leaves) stops the run with DivergenceError;
+    the checkpoint at update 50 and 100 stay, finite, and nothing later is saved."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from rillet.learners.agents import get_agent, register, unregister
+
+    dqn_agent = get_agent("dqn")
+
+    def exploding(state, batch, config):
+        state, metrics = dqn_agent.update(state, batch, config)
+        factor = jnp.where(state.steps >= 120, jnp.nan, 1.0)
+        online = jax.tree.map(lambda x: x * factor if eqx.is_inexact_array(x) else x, state.online)
+        return eqx.tree_at(lambda s: s.online, state, online), metrics
+
+    register(dataclasses.replace(dqn_agent, name="dqn-exploding", update=exploding))
+    try:
+        config = dataclasses.replace(small_config(tmp_path / "run"), agent="dqn-exploding")
+        with pytest.raises(DivergenceError, match="non-finite.*Lower the learning rate"):
+            train_online(config)
+    finally:
+        unregister("dqn-exploding")
+    kept = sorted(int(n) for n in os.listdir(tmp_path / "run" / "checkpoints") if n.isdigit())
+    assert kept and max(kept) <= 100, kept
+
+
+def test_an_existing_record_dir_is_refused_before_acting(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ConfigError, match="--record-dir .* already exists"):
+        train_online(small_config(tmp_path / "run", record_dir=str(tmp_path / "data")))
+
+
+def test_a_learning_rate_above_one_is_refused_at_start(tmp_path):
+    with pytest.raises(ConfigError, match="learning_rate"):
+        train_online(small_config(tmp_path / "run", learner=DQNConfig(learning_rate=1e30)))
+    assert not (tmp_path / "run").exists()
 
 
 def test_batches_with_nan_or_inf_are_skipped_and_counted():
@@ -95,6 +126,7 @@ def test_batches_with_nan_or_inf_are_skipped_and_counted():
     ("total_env_steps", 0, "total-env-steps"),
     ("total_env_steps", 150, "no update would run"),  # 150 transitions < replay.min-size-to-sample 200
     ("gamma", 1.5, "gamma"),
+    ("actor", ActorConfig(num_envs=4096), "steps per environment"),  # 3,000 steps: none for an n-step item
     ("stop_after_evals", 0, "stop-after-evals"),
     ("replay", ReplayConfig(n_step=0), "replay.n-step"),
     ("replay", ReplayConfig(min_size_to_sample=10, max_size=5), "replay.min-size-to-sample"),

@@ -20,7 +20,7 @@ from rillet.errors import ConfigError
 ARGS = ["--env-id", "CartPole-v1", "--actor.num-envs", "4", "--replay.min-size-to-sample", "200",
         "--replay.batch-size", "32", "--replay.samples-per-insert", "32", "--dqn.hidden-sizes", "32", "32",
         "--eval-episodes", "3", "--checkpoint-every-updates", "200", "--ray.num-actors", "2",
-        "--ray.replay-checkpoint-every-s", "2", "--ray.eval-every-s", "0", "--ray.log-every-s", "1"]
+        "--ray.replay-checkpoint-every-s", "2", "--ray.eval-every-s", "15", "--ray.log-every-s", "1"]
 BUDGET = 16_000  # env steps: about a minute here (the learner's rate limit paces the actors)
 
 
@@ -84,6 +84,9 @@ def test_actor_and_replay_server_killed_mid_run_are_restarted_and_the_run_finish
     assert summary["env_steps_actors"] >= BUDGET
     assert victim not in _pids("ray::ActorRole")
     assert "restart 1 of at most" in out
+    with open(os.path.join(run_dir, "evaluations.jsonl")) as f:
+        evaluations = [json.loads(line) for line in f]
+    assert evaluations and all(e["episodes"] == 3 and e["learner_step"] >= 0 for e in evaluations)
 
 
 def test_launch_options_are_checked_before_anything_starts(tmp_path):
