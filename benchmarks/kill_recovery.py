@@ -31,7 +31,7 @@ import numpy as np
 CLI = [sys.executable, "-m", "rillet.pipelines.cli"]
 TRAIN = ["train-online", "dqn", "--env-id", "CartPole-v1", "--total-env-steps", "100000", "--eval-every-steps", "0",
          "--eval-episodes", "5", "--checkpoint-every-updates", "100", "--no-progress", "--dqn.hidden-sizes", "64", "64"]
-GENERATE = ["dataset", "generate", "--env", "CartPole-v1", "--episodes", "3000", "--num-envs", "4", "--no-progress"]
+GENERATE = ["dataset", "generate", "--env", "MountainCar-v0", "--episodes", "4000", "--num-envs", "4", "--no-progress"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
