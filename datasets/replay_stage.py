@@ -56,6 +56,17 @@ def inserted(client: reverb.Client, table: str) -> int:
     return int(client.server_info()[table].rate_limiter_info.insert_stats.completed)
 
 
+def actor_env_steps(client: reverb.Client, table: str, item_kind: str, sequence_period: int) -> int:
+    """The env steps actors in other processes have taken, estimated from the table's own counters: one
+    per transition item plus one per episode (an episode's last step ends no transition), or
+    sequence_period per sequence item. (Counting items alone was 2.5% low on CartPole's transitions.)"""
+    info = client.server_info()[table]
+    items = int(info.rate_limiter_info.insert_stats.completed)
+    if item_kind == "sequence":
+        return items * sequence_period
+    return items + int(info.num_episodes) + int(info.num_deleted_episodes)
+
+
 def sampled_batches(address: str, table: str, batch_size: int, keep_sampling: Callable[[], bool | None],
                     patience_s: float = 120.0, say_every_s: float = 30.0) -> Iterator[dict]:
     """Source: sampled batches {"data", "key", "probability"} while actors insert. A sampler that times

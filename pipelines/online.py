@@ -218,8 +218,10 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
     actor = _start_actor(run, spec, address, params, progress) if config.local_actors else None
 
     def remote_progress(tick=None):
-        if actor is None:  # actors in other processes: their progress is the table's insert count
-            n = replay_stage.inserted(client, TRANSITIONS_TABLE) - run.env_steps
+        if actor is None:  # actors in other processes: their steps, from the table's counters
+            kind = agent.replay_item(config.learner).kind
+            n = replay_stage.actor_env_steps(client, TRANSITIONS_TABLE, kind, config.replay.sequence_period) \
+                - run.env_steps
             run.env_steps += n
             progress.add(n)
 
