@@ -220,8 +220,8 @@ def _train(run: _Run, agent, spec, state, ckpt, metrics, evaluate):
     def remote_progress(tick=None):
         if actor is None:  # actors in other processes: their steps, from the table's counters
             kind = agent.replay_item(config.learner).kind
-            n = replay_stage.actor_env_steps(client, TRANSITIONS_TABLE, kind, config.replay.sequence_period) \
-                - run.env_steps
+            n = max(0, replay_stage.actor_env_steps(client, TRANSITIONS_TABLE, kind, config.replay.sequence_period)
+                    - run.env_steps)  # (a server restored from an older checkpoint counts from there)
             run.env_steps += n
             progress.add(n)
 
