@@ -21,7 +21,7 @@ ARGS = ["--env-id", "CartPole-v1", "--actor.num-envs", "4", "--replay.min-size-t
         "--replay.batch-size", "32", "--replay.samples-per-insert", "32", "--dqn.hidden-sizes", "32", "32",
         "--eval-episodes", "3", "--checkpoint-every-updates", "200", "--ray.num-actors", "2",
         "--ray.replay-checkpoint-every-s", "2", "--ray.eval-every-s", "15", "--ray.log-every-s", "1"]
-BUDGET = 16_000  # env steps: about a minute here (the learner's rate limit paces the actors)
+BUDGET = 10_000  # env steps, paced by the learner's rate limit (about one update per step)
 
 
 def _pids(title: str) -> list[int]:
@@ -63,10 +63,10 @@ def test_actor_and_replay_server_killed_mid_run_are_restarted_and_the_run_finish
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
     try:
-        _wait(lambda: _last_line(log).get("env_steps", 0) >= 2_000, "actor progress", 120, proc)
+        _wait(lambda: _last_line(log).get("env_steps", 0) >= 1_000, "actor progress", 120, proc)
         victim = _pids("ray::ActorRole")[0]
         os.kill(victim, signal.SIGKILL)
-        _wait(lambda: _last_line(log).get("restarts", 0) >= 1 and _updates(run_dir) >= 300
+        _wait(lambda: _last_line(log).get("restarts", 0) >= 1 and _updates(run_dir) >= 200
               and os.listdir(os.path.join(run_dir, "replay_checkpoints")), "the actor's restart, learning and a "
               "replay checkpoint", 120, proc)
         updates_before = _updates(run_dir)
