@@ -113,7 +113,8 @@ def main() -> None:
         print(f"| {what} | {result.returncode} | {shown}{'' if clear else ' **(not one rillet error)**'} |",
               flush=True)
     os.chmod(paths["readonly"], 0o755)
-    print(f"\n{len(cases(paths)) - raw} of {len(cases(paths))} bad inputs give one rillet error; {time.time() - started:.0f} s")
+    total = len(cases(paths))
+    print(f"\n{total - raw} of {total} bad inputs give one rillet error; {time.time() - started:.0f} s")
     sys.exit(1 if raw else 0)
 
 

@@ -137,7 +137,8 @@ class R2D2Config:
         check.number(owner, "learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)  # Adam: steps ~ lr
         check.number(owner, "adam_eps", self.adam_eps, 0.0, low_open=True)
         if self.max_grad_norm is not None:
-            check.number(owner, "max_grad_norm", self.max_grad_norm, 0.0, low_open=True, fix="max_grad_norm (None: no clipping)")
+            check.number(owner, "max_grad_norm", self.max_grad_norm, 0.0, low_open=True,
+                         fix="max_grad_norm (None: no clipping)")
         for name in ("value_rescaling", "dueling", "use_prev_action_reward"):
             check.boolean(owner, name, getattr(self, name))
         check.int_tuple(owner, "hidden_sizes", self.hidden_sizes, nonempty=True, low=1)

@@ -133,8 +133,8 @@ def act(config, spec, address: str, params_source: Callable[[], Any], env_steps_
     if on_episode is not None:
         stream = stream | episode_stats(on_episode)
     if config.record_dir:  # every episode the actors finish, as an RLDS dataset (closed on exit)
-        stream = stream | rlds_writer(record_path(config.record_dir, env_steps_done), spec, env_id=config.env_id, policy_name=f"{config.agent} (online)",
-                                      seed=config.seed)
+        stream = stream | rlds_writer(record_path(config.record_dir, env_steps_done), spec, env_id=config.env_id,
+                                      policy_name=f"{config.agent} (online)", seed=config.seed)
     try:
         for _ in stream:
             if stop.is_set():

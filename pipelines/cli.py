@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     everything = [*commands, *AGENT_COMMANDS, *groups]
     try:
         if argv and argv[0] == "experiment":
-            raise ConfigError("`rillet experiment NAME` is now `rillet reproduce NAME` (see `rillet reproduce --help`).")
+            raise ConfigError("`rillet experiment NAME` is now `rillet reproduce NAME` "
+                              "(see `rillet reproduce --help`).")
         if argv[:1] == ["train-offline"] and len(argv) > 1 and argv[1] in agent_names() and argv[1] != "pac":
             from rillet.pipelines.offline_agents import train_offline_agent_cmd
 

@@ -115,7 +115,8 @@ def test_batches_with_nan_or_inf_are_skipped_and_counted():
     from rillet.pipelines.learning import skip_non_finite
 
     good = {"data": {"reward": np.ones(4, np.float32), "observation": np.zeros((4, 2), np.uint8)}}
-    nan_reward = {"data": {"reward": np.array([1, np.nan, 0, 0], np.float32), "observation": good["data"]["observation"]}}
+    nan_reward = {"data": {"reward": np.array([1, np.nan, 0, 0], np.float32),
+                           "observation": good["data"]["observation"]}}
     inf_obs = {"data": {"reward": np.ones(4, np.float32), "observation": np.full((4, 2), np.inf, np.float32)}}
     counts = []
     kept = list(skip_non_finite(lambda b: b["data"], counts.append)([good, nan_reward, good, inf_obs]))

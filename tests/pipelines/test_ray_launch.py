@@ -37,7 +37,8 @@ def _wait(predicate, what: str, deadline_s: float, proc: subprocess.Popen):
         if value:
             return value
         if proc.poll() is not None:
-            pytest.fail(f"the launch ended (exit {proc.returncode}) while waiting for {what}: {proc.stdout.read()[-3000:]}")
+            pytest.fail(f"the launch ended (exit {proc.returncode}) while waiting for {what}: "
+                        f"{proc.stdout.read()[-3000:]}")
         time.sleep(0.5)
     pytest.fail(f"no {what} within {deadline_s} s")
 
@@ -100,6 +101,7 @@ def test_launch_options_are_checked_before_anything_starts(tmp_path):
                             timeout=60)
     assert result.returncode == 2 and "starts its own replay server" in result.stderr
     assert not os.path.exists(tmp_path / "r")
-    result = subprocess.run([sys.executable, "-m", "rillet.pipelines.cli", "launch", "dqn", "--replay.samples-per-insert",
-                             "0", "--run-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "rillet.pipelines.cli", "launch", "dqn",
+                             "--replay.samples-per-insert", "0", "--run-dir", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "samples-per-insert > 0" in result.stderr
