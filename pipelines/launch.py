@@ -196,10 +196,11 @@ class _Supervisor:
             ref = self.replay.serve.remote()
         elif role == "actor":
             ref = self.actors[index].run.remote(attempt)
-        elif role == "learner":
-            import ray
+        elif role == "learner":  # waits while Ray restarts the server (the learner may see it die first)
+            from rillet.pipelines.ray_roles import replay_address
 
-            ref = self.learner.run.remote(self.config, ray.get(self.replay.address.remote()))
+            address = replay_address(self.replay, self.config.replay.connect_timeout_s)
+            ref = self.learner.run.remote(self.config, address)
         else:
             ref = self.evaluator.run.remote(attempt)
         self.tasks[ref] = (role, index)

@@ -136,7 +136,7 @@ class ActorRole(_Role):
         spec, template = _spec_and_template(config)
         seed_offset = 1_000_003 * (self._slot[0] + 1) + 7_919 * attempt
         while not self._stop.is_set():
-            address = _replay_address(self._replay, config.replay.connect_timeout_s)
+            address = replay_address(self._replay, config.replay.connect_timeout_s)
             check_remote_replay(dataclasses.replace(config, replay=dataclasses.replace(config.replay, address=address)),
                                 spec, self._name)
             self._params = ParamsSubscriber(address, template, config.learner_fingerprint())
@@ -176,7 +176,7 @@ class ActorRole(_Role):
                 "policy_lag": -1 if params is None or params.step < 0 else params.policy_lag}
 
 
-def _replay_address(replay: ReplayRole, timeout_s: float) -> str:
+def replay_address(replay: ReplayRole, timeout_s: float) -> str:
     """The replay server's current address, asked of its role (waiting while Ray restarts it)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -225,7 +225,7 @@ class EvaluatorRole(_Role):
                                        observation_indices=config.observation_indices)
         done = 0
         while not self._stop.wait(self._every_s if done else 0.0):
-            address = _replay_address(self._replay, config.replay.connect_timeout_s)
+            address = replay_address(self._replay, config.replay.connect_timeout_s)
             wait_for_server(address, config.replay.connect_timeout_s, "rillet evaluator")
             params = ParamsSubscriber(address, template, config.learner_fingerprint())
             result = evaluate(params())
